@@ -1,0 +1,59 @@
+"""suture: a self-healing toolkit for Python services.
+
+Retry with backoff, circuit breakers, response validation, connection-pool
+monitoring with load shedding, and guarded status transitions; composable,
+observable and proven under injected faults.
+"""
+
+from suture.backoff import Backoff
+from suture.budget import RetryBudget
+from suture.classify import Classifier, is_transient, is_transient_status, retry_after
+from suture.clock import SYSTEM_CLOCK, Clock, SystemClock
+from suture.errors import BreakerOpen, InvalidTransition, Overloaded, ResponseError, SutureError
+from suture.events import (
+    BreakerRejected,
+    BreakerStateChanged,
+    Event,
+    PressureChanged,
+    RequestShed,
+    RetryBudgetExhausted,
+    RetryGaveUp,
+    RetryScheduled,
+    TransitionApplied,
+    TransitionRejected,
+    subscribe,
+)
+from suture.retrying import Attempt, Retry, retry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SYSTEM_CLOCK",
+    "Attempt",
+    "Backoff",
+    "BreakerOpen",
+    "BreakerRejected",
+    "BreakerStateChanged",
+    "Classifier",
+    "Clock",
+    "Event",
+    "InvalidTransition",
+    "Overloaded",
+    "PressureChanged",
+    "RequestShed",
+    "ResponseError",
+    "Retry",
+    "RetryBudget",
+    "RetryBudgetExhausted",
+    "RetryGaveUp",
+    "RetryScheduled",
+    "SutureError",
+    "SystemClock",
+    "TransitionApplied",
+    "TransitionRejected",
+    "is_transient",
+    "is_transient_status",
+    "retry",
+    "retry_after",
+    "subscribe",
+]

@@ -1,0 +1,140 @@
+"""A retry budget: a token bucket that keeps retries from multiplying an outage.
+
+Every success deposits ``ratio`` tokens (capped at ``capacity``); every retry
+spends one. When the bucket is empty, retries are refused and the original
+error propagates. A small floor (``min_per_second``) refills on its own so a
+quiet service can still retry. One budget can serve many policies, threads
+and tasks.
+
+The success path costs one ``next()`` on an ``itertools.count`` (atomic in
+CPython, no lock): deposits are folded into the bucket lazily when a retry
+asks to spend. Capping at fold time gives the same result as capping at each
+deposit, because deposits only ever add.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+
+from suture._config import check_fraction, check_seconds
+from suture.clock import SYSTEM_CLOCK, Clock
+
+__all__ = ["BudgetStats", "RetryBudget"]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStats:
+    """A snapshot of a budget."""
+
+    name: str
+    tokens: float  #: earned tokens available now (successes x ratio, capped)
+    reserve: float  #: tokens from the time-based floor available now
+    deposits: int  #: successes recorded since creation
+    spent: int  #: retries allowed since creation
+    refused: int  #: retries refused since creation
+
+
+class RetryBudget:
+    """Token bucket for retries.
+
+    :param ratio: tokens deposited per success (0.1: at most one retry per ten successes).
+    :param capacity: the most earned tokens the bucket holds.
+    :param min_per_second: a floor of retries per second that refills on its own.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_folded",
+        "_last_refill",
+        "_lock",
+        "_refused",
+        "_reserve",
+        "_spent",
+        "_successes",
+        "_tokens",
+        "capacity",
+        "min_per_second",
+        "name",
+        "ratio",
+    )
+
+    def __init__(
+        self,
+        *,
+        ratio: float = 0.1,
+        capacity: float = 100.0,
+        min_per_second: float = 1.0,
+        name: str = "retry-budget",
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.ratio = check_fraction("ratio", ratio)
+        self.capacity = check_seconds("capacity", capacity, positive=True)
+        self.min_per_second = check_seconds("min_per_second", min_per_second)
+        self.name = name
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._successes = itertools.count()
+        self._folded = 0  # successes already folded into _tokens
+        self._tokens = 0.0
+        self._reserve = min(1.0, self.min_per_second) if self.min_per_second else 0.0
+        self._last_refill = clock.now()
+        self._spent = 0
+        self._refused = 0
+
+    def deposit(self) -> None:
+        """Record a success. Lock-free."""
+        next(self._successes)
+
+    def _fold(self) -> None:
+        # Called with the lock held.
+        total = self._count()
+        fresh = total - self._folded
+        if fresh:
+            self._folded = total
+            self._tokens = min(self.capacity, self._tokens + fresh * self.ratio)
+        if self.min_per_second:
+            now = self._clock.now()
+            elapsed = now - self._last_refill
+            if elapsed > 0:
+                self._last_refill = now
+                cap = max(1.0, self.min_per_second)
+                self._reserve = min(cap, self._reserve + elapsed * self.min_per_second)
+
+    def _count(self) -> int:
+        # ``repr(count(7))`` is ``"count(7)"``: the one way to read an itertools counter
+        # without advancing it that every supported Python keeps.
+        return int(repr(self._successes)[6:-1])
+
+    def try_spend(self) -> bool:
+        """Take one token for a retry; ``False`` (and nothing taken) when the bucket is empty."""
+        with self._lock:
+            self._fold()
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+            elif self._reserve >= 1.0:
+                self._reserve -= 1.0
+            else:
+                self._refused += 1
+                return False
+            self._spent += 1
+            return True
+
+    def stats(self) -> BudgetStats:
+        with self._lock:
+            self._fold()
+            return BudgetStats(
+                name=self.name,
+                tokens=self._tokens,
+                reserve=self._reserve,
+                deposits=self._folded,
+                spent=self._spent,
+                refused=self._refused,
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"RetryBudget(name={self.name!r}, ratio={self.ratio}, capacity={self.capacity}, "
+            f"min_per_second={self.min_per_second})"
+        )
