@@ -1,0 +1,326 @@
+"""Starlette and FastAPI: suture's errors at the HTTP edge, admission, and ``suture.js``.
+
+``install(app)`` does the three things a service needs:
+
+* **error mapping**: :class:`~suture.BreakerOpen` and :class:`~suture.Overloaded`
+  become ``503`` with a ``Retry-After`` header and
+  ``{"success": false, "error": ..., "retryAfter": N}``;
+  :class:`~suture.InvalidTransition` becomes ``409``; any other error becomes a
+  ``500`` with a generic message and a request id (the traceback goes to the
+  log under that id, never into the response);
+* **admission**: :class:`AdmissionMiddleware` asks an admission function (a
+  ``suture.PoolMonitor``'s ``admit``) before each request, with a priority
+  chosen per route, and sheds with the same ``503`` shape;
+* **the browser client**: ``GET /suture.js`` serves ``suture/static/suture.js``
+  from the installed package.
+
+Needs the ``web`` extra (``starlette``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import logging
+import math
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from suture.errors import BreakerOpen, InvalidTransition, Overloaded
+
+__all__ = [
+    "EXEMPT",
+    "REQUEST_ID_HEADER",
+    "AdmissionMiddleware",
+    "breaker_open_handler",
+    "error_body",
+    "install",
+    "invalid_transition_handler",
+    "overloaded_handler",
+    "overloaded_response",
+    "request_id",
+    "suture_js",
+    "suture_js_route",
+    "unavailable_response",
+    "unexpected_error_handler",
+]
+
+logger = logging.getLogger("suture")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class _Exempt:
+    """The priority of a route that admission never sheds (health checks, metrics, assets)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "EXEMPT"
+
+
+EXEMPT: Any = _Exempt()
+"""Use as a route's priority in :class:`AdmissionMiddleware` to never shed it."""
+
+
+# --- responses -----------------------------------------------------------------
+
+
+def request_id(request: Request) -> str:
+    """The request's id: the client's ``X-Request-ID`` when it is sane, else a new one.
+
+    Stored on ``request.state`` so every handler and log line of a request shares it.
+    """
+    existing = getattr(request.state, "suture_request_id", None)
+    if isinstance(existing, str):
+        return existing
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    rid = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex[:16]
+    request.state.suture_request_id = rid
+    return rid
+
+
+def _retry_seconds(retry_after: float) -> int:
+    """Whole seconds for ``Retry-After`` (at least 1: 0 would invite a tight loop)."""
+    if not math.isfinite(retry_after):
+        return 60
+    return max(1, math.ceil(retry_after))
+
+
+def error_body(error: str, **extra: Any) -> dict[str, Any]:
+    """The JSON shape of every error suture's handlers send."""
+    return {"success": False, "error": error, **extra}
+
+
+def unavailable_response(
+    error: str, retry_after: float, *, code: str, rid: str | None = None
+) -> JSONResponse:
+    """A ``503`` with ``Retry-After`` and ``{"success": false, "error", "retryAfter"}``."""
+    seconds = _retry_seconds(retry_after)
+    headers = {"Retry-After": str(seconds), "Cache-Control": "no-store"}
+    if rid is not None:
+        headers[REQUEST_ID_HEADER] = rid
+    return JSONResponse(
+        error_body(error, retryAfter=seconds, code=code), status_code=503, headers=headers
+    )
+
+
+def overloaded_response(exc: Overloaded, rid: str | None = None) -> JSONResponse:
+    """The ``503`` for a shed request."""
+    seconds = _retry_seconds(exc.retry_after)
+    return unavailable_response(
+        f"The service is busy right now; please try again in {seconds} s.",
+        exc.retry_after,
+        code="overloaded",
+        rid=rid,
+    )
+
+
+async def breaker_open_handler(request: Request, exc: Exception) -> Response:
+    """``BreakerOpen`` -> ``503`` with ``Retry-After``."""
+    assert isinstance(exc, BreakerOpen)
+    seconds = _retry_seconds(exc.retry_after)
+    return unavailable_response(
+        f"A service we depend on ({exc.name}) is unavailable; please try again in {seconds} s.",
+        exc.retry_after,
+        code="breaker_open",
+        rid=request_id(request),
+    )
+
+
+async def overloaded_handler(request: Request, exc: Exception) -> Response:
+    """``Overloaded`` -> ``503`` with ``Retry-After``."""
+    assert isinstance(exc, Overloaded)
+    return overloaded_response(exc, request_id(request))
+
+
+def _state_name(state: object) -> str | None:
+    if state is None:
+        return None
+    value = getattr(state, "value", state)
+    return str(getattr(state, "name", value))
+
+
+async def invalid_transition_handler(request: Request, exc: Exception) -> Response:
+    """``InvalidTransition`` -> ``409`` naming the two states."""
+    assert isinstance(exc, InvalidTransition)
+    source, target = _state_name(exc.source), _state_name(exc.target)
+    if exc.reason:
+        message = exc.reason
+    elif source is None:
+        message = f"This record cannot be moved to {target}: it does not exist."
+    else:
+        message = f"This record is {source} and cannot be moved to {target}."
+    return JSONResponse(
+        error_body(message, code="invalid_transition", status=source, target=target),
+        status_code=409,
+        headers={REQUEST_ID_HEADER: request_id(request)},
+    )
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    """Any other error -> ``500``, a generic message and a request id; details go to the log."""
+    rid = request_id(request)
+    logger.error(
+        "suture: unhandled %s on %s %s (request id %s)",
+        type(exc).__name__,
+        request.method,
+        request.url.path,
+        rid,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return JSONResponse(
+        error_body(
+            f"Something went wrong on our side. Reference: {rid}.",
+            code="internal_error",
+            requestId=rid,
+        ),
+        status_code=500,
+        headers={REQUEST_ID_HEADER: rid},
+    )
+
+
+# --- admission -----------------------------------------------------------------
+
+Admit = Callable[[Any], object]
+"""Raises :class:`~suture.Overloaded` to shed; called with the route's priority."""
+
+
+class AdmissionMiddleware:
+    """Sheds requests before they reach the app when the admission function says so.
+
+    :param admit: called with the route's priority before each request; raises
+        ``Overloaded`` to shed it (``PoolMonitor.admit`` does exactly that).
+    :param priorities: path prefix -> priority; the longest matching prefix
+        wins; :data:`EXEMPT` never sheds. Exact paths match too.
+    :param default: the priority of a path no prefix matches.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        admit: Admit,
+        priorities: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
+        default: Any,
+    ) -> None:
+        if not callable(admit):
+            raise TypeError(f"admit={admit!r}: expected a callable(priority) raising Overloaded")
+        self.app = app
+        self.admit = admit
+        items = priorities.items() if isinstance(priorities, Mapping) else priorities
+        table: list[tuple[str, Any]] = []
+        for prefix, priority in items:
+            if not isinstance(prefix, str) or not prefix.startswith("/"):
+                raise ValueError(f"priorities: prefix {prefix!r} must be a path starting with '/'")
+            table.append((prefix, priority))
+        # Longest prefix first, so "/api/manager/spam" beats "/api".
+        self.table: Sequence[tuple[str, Any]] = sorted(table, key=lambda kv: -len(kv[0]))
+        self.default = default
+
+    def priority_for(self, path: str) -> Any:
+        for prefix, priority in self.table:
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                return priority
+        return self.default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        priority = self.priority_for(scope["path"])
+        if priority is not EXEMPT:
+            try:
+                self.admit(priority)
+            except Overloaded as exc:
+                request = Request(scope)
+                await overloaded_response(exc, request_id(request))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+# --- suture.js -----------------------------------------------------------------
+
+_JS_CACHE: dict[str, tuple[bytes, str]] = {}
+
+
+def suture_js() -> bytes:
+    """The browser client shipped in the package (``suture/static/suture.js``)."""
+    cached = _JS_CACHE.get("js")
+    if cached is None:
+        data = importlib.resources.files("suture").joinpath("static/suture.js").read_bytes()
+        cached = (data, '"' + hashlib.sha256(data).hexdigest()[:16] + '"')
+        _JS_CACHE["js"] = cached
+    return cached[0]
+
+
+async def _serve_js(request: Request) -> Response:
+    try:
+        body = suture_js()
+    except FileNotFoundError:
+        return JSONResponse(error_body("suture.js is not installed"), status_code=404)
+    etag = _JS_CACHE["js"][1]
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="text/javascript; charset=utf-8", headers=headers)
+
+
+def suture_js_route(path: str = "/suture.js") -> Route:
+    """A route serving ``suture.js`` (with an ETag)."""
+    return Route(path, _serve_js, methods=["GET", "HEAD"], name="suture_js")
+
+
+# --- install -------------------------------------------------------------------
+
+
+def install(
+    app: Starlette,
+    *,
+    admit: Admit | None = None,
+    priorities: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
+    default_priority: Any = None,
+    js_path: str | None = "/suture.js",
+) -> Starlette:
+    """Add suture's error handlers, optional admission, and the ``suture.js`` route to ``app``.
+
+    Works with Starlette and FastAPI apps. ``admit`` is usually
+    ``monitor.admit`` of a ``suture.PoolMonitor``; ``default_priority`` is the
+    priority of routes not listed in ``priorities`` (required with ``admit``).
+    The ``suture.js`` route is exempt from admission. Returns ``app``.
+    """
+    if app.debug:
+        logger.warning(
+            "suture: app.debug is on: Starlette answers unhandled errors with a traceback"
+        )
+    app.add_exception_handler(BreakerOpen, breaker_open_handler)
+    app.add_exception_handler(Overloaded, overloaded_handler)
+    app.add_exception_handler(InvalidTransition, invalid_transition_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
+    if js_path is not None:
+        app.router.routes.append(suture_js_route(js_path))
+    if admit is not None:
+        if default_priority is None:
+            raise ValueError(
+                "default_priority=None: pass the priority of unlisted routes "
+                "(for example suture.Priority.NORMAL) when admit is given"
+            )
+        table = list(priorities.items() if isinstance(priorities, Mapping) else priorities)
+        if js_path is not None:
+            table.append((js_path, EXEMPT))
+        app.add_middleware(
+            AdmissionMiddleware,
+            admit=admit,
+            priorities=table,
+            default=default_priority,
+        )
+    return app
