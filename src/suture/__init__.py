@@ -23,6 +23,7 @@ from suture.events import (
     TransitionRejected,
     subscribe,
 )
+from suture.pool import CallableSource, PoolMonitor, PressureLevel, Priority, Usage
 from suture.retrying import Attempt, Retry, retry
 
 __version__ = "0.1.0"
@@ -34,12 +35,16 @@ __all__ = [
     "BreakerOpen",
     "BreakerRejected",
     "BreakerStateChanged",
+    "CallableSource",
     "Classifier",
     "Clock",
     "Event",
     "InvalidTransition",
     "Overloaded",
+    "PoolMonitor",
     "PressureChanged",
+    "PressureLevel",
+    "Priority",
     "RequestShed",
     "ResponseError",
     "Retry",
@@ -51,6 +56,7 @@ __all__ = [
     "SystemClock",
     "TransitionApplied",
     "TransitionRejected",
+    "Usage",
     "is_transient",
     "is_transient_status",
     "retry",
