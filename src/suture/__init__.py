@@ -24,6 +24,7 @@ from suture.events import (
     subscribe,
 )
 from suture.pool import CallableSource, PoolMonitor, PressureLevel, Priority, Usage
+from suture.responses import Outcome, SimpleResponse, avalidate_response, validate_response
 from suture.retrying import Attempt, Retry, retry
 
 __version__ = "0.1.0"
@@ -40,6 +41,7 @@ __all__ = [
     "Clock",
     "Event",
     "InvalidTransition",
+    "Outcome",
     "Overloaded",
     "PoolMonitor",
     "PressureChanged",
@@ -52,14 +54,17 @@ __all__ = [
     "RetryBudgetExhausted",
     "RetryGaveUp",
     "RetryScheduled",
+    "SimpleResponse",
     "SutureError",
     "SystemClock",
     "TransitionApplied",
     "TransitionRejected",
     "Usage",
+    "avalidate_response",
     "is_transient",
     "is_transient_status",
     "retry",
     "retry_after",
     "subscribe",
+    "validate_response",
 ]
