@@ -26,6 +26,7 @@ from suture.events import (
 from suture.pool import CallableSource, PoolMonitor, PressureLevel, Priority, Usage
 from suture.responses import Outcome, SimpleResponse, avalidate_response, validate_response
 from suture.retrying import Attempt, Retry, retry
+from suture.transitions import TransitionResult, Transitions
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,8 @@ __all__ = [
     "SystemClock",
     "TransitionApplied",
     "TransitionRejected",
+    "TransitionResult",
+    "Transitions",
     "Usage",
     "avalidate_response",
     "is_transient",
