@@ -157,12 +157,6 @@ class Transitions(Generic[S]):
                 raise TypeError(
                     f"table: states must all have one type, got {sorted(k.__name__ for k in kinds)}"
                 )
-            for state in all_states:
-                if isinstance(state, enum.Enum):
-                    raise TypeError(
-                        f"table: enum state {state!r} mixed with plain states; "
-                        f"declare the table over one Enum"
-                    )
         if initial is not None and initial not in all_states:
             raise ValueError(f"initial={initial!r}: not one of the states {all_states!r}")
         self.initial = initial
