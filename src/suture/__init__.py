@@ -6,6 +6,15 @@ observable and proven under injected faults.
 """
 
 from suture.backoff import Backoff
+from suture.breaker import (
+    BreakerRegistry,
+    BreakerState,
+    BreakerStats,
+    BreakerStore,
+    CircuitBreaker,
+    MemoryBreakerStore,
+    breakers,
+)
 from suture.budget import RetryBudget
 from suture.classify import Classifier, is_transient, is_transient_status, retry_after
 from suture.clock import SYSTEM_CLOCK, Clock, SystemClock
@@ -23,10 +32,13 @@ from suture.events import (
     TransitionRejected,
     subscribe,
 )
+from suture.policy import Fallback, Policy, compose
 from suture.pool import CallableSource, PoolMonitor, PressureLevel, Priority, Usage
 from suture.responses import Outcome, SimpleResponse, avalidate_response, validate_response
 from suture.retrying import Attempt, Retry, retry
+from suture.timeouts import Timeout, timeout
 from suture.transitions import TransitionResult, Transitions
+from suture.windows import CountWindow, TimeWindow
 
 __version__ = "0.1.0"
 
@@ -35,15 +47,24 @@ __all__ = [
     "Attempt",
     "Backoff",
     "BreakerOpen",
+    "BreakerRegistry",
     "BreakerRejected",
+    "BreakerState",
     "BreakerStateChanged",
+    "BreakerStats",
+    "BreakerStore",
     "CallableSource",
+    "CircuitBreaker",
     "Classifier",
     "Clock",
+    "CountWindow",
     "Event",
+    "Fallback",
     "InvalidTransition",
+    "MemoryBreakerStore",
     "Outcome",
     "Overloaded",
+    "Policy",
     "PoolMonitor",
     "PressureChanged",
     "PressureLevel",
@@ -58,16 +79,21 @@ __all__ = [
     "SimpleResponse",
     "SutureError",
     "SystemClock",
+    "TimeWindow",
+    "Timeout",
     "TransitionApplied",
     "TransitionRejected",
     "TransitionResult",
     "Transitions",
     "Usage",
     "avalidate_response",
+    "breakers",
+    "compose",
     "is_transient",
     "is_transient_status",
     "retry",
     "retry_after",
     "subscribe",
+    "timeout",
     "validate_response",
 ]

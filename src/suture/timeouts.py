@@ -1,0 +1,115 @@
+"""Per-attempt timeouts: ``suture.timeout(seconds)``.
+
+* ``async def``: the attempt is cancelled when it runs too long and
+  :class:`TimeoutError` is raised (``asyncio.timeout``, on the event loop's
+  clock). :class:`TimeoutError` is transient: a retry tries again, a breaker
+  counts a failure.
+* ``def``: Python cannot stop a running thread. A sync call that runs past
+  its timeout is allowed to finish; **when it returns**, its result is
+  discarded and :class:`TimeoutError` is raised, so retry and breaker see a
+  timeout failure. It does not make the caller wait less. To bound the wait
+  itself, give the blocking call its own timeout (socket, HTTP client,
+  database statement timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar, overload
+
+from suture._config import Seconds, check_seconds
+from suture.clock import SYSTEM_CLOCK, Clock
+
+__all__ = ["Timeout", "timeout"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Timeout:
+    """A per-attempt time limit; use it as a decorator (``def`` and ``async def``).
+
+    >>> @timeout(2.5)
+    ... async def fetch() -> bytes: ...
+    """
+
+    __slots__ = ("clock", "seconds")
+
+    seconds: float
+    clock: Clock
+
+    def __init__(self, seconds: Seconds, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        object.__setattr__(self, "seconds", check_seconds("seconds", seconds, positive=True))
+        object.__setattr__(self, "clock", clock)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Timeout is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Timeout):
+            return NotImplemented
+        return (self.seconds, self.clock) == (other.seconds, other.clock)
+
+    def __hash__(self) -> int:
+        return hash((self.seconds, id(self.clock)))
+
+    def __repr__(self) -> str:
+        return f"Timeout({self.seconds!r})"
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        if not callable(fn):
+            raise TypeError(f"timeout: expected a function to decorate, got {fn!r}")
+        limit = self.seconds
+        name = getattr(fn, "__qualname__", repr(fn))
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                try:
+                    async with asyncio.timeout(limit):
+                        return await fn(*args, **kwargs)
+                except TimeoutError as exc:
+                    exc.add_note(f"suture.timeout: {name} was cancelled after {limit:g}s")
+                    raise
+
+            async_wrapper.__suture_timeout__ = self  # type: ignore[attr-defined]
+            return async_wrapper
+
+        now = self.clock.now
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            start = now()
+            result = fn(*args, **kwargs)
+            elapsed = now() - start
+            if elapsed > limit:
+                raise TimeoutError(
+                    f"{name} took {elapsed:.3f}s, past its {limit:g}s timeout "
+                    "(a sync call cannot be interrupted: it ran to the end and its "
+                    "result was discarded)"
+                )
+            return result
+
+        wrapper.__suture_timeout__ = self  # type: ignore[attr-defined]
+        return wrapper
+
+
+def timeout(seconds: Seconds, *, clock: Clock = SYSTEM_CLOCK) -> Timeout:
+    """A per-attempt timeout of ``seconds`` (> 0; a number or a ``timedelta``).
+
+    ``async def``: cancelled at the limit, raising :class:`TimeoutError`.
+    ``def``: cannot be interrupted; a call that returns after the limit raises
+    :class:`TimeoutError` instead of returning (recorded as a timeout failure).
+    """
+    return Timeout(seconds, clock=clock)
