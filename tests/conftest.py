@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
-
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -59,6 +57,6 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-def unique_name() -> Iterator[str]:
+def unique_name() -> str:
     """A name no other test (or a parallel run) uses: for tables, keys, breakers."""
-    yield f"t_{uuid.uuid4().hex[:12]}"
+    return f"t_{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,128 @@
+"""Retry overhead: suture against tenacity, stamina and backoff, in one process.
+
+    .venv/bin/python bench/retry.py
+
+Cases: the success path (sync and async), and a fail-once-then-succeed path
+with every wait skipped. Prints ns per call, ns added over a bare call, and
+each peer's added cost as a multiple of suture's.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import backoff
+import stamina
+import tenacity
+from _harness import per_call_ns, per_call_ns_async, table
+
+import suture
+from suture.testing import no_wait
+
+logging.getLogger("suture").setLevel(logging.CRITICAL)
+logging.getLogger("backoff").setLevel(logging.CRITICAL)
+stamina.set_testing(False)
+stamina.instrumentation.set_on_retry_hooks([])  # no logging: we measure the retry logic
+
+
+class _NoSleepTime:
+    """backoff calls ``time.sleep(0)`` even for a zero wait (a syscall); give it a no-op
+    so that every library is measured without sleeping, as suture is under no_wait()."""
+
+    sleep = staticmethod(lambda _seconds: None)
+    monotonic = staticmethod(__import__("time").monotonic)
+
+
+def bare() -> int:
+    return 1
+
+
+async def abare() -> int:
+    return 1
+
+
+def success_sync() -> dict[str, float]:
+    s = suture.retry(attempts=3)(bare)
+    t = tenacity.retry(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_none())(bare)
+    st = stamina.retry(on=ConnectionError, attempts=3)(bare)
+    b = backoff.on_exception(backoff.expo, ConnectionError, max_tries=3)(bare)
+    return {
+        "suture": per_call_ns(s),
+        "tenacity": per_call_ns(t, number=20_000),
+        "stamina": per_call_ns(st, number=20_000),
+        "backoff": per_call_ns(b, number=50_000),
+    }
+
+
+def success_async() -> dict[str, float]:
+    s = suture.retry(attempts=3)(abare)
+    t = tenacity.retry(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_none())(abare)
+    st = stamina.retry(on=ConnectionError, attempts=3)(abare)
+    b = backoff.on_exception(backoff.expo, ConnectionError, max_tries=3)(abare)
+    return {
+        "suture": per_call_ns_async(s),
+        "tenacity": per_call_ns_async(t, number=10_000),
+        "stamina": per_call_ns_async(st, number=10_000),
+        "backoff": per_call_ns_async(b, number=20_000),
+    }
+
+
+def flaky_factory() -> object:
+    state = {"n": 0}
+
+    def flaky() -> int:
+        state["n"] += 1
+        if state["n"] % 2:
+            raise ConnectionError("first try fails")
+        return 1
+
+    return flaky
+
+
+def fail_once() -> dict[str, float]:
+    s = suture.retry(attempts=3, initial_delay=0, max_delay=0)(flaky_factory())
+    t = tenacity.retry(
+        stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_none(), sleep=lambda _s: None
+    )(flaky_factory())
+    st = stamina.retry(on=ConnectionError, attempts=3, wait_initial=0, wait_max=0, wait_jitter=0)(
+        flaky_factory()
+    )
+    b = backoff.on_exception(
+        backoff.constant, ConnectionError, max_tries=3, interval=0, jitter=None
+    )(flaky_factory())
+    import backoff._sync as backoff_sync
+
+    real_time = backoff_sync.time
+    backoff_sync.time = _NoSleepTime  # type: ignore[assignment]
+    stamina.set_testing(True, attempts=3)
+    try:
+        with no_wait():
+            return {
+                "suture": per_call_ns(s, number=20_000),
+                "tenacity": per_call_ns(t, number=5_000),
+                "stamina": per_call_ns(st, number=5_000),
+                "backoff": per_call_ns(b, number=10_000),
+            }
+    finally:
+        backoff_sync.time = real_time
+        stamina.set_testing(False)
+
+
+def main() -> None:
+    from importlib.metadata import version
+
+    peers = ", ".join(f"{p} {version(p)}" for p in ("tenacity", "stamina", "backoff"))
+    print(f"Python {sys.version.split()[0]}; {peers}; best of 7 runs, ns per call")
+    base = per_call_ns(bare)
+    table("success path, sync", base, success_sync())
+    abase = per_call_ns_async(abare)
+    table("success path, async", abase, success_async())
+    table("fail once, then succeed (no waits), sync", base, fail_once())
+
+
+if __name__ == "__main__":
+    main()
