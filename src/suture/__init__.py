@@ -32,6 +32,7 @@ from suture.events import (
     TransitionRejected,
     subscribe,
 )
+from suture.limiter import AdaptiveLimiter
 from suture.policy import Fallback, Policy, compose
 from suture.pool import CallableSource, PoolMonitor, PressureLevel, Priority, Usage
 from suture.responses import Outcome, SimpleResponse, avalidate_response, validate_response
@@ -44,6 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SYSTEM_CLOCK",
+    "AdaptiveLimiter",
     "Attempt",
     "Backoff",
     "BreakerOpen",
