@@ -305,12 +305,10 @@ def _default_breaker_resolver(name: str) -> object:
     registry = getattr(suture, "breakers", None)
     if registry is None:
         raise LookupError(f"breaker {name!r}: suture.breakers is not available; pass objects")
-    get = getattr(registry, "get", None)
-    if callable(get):
-        return get(name)
-    if callable(registry):
-        return registry(name)
-    return registry[name]
+    # ``registry[name]`` finds without creating: a typo must not invent a new breaker.
+    if hasattr(registry, "__getitem__"):
+        return registry[name]
+    return registry.get(name)
 
 
 class PoolMonitor:
