@@ -36,9 +36,13 @@ class BreakerOpen(SutureError):
     transient = False
 
     def __init__(self, name: str, retry_after: float) -> None:
+        # ``args`` is ``(name, retry_after)``; the message is formatted only when
+        # read, because an open breaker raises this on every rejected call.
         self.name = name
         self.retry_after = max(0.0, float(retry_after))
-        super().__init__(f"circuit breaker {name!r} is open; retry after {self.retry_after:.1f}s")
+
+    def __str__(self) -> str:
+        return f"circuit breaker {self.name!r} is open; retry after {self.retry_after:.1f}s"
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.name, self.retry_after))
