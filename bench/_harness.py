@@ -55,7 +55,7 @@ def per_call_ns_async(
 
 
 def table(title: str, baseline: float, rows: dict[str, float], ours: str = "suture") -> None:
-    """Print each case as ns per call, ns added over ``baseline``, and ratio to suture's added cost."""
+    """Print ns per call, ns added over ``baseline``, and each added cost as a multiple of ours."""
     print(f"\n{title}")
     print(f"  {'case':<28}{'ns/call':>10}{'added ns':>11}{'x suture':>10}")
     print(f"  {'bare call':<28}{baseline:>10.0f}{'':>11}{'':>10}")

@@ -9,6 +9,7 @@ stops a storm when the upstream stays down.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -72,10 +73,8 @@ def main() -> None:
     dead = FlakyUpstream([ConnectionResetError("reset")] * 1000)
     guarded = suture.retry(attempts=3, initial_delay=0.01, max_delay=0.02, budget=budget)(dead.get)
     for _ in range(10):
-        try:
+        with contextlib.suppress(ConnectionResetError):
             guarded("/down")
-        except ConnectionResetError:
-            pass
     stats = budget.stats()
     print(
         f"  10 requests made {dead.calls} calls (not 30): "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
