@@ -5,9 +5,11 @@
 * **error mapping**: :class:`~suture.BreakerOpen` and :class:`~suture.Overloaded`
   become ``503`` with a ``Retry-After`` header and
   ``{"success": false, "error": ..., "retryAfter": N}``;
-  :class:`~suture.InvalidTransition` becomes ``409``; any other error becomes a
-  ``500`` with a generic message and a request id (the traceback goes to the
-  log under that id, never into the response);
+  :class:`~suture.InvalidTransition` becomes ``409`` (``404`` when the record
+  is missing); a transient error that escaped its retries a ``503`` with a
+  short ``Retry-After``; any other error a ``500`` with a generic message and a
+  request id (the traceback goes to the log under that id, never into the
+  response);
 * **admission**: :class:`AdmissionMiddleware` asks an admission function (a
   ``suture.PoolMonitor``'s ``admit``) before each request, with a priority
   chosen per route, and sheds with the same ``503`` shape;
@@ -34,11 +36,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from suture.classify import is_transient
 from suture.errors import BreakerOpen, InvalidTransition, Overloaded
 
 __all__ = [
     "EXEMPT",
     "REQUEST_ID_HEADER",
+    "TRANSIENT_RETRY_AFTER",
     "AdmissionMiddleware",
     "breaker_open_handler",
     "error_body",
@@ -56,6 +60,8 @@ __all__ = [
 logger = logging.getLogger("suture")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+#: ``Retry-After`` seconds for a transient error that escaped its retries.
+TRANSIENT_RETRY_AFTER = 2.0
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -151,15 +157,21 @@ def _state_name(state: object) -> str | None:
 
 
 async def invalid_transition_handler(request: Request, exc: Exception) -> Response:
-    """``InvalidTransition`` -> ``409`` naming the two states."""
+    """``InvalidTransition`` -> ``409`` naming the two states (``404`` for a missing record)."""
     assert isinstance(exc, InvalidTransition)
     source, target = _state_name(exc.source), _state_name(exc.target)
-    if exc.reason:
-        message = exc.reason
-    elif source is None:
-        message = f"This record cannot be moved to {target}: it does not exist."
-    else:
+    if isinstance(
+        exc, LookupError
+    ):  # the record does not exist (contrib.sqlalchemy's RecordNotFound)
+        return JSONResponse(
+            error_body("This record does not exist.", code="not_found", target=target),
+            status_code=404,
+            headers={REQUEST_ID_HEADER: request_id(request)},
+        )
+    if source is not None and source != target:
         message = f"This record is {source} and cannot be moved to {target}."
+    else:
+        message = exc.reason or f"This record cannot be moved to {target}."
     return JSONResponse(
         error_body(message, code="invalid_transition", status=source, target=target),
         status_code=409,
@@ -168,8 +180,29 @@ async def invalid_transition_handler(request: Request, exc: Exception) -> Respon
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
-    """Any other error -> ``500``, a generic message and a request id; details go to the log."""
+    """Any other error -> ``500``, a generic message and a request id; details go to the log.
+
+    A transient error (``suture.classify.is_transient``: a dropped connection, a
+    timeout) that escaped its retries becomes a ``503`` with a short
+    ``Retry-After`` instead: the client may try again, nothing is broken.
+    """
     rid = request_id(request)
+    if is_transient(exc):
+        # A dependency failed in a way that heals (a dropped connection, a timeout)
+        # and the retries are spent: tell the client to come back soon, not "bug".
+        logger.warning(
+            "suture: %s %s failed with a transient %s (request id %s)",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            rid,
+        )
+        return unavailable_response(
+            "The service is temporarily unavailable; please try again in a moment.",
+            TRANSIENT_RETRY_AFTER,
+            code="unavailable",
+            rid=rid,
+        )
     logger.error(
         "suture: unhandled %s on %s %s (request id %s)",
         type(exc).__name__,

@@ -1,0 +1,715 @@
+"""The reference service: a FastAPI app on SQLAlchemy 2 that heals itself.
+
+Every database call goes through one :class:`suture.Policy` (retry outside,
+the ``database`` circuit breaker inside, a per-attempt timeout innermost) and,
+for the API, through pool admission (:class:`suture.PoolMonitor` over the
+engine's pool). Status changes are guarded transitions
+(:func:`suture.contrib.sqlalchemy.atransition`): one ``UPDATE ... WHERE status
+IN (...) RETURNING id`` statement each, audited in the same transaction.
+Faults come from :class:`suture.chaos.Chaos`, injected right before each
+database attempt, so the healing is visible on the dashboard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import sqlalchemy as sa
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from suture.breaker import BreakerState, CircuitBreaker
+from suture.chaos import AsyncConnectionHog, Chaos
+from suture.clock import SYSTEM_CLOCK, Clock
+from suture.contrib import starlette as suture_web
+from suture.contrib.prometheus import PrometheusListener, metrics_response
+from suture.contrib.sqlalchemy import atransition
+from suture.contrib.sqlalchemy_pool import SQLAlchemyPoolSource
+from suture.demo.models import (
+    MESSAGE_TRANSITIONS,
+    TASK_TRANSITIONS,
+    Base,
+    MessageStatus,
+    RawMessage,
+    SpamRule,
+    Task,
+    TaskStatus,
+    TransitionAudit,
+)
+from suture.demo.seed import aseed, generate, rule_from_row
+from suture.demo.spam import SpamMatcher, fingerprint
+from suture.demo.telemetry import Telemetry
+from suture.errors import InvalidTransition
+from suture.policy import Policy
+from suture.pool import PoolMonitor, Priority
+from suture.retrying import Retry
+
+__all__ = ["DEFAULT_DATABASE_URL", "Service", "Settings", "create_app"]
+
+logger = logging.getLogger("suture.demo")
+
+T = TypeVar("T")
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./suture-demo.db"
+MAX_BATCH = 10_000
+DB = "database"  # the breaker's and the chaos target's name
+
+
+def _default_url() -> str:
+    return os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def async_url(url: str) -> str:
+    """The asyncio flavour of a database URL (``postgresql://`` -> ``postgresql+psycopg://``)."""
+    if url.startswith(("postgres://", "postgresql://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url.split("://", 1)[1]
+    return url
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """How the demo runs. Every field has a sensible default for ``suture demo``."""
+
+    database_url: str = field(default_factory=_default_url)
+    #: PostgreSQL only: the schema holding the demo's tables (created if missing).
+    schema: str | None = None
+    #: Seed an empty database with this many rows (``seed=False`` to start empty).
+    seed: bool = True
+    tasks: int = 300
+    messages: int = 10_000
+    rules: int = 200
+    seed_random: int = 7
+    #: Connections in the engine's pool (no overflow, so the gauge is honest).
+    pool_size: int = 10
+    pool_timeout: float = 5.0
+    #: Fault injection: the admin endpoint exists only with ``chaos=True``.
+    chaos: bool = False
+    error_rate: float = 0.0
+    latency: float = 0.0
+    hold: int = 0
+    admin_hosts: tuple[str, ...] = ("127.0.0.1", "::1", "localhost")
+    #: The resilience policy of every database call.
+    retry_attempts: int = 5
+    retry_initial_delay: float = 0.02
+    retry_max_delay: float = 0.5
+    failure_threshold: int = 10
+    reset_timeout: float = 10.0
+    db_timeout: float | None = 5.0
+    #: Pool monitor: sampling period and the WARNING / CRITICAL fractions.
+    monitor_interval: float = 1.0
+    warning: float = 0.7
+    critical: float = 0.9
+    #: Start background work (pool sampling, dashboard sampling); tests turn it off.
+    background: bool = True
+    clock: Clock = SYSTEM_CLOCK
+    rand: random.Random | None = None
+
+
+def _now(clock: Clock) -> datetime:
+    return datetime.fromtimestamp(clock.wall(), UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; they were written in UTC
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat()
+
+
+def _task_json(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "title": task.title,
+        "type": task.type,
+        "status": task.status.value,
+        "assignee": task.assignee,
+        "assistanceNotes": task.assistance_notes,
+        "managerResponse": task.manager_response,
+        "requestedAt": _iso(task.assistance_requested_at),
+        "respondedAt": _iso(task.responded_at),
+        "createdAt": _iso(task.created_at),
+    }
+
+
+def _message_json(msg: RawMessage) -> dict[str, Any]:
+    return {
+        "id": msg.id,
+        "brand": msg.brand,
+        "text": msg.text,
+        "status": msg.status.value,
+        "matchedPatterns": json.loads(msg.matched_patterns) if msg.matched_patterns else [],
+        "createdAt": _iso(msg.created_at),
+    }
+
+
+class Service:
+    """Everything one running demo holds: engine, policy, breaker, monitor, chaos, telemetry."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = s = settings
+        self.clock = s.clock
+        rng = s.rand or random.Random()
+        self.engine = self._engine()
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.chaos = Chaos(rand=rng.random, clock=s.clock)
+        self.breaker = CircuitBreaker(
+            DB, failure_threshold=s.failure_threshold, reset_timeout=s.reset_timeout, clock=s.clock
+        )
+        self.retry = Retry(
+            attempts=s.retry_attempts,
+            initial_delay=s.retry_initial_delay,
+            max_delay=s.retry_max_delay,
+            clock=s.clock,
+            rand=rng.random,
+            name=DB,
+        )
+        self.policy = Policy(retry=self.retry, breaker=self.breaker, timeout=s.db_timeout)
+        self._guarded = self.policy(self._attempt)
+        self.pool_source = SQLAlchemyPoolSource(self.engine, name="db-pool", clock=s.clock)
+        self.monitor = PoolMonitor(
+            self.pool_source,
+            interval=s.monitor_interval,
+            warning=s.warning,
+            critical=s.critical,
+            name="db-pool",
+            clock=s.clock,
+        )
+        self.telemetry = Telemetry(s.clock)
+        self.hog = AsyncConnectionHog(self.engine.connect)
+        self._matcher: SpamMatcher | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _engine(self) -> AsyncEngine:
+        s = self.settings
+        url = sa.make_url(async_url(s.database_url))
+        kwargs: dict[str, Any] = {
+            "pool_size": s.pool_size,
+            "max_overflow": 0,
+            "pool_timeout": s.pool_timeout,
+            "pool_pre_ping": False,
+        }
+        if url.get_backend_name() == "sqlite":
+            kwargs["connect_args"] = {"timeout": 30}
+            if url.database and url.database != ":memory:":
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        elif s.schema:
+            kwargs["connect_args"] = {"options": f"-c search_path={s.schema}"}
+        engine = create_async_engine(url, **kwargs)
+        if url.get_backend_name() == "sqlite":
+
+            @event.listens_for(engine.sync_engine, "connect")
+            def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.close()
+
+        return engine
+
+    # --- the database edge -----------------------------------------------------------
+
+    async def _attempt(self, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """One attempt: chaos first (as a flaky network would), then one transaction."""
+        error: BaseException | None = None
+        try:
+            await self.chaos.ainject(DB)
+            async with self.sessions() as session, session.begin():
+                return await op(session)
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            self.telemetry.db_call(error)
+
+    async def db(self, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run ``op`` in a transaction under the policy: retry, breaker, timeout."""
+        return await self._guarded(op)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        await self._create_schema()
+        if s.seed:
+            await self._seed_if_empty()
+        self.telemetry.start()
+        self.chaos.register_holder(DB, self.hog)
+        if s.error_rate or s.latency or s.hold:
+            self.chaos.configure(DB, error_rate=s.error_rate, latency=s.latency, hold=s.hold)
+        self.monitor.sample()
+        if s.background:
+            await self.monitor.astart()
+            self._tasks.append(asyncio.get_running_loop().create_task(self._sample_forever()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.monitor.running:
+            await self.monitor.astop()
+        await self.hog.aclose()
+        self.telemetry.stop()
+        self.pool_source.close()
+        await self.engine.dispose()
+
+    async def _create_schema(self) -> None:
+        s = self.settings
+        async with self.engine.begin() as conn:
+            if s.schema and conn.dialect.name == "postgresql":
+                await conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{s.schema}"'))
+            await conn.run_sync(Base.metadata.create_all)
+
+    async def _seed_if_empty(self) -> None:
+        s = self.settings
+        async with self.engine.begin() as conn:
+            existing = await conn.scalar(sa.select(sa.func.count()).select_from(Task))
+            if existing:
+                return
+            data = generate(
+                tasks=s.tasks,
+                messages=s.messages,
+                rules=s.rules,
+                seed=s.seed_random,
+                now=_now(self.clock),
+            )
+            await aseed(conn, data)
+        logger.info(
+            "seeded %d tasks, %d messages, %d spam rules",
+            len(data.tasks),
+            len(data.messages),
+            len(data.rules),
+        )
+
+    async def _sample_forever(self) -> None:
+        while True:
+            self.sample_dashboard()
+            await self.clock.asleep(1.0)
+
+    def sample_dashboard(self) -> None:
+        usage = self.monitor.usage
+        if usage is not None:
+            self.telemetry.pool_sample(usage.fraction)
+
+    # --- queries -----------------------------------------------------------------
+
+    async def assistance_queue(self, limit: int = 200) -> list[dict[str, Any]]:
+        async def op(session: AsyncSession) -> list[dict[str, Any]]:
+            rows = await session.scalars(
+                sa.select(Task)
+                .where(Task.status == TaskStatus.ASSISTANCE_REQUIRED)
+                .order_by(Task.assistance_requested_at, Task.id)
+                .limit(limit)
+            )
+            return [_task_json(t) for t in rows]
+
+        return await self.db(op)
+
+    async def respond(self, task_id: int, response: str) -> dict[str, Any]:
+        now = _now(self.clock)
+
+        async def op(session: AsyncSession) -> dict[str, Any]:
+            moved = await atransition(
+                session,
+                Task,
+                TASK_TRANSITIONS,
+                TaskStatus.IN_PROGRESS,
+                key=task_id,
+                values={"manager_response": response, "responded_at": now, "updated_at": now},
+                audit=TransitionAudit,
+                context="manager-response",
+                clock=self.clock,
+            )
+            if not moved:  # already IN_PROGRESS: a valid no-op for the table, not for us
+                raise InvalidTransition(
+                    TaskStatus.IN_PROGRESS,
+                    TaskStatus.IN_PROGRESS,
+                    f"task {task_id}",
+                    reason="This request was already answered.",
+                )
+            task = await session.get_one(Task, task_id)
+            return _task_json(task)
+
+        return await self.db(op)
+
+    async def move_message(
+        self, message_id: int, target: MessageStatus, context: str
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if target is MessageStatus.READY:
+            values["matched_patterns"] = None
+
+        async def op(session: AsyncSession) -> dict[str, Any]:
+            await atransition(
+                session,
+                RawMessage,
+                MESSAGE_TRANSITIONS,
+                target,
+                key=message_id,
+                values=values,
+                audit=TransitionAudit,
+                context=context,
+                clock=self.clock,
+            )
+            return _message_json(await session.get_one(RawMessage, message_id))
+
+        return await self.db(op)
+
+    async def messages(self, status: MessageStatus, limit: int) -> tuple[list[Any], int]:
+        async def op(session: AsyncSession) -> tuple[list[Any], int]:
+            rows = await session.scalars(
+                sa.select(RawMessage)
+                .where(RawMessage.status == status)
+                .order_by(RawMessage.id)
+                .limit(limit)
+            )
+            items = [_message_json(m) for m in rows]
+            total = await session.scalar(
+                sa.select(sa.func.count())
+                .select_from(RawMessage)
+                .where(RawMessage.status == status)
+            )
+            return items, int(total or 0)
+
+        return await self.db(op)
+
+    # --- spam capture --------------------------------------------------------------
+
+    async def matcher(self) -> SpamMatcher:
+        """The compiled matcher of the enabled rules; recompiled only when they change."""
+
+        async def op(session: AsyncSession) -> list[Any]:
+            result = await session.execute(
+                sa.select(SpamRule.id, SpamRule.pattern, SpamRule.mode, SpamRule.brand).where(
+                    SpamRule.enabled.is_(True)
+                )
+            )
+            return list(result.all())
+
+        rows = await self.db(op)
+        rules = []
+        for row in rows:
+            try:
+                rules.append(rule_from_row(row))
+            except ValueError as exc:  # a broken rule must not stop capture
+                logger.warning("spam rule %s skipped: %s", row.id, exc)
+        current = self._matcher
+        if current is None or current.fingerprint != fingerprint(rules):
+            current = await asyncio.to_thread(SpamMatcher.compile, rules)
+            self._matcher = current
+        return current
+
+    async def count_ready(self) -> int:
+        async def op(session: AsyncSession) -> int:
+            n = await session.scalar(
+                sa.select(sa.func.count())
+                .select_from(RawMessage)
+                .where(RawMessage.status == MessageStatus.READY)
+            )
+            return int(n or 0)
+
+        return await self.db(op)
+
+    async def capture_spam(self, batch_size: int = 100) -> dict[str, Any]:
+        """Match every READY message; move the matches to SPAM_REVIEW, one statement per batch.
+
+        Each batch is read by key (``id > cursor``), matched off the event loop,
+        and written by one guarded ``UPDATE ... WHERE status IN ('READY')
+        RETURNING id``: a message another capture moved first is simply not
+        returned, so concurrent captures never count a message twice.
+        """
+        matcher = await self.matcher()
+        by_id = {r.id: r.pattern for r in matcher.rules}
+        total = await self.count_ready()
+        cursor = 0
+        processed = updated = 0
+
+        def match(rows: list[Any]) -> dict[int, dict[str, Any]]:
+            out: dict[int, dict[str, Any]] = {}
+            for row in rows:
+                ids = matcher.match(row.brand, row.text)
+                if ids:
+                    patterns = json.dumps([by_id[i] for i in ids])
+                    out[row.id] = {"matched_patterns": patterns}
+            return out
+
+        while True:
+            seen, moved, cursor = await self.db(
+                functools.partial(self._capture_batch, cursor, batch_size, match)
+            )
+            if not seen:
+                break
+            processed += seen
+            updated += moved
+        remaining = await self.count_ready()
+        return {
+            "success": True,
+            "updatedCount": updated,
+            "totalInQueue": total,
+            "remainingInQueue": remaining,
+            "processed": processed,
+        }
+
+    async def _capture_batch(
+        self,
+        after: int,
+        batch_size: int,
+        match: Callable[[list[Any]], dict[int, dict[str, Any]]],
+        session: AsyncSession,
+    ) -> tuple[int, int, int]:
+        """One batch: read by key after ``after``, match, one guarded UPDATE for the hits."""
+        result = await session.execute(
+            sa.select(RawMessage.id, RawMessage.brand, RawMessage.text)
+            .where(RawMessage.status == MessageStatus.READY, RawMessage.id > after)
+            .order_by(RawMessage.id)
+            .limit(batch_size)
+        )
+        rows = list(result.all())
+        if not rows:
+            return 0, 0, after
+        # Matching a large batch is CPU work: keep it off the event loop.
+        hits = await asyncio.to_thread(match, rows) if len(rows) > 200 else match(rows)
+        moved = 0
+        if hits:
+            outcome = await atransition(
+                session,
+                RawMessage,
+                MESSAGE_TRANSITIONS,
+                MessageStatus.SPAM_REVIEW,
+                row_values=hits,
+                audit=TransitionAudit,
+                context="spam-capture",
+                clock=self.clock,
+            )
+            moved = outcome.count
+        return len(rows), moved, rows[-1].id
+
+    # --- health ------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        stats = self.breaker.stats()
+        usage = self.monitor.usage
+        degraded = stats.state is not BreakerState.CLOSED or self.monitor.level.name != "NORMAL"
+        return {
+            "status": "degraded" if degraded else "ok",
+            "breakers": {self.breaker.name: stats.as_dict()},
+            "pool": {
+                "level": self.monitor.level.name,
+                "stale": self.monitor.stale,
+                "usage": usage.as_dict() if usage is not None else None,
+            },
+            "chaos": self.chaos.snapshot() if self.settings.chaos else None,
+        }
+
+    def dashboard(self) -> dict[str, Any]:
+        self.sample_dashboard()
+        stats = self.breaker.stats()
+        usage = self.monitor.usage
+        return {
+            "success": True,
+            "at": self.clock.wall(),
+            "breakers": [stats.as_dict()],
+            "pool": {
+                "level": self.monitor.level.name,
+                "fraction": usage.fraction if usage is not None else None,
+                "current": usage.current if usage is not None else None,
+                "limit": usage.limit if usage is not None else None,
+                "stale": self.monitor.stale,
+            },
+            "rates": self.telemetry.rates(),
+            "totals": dict(self.telemetry.totals),
+            "series": self.telemetry.series(300),
+            "recent": list(self.telemetry.recent)[:30],
+            "chaos": self.chaos.snapshot() if self.settings.chaos else None,
+        }
+
+
+def _static_text(name: str) -> str:
+    return resources.files("suture.demo").joinpath("static", name).read_text("utf-8")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The demo app. ``uvicorn --factory suture.demo.app:create_app`` serves it with defaults."""
+    settings = settings or Settings()
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="suture demo: manager assistance and spam capture",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.service = service
+    suture_web.install(
+        app,
+        admit=service.monitor.admit,
+        priorities={
+            "/api": Priority.NORMAL,
+            "/api/manager/spam/capture": Priority.LOW,
+            "/api/dashboard": suture_web.EXEMPT,
+            "/api/admin": suture_web.EXEMPT,
+            "/api/docs": suture_web.EXEMPT,
+        },
+        default_priority=suture_web.EXEMPT,
+    )
+    app.mount(
+        "/static",
+        StaticFiles(directory=str(resources.files("suture.demo").joinpath("static"))),
+        name="static",
+    )
+    prometheus = PrometheusListener(monitor=service.monitor, breakers=[service.breaker])
+
+    app.state.prometheus = prometheus
+    _routes(app, service, prometheus)
+    return app
+
+
+def _routes(app: FastAPI, service: Service, prometheus: PrometheusListener) -> None:
+    settings = service.settings
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def manager_page() -> HTMLResponse:
+        return HTMLResponse(_static_text("index.html"))
+
+    @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+    async def dashboard_page() -> HTMLResponse:
+        return HTMLResponse(_static_text("dashboard.html"))
+
+    @app.get("/api/manager/assistance")
+    async def assistance() -> dict[str, Any]:
+        requests = await service.assistance_queue()
+        return {"success": True, "requests": requests, "count": len(requests)}
+
+    @app.post("/api/manager/assistance/{task_id}/respond")
+    async def respond(
+        task_id: int,
+        response: Annotated[str, Body(embed=True, min_length=1, max_length=4000)],
+    ) -> dict[str, Any]:
+        task = await service.respond(task_id, response.strip() or response)
+        return {"success": True, "task": task}
+
+    @app.post("/api/manager/spam/capture")
+    async def capture(
+        batch_size: Annotated[int, Query(alias="batchSize", ge=1, le=MAX_BATCH)] = 100,
+    ) -> dict[str, Any]:
+        return await service.capture_spam(batch_size)
+
+    @app.get("/api/manager/spam")
+    async def spam_queue(limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+        items, total = await service.messages(MessageStatus.SPAM_REVIEW, limit)
+        return {"success": True, "messages": items, "total": total}
+
+    @app.get("/api/messages")
+    async def messages(
+        status: Annotated[MessageStatus, Query()] = MessageStatus.READY,
+        limit: Annotated[int, Query(ge=1, le=500)] = 20,
+    ) -> dict[str, Any]:
+        items, total = await service.messages(status, limit)
+        return {"success": True, "messages": items, "total": total}
+
+    @app.post("/api/manager/spam/{message_id}/release")
+    async def release(message_id: int) -> dict[str, Any]:
+        msg = await service.move_message(message_id, MessageStatus.READY, "spam-release")
+        return {"success": True, "message": msg}
+
+    @app.post("/api/manager/spam/{message_id}/archive")
+    async def archive(message_id: int) -> dict[str, Any]:
+        msg = await service.move_message(message_id, MessageStatus.SPAM_ARCHIVED, "spam-archive")
+        return {"success": True, "message": msg}
+
+    @app.post("/api/messages/{message_id}/promote")
+    async def promote(message_id: int) -> dict[str, Any]:
+        msg = await service.move_message(message_id, MessageStatus.PROMOTED, "promote")
+        return {"success": True, "message": msg}
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return service.health()
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        response: Response = metrics_response(prometheus.registry)
+        return response
+
+    @app.get("/api/dashboard")
+    async def dashboard() -> dict[str, Any]:
+        return service.dashboard()
+
+    if settings.chaos:
+
+        @app.get("/api/admin/chaos")
+        async def chaos_state(request: Request) -> Response:
+            if not _local(request, settings):
+                return _forbidden()
+            return JSONResponse({"success": True, "chaos": service.chaos.snapshot()})
+
+        @app.post("/api/admin/chaos")
+        async def chaos_set(
+            request: Request,
+            target: Annotated[str, Body(embed=True)] = DB,
+            error_rate: Annotated[float | None, Body(alias="errorRate", embed=True)] = None,
+            latency: Annotated[float | None, Body(embed=True)] = None,
+            hold: Annotated[int | None, Body(embed=True)] = None,
+            clear: Annotated[bool, Body(embed=True)] = False,
+        ) -> Response:
+            if not _local(request, settings):
+                return _forbidden()
+            try:
+                if clear:
+                    service.chaos.clear(target)
+                else:
+                    service.chaos.configure(
+                        target, error_rate=error_rate, latency=latency, hold=hold
+                    )
+            except (TypeError, ValueError) as exc:
+                return JSONResponse(
+                    suture_web.error_body(str(exc), code="bad_chaos_config"), status_code=400
+                )
+            await asyncio.sleep(0)
+            return JSONResponse({"success": True, "chaos": service.chaos.snapshot()})
+
+
+def _local(request: Request, settings: Settings) -> bool:
+    host = request.client.host if request.client is not None else ""
+    return host in settings.admin_hosts
+
+
+def _forbidden() -> JSONResponse:
+    return JSONResponse(
+        suture_web.error_body("The chaos admin endpoint only answers local requests."),
+        status_code=403,
+    )
