@@ -1,0 +1,341 @@
+"""suture.contrib.httpx against httpx.MockTransport, with a FakeClock: no sockets, no sleeps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from suture import BreakerOpen, Outcome, Retry
+from suture.breaker import BreakerState, CircuitBreaker
+from suture.contrib.httpx import (
+    OUTCOME_KEY,
+    AsyncResilientClient,
+    AsyncResilientTransport,
+    ResilientClient,
+    ResilientTransport,
+    outcome_of,
+)
+from suture.testing import FakeClock
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Server:
+    """A scripted server: answers from a list (the last one repeats), records requests."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+
+def busy(retry_after: str | None = "4") -> httpx.Response:
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    return httpx.Response(
+        503, headers=headers, json={"success": False, "error": "busy", "retryAfter": 9}
+    )
+
+
+def client(server: Server, clock: FakeClock, **options: object) -> ResilientClient:
+    options.setdefault("retry", Retry(attempts=3, initial_delay=0.5, max_delay=10.0, clock=clock))
+    return ResilientClient(inner=httpx.MockTransport(server), clock=clock, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def test_503_with_retry_after_is_retried_after_that_delay(clock: FakeClock) -> None:
+    server = Server(busy("4"), httpx.Response(200, json={"items": [1]}))
+    with client(server, clock) as c:
+        response = c.get("http://api.test/items")
+    assert response.status_code == 200
+    assert server.calls == 2
+    assert clock.sleeps == [4.0]
+    outcome = outcome_of(response)
+    assert (outcome.ok, outcome.data, outcome.attempts) == (True, {"items": [1]}, 2)
+
+
+def test_retry_after_as_http_date(clock: FakeClock) -> None:
+    when = httpx.Headers({"d": "Tue, 14 Nov 2023 22:13:25 GMT"})["d"]  # wall_start + 5 s
+    server = Server(busy(when), httpx.Response(204))
+    with client(server, clock) as c:
+        assert c.get("http://api.test/").status_code == 204
+    assert clock.sleeps == [5.0]
+
+
+def test_retry_after_is_capped_by_max_delay(clock: FakeClock) -> None:
+    server = Server(busy("3600"), httpx.Response(200, json={}))
+    with client(server, clock) as c:
+        c.get("http://api.test/")
+    assert clock.sleeps == [10.0]
+
+
+def test_gives_up_after_the_attempts_and_returns_the_last_answer(clock: FakeClock) -> None:
+    server = Server(busy("1"))
+    with client(server, clock, breaker_options={"failure_threshold": 10}) as c:
+        response = c.get("http://api.test/")
+        assert response.status_code == 503
+        assert response.json() == {"success": False, "error": "busy", "retryAfter": 9}
+        outcome = response.extensions[OUTCOME_KEY]
+        assert isinstance(outcome, Outcome)
+        assert (outcome.error, outcome.retry_after, outcome.attempts) == ("busy", 1.0, 3)
+        assert c.fetch("GET", "http://api.test/").attempts == 3
+    assert server.calls == 6
+    assert clock.sleeps == [1.0, 1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 409, 422])
+def test_client_errors_are_not_retried(clock: FakeClock, status: int) -> None:
+    server = Server(httpx.Response(status, json={"detail": "nope"}))
+    with client(server, clock) as c:
+        outcome = c.fetch("GET", "http://api.test/")
+    assert server.calls == 1
+    assert clock.sleeps == []
+    assert (outcome.ok, outcome.status, outcome.error, outcome.transient) == (
+        False,
+        status,
+        "nope",
+        False,
+    )
+
+
+def test_post_without_idempotency_key_is_not_retried(clock: FakeClock) -> None:
+    server = Server(busy(), httpx.Response(201, json={"id": 1}))
+    with client(server, clock) as c:
+        response = c.post("http://api.test/orders", json={"n": 1})
+    assert response.status_code == 503
+    assert server.calls == 1
+    assert clock.sleeps == []
+
+
+def test_post_with_idempotency_key_is_retried(clock: FakeClock) -> None:
+    server = Server(busy("2"), httpx.Response(201, json={"id": 1}))
+    with client(server, clock) as c:
+        outcome = c.fetch(
+            "POST", "http://api.test/orders", json={"n": 1}, headers={"Idempotency-Key": "k-1"}
+        )
+    assert (outcome.ok, outcome.data, outcome.attempts) == (True, {"id": 1}, 2)
+    assert [r.content for r in server.requests] == [b'{"n":1}', b'{"n":1}']
+
+
+def test_post_opt_in_per_request_and_per_client(clock: FakeClock) -> None:
+    server = Server(busy("1"), httpx.Response(200, json={}))
+    with client(server, clock) as c:
+        assert c.post("http://a.test/", extensions={"suture.retry": True}).status_code == 200
+    server = Server(busy("1"), httpx.Response(200, json={}))
+    with client(server, clock, methods={"GET", "POST"}) as c:
+        assert c.post("http://a.test/").status_code == 200
+    server = Server(busy("1"), httpx.Response(200, json={}))
+    with client(server, clock) as c:
+        assert c.get("http://a.test/", extensions={"suture.retry": False}).status_code == 503
+
+
+def test_connection_errors_are_retried_then_raised(clock: FakeClock) -> None:
+    server = Server(httpx.ConnectError("refused"))
+    with client(server, clock, breaker_options={"failure_threshold": 10}) as c:
+        with pytest.raises(httpx.ConnectError):
+            c.get("http://down.test/")
+        outcome = c.fetch("GET", "http://down.test/")
+    assert server.calls == 6
+    assert (outcome.ok, outcome.status, outcome.transient) == (False, None, True)
+    assert outcome.error == "ConnectError: refused"
+
+
+def test_breaker_opens_and_the_transport_is_no_longer_called(clock: FakeClock) -> None:
+    server = Server(
+        httpx.Response(
+            502, text="<title>502 Bad Gateway</title>", headers={"content-type": "text/html"}
+        )
+    )
+    with client(
+        server,
+        clock,
+        retry=Retry(attempts=2, initial_delay=0.1, clock=clock),
+        breaker_options={"failure_threshold": 4, "reset_timeout": 30.0},
+    ) as c:
+        for _ in range(2):
+            assert c.get("http://flaky.test/").status_code == 502
+        assert server.calls == 4
+        breaker = c.resilient.breakers["flaky.test"]
+        assert breaker.state is BreakerState.OPEN
+        with pytest.raises(BreakerOpen):
+            c.get("http://flaky.test/")
+        outcome = c.fetch("GET", "http://flaky.test/")
+        assert server.calls == 4  # the transport was not called again
+        assert (outcome.ok, outcome.transient) == (False, False)
+        assert outcome.retry_after is not None and 0 < outcome.retry_after <= 30.0
+        # another host has its own breaker
+        assert c.get("http://other.test/").status_code == 502
+        assert server.calls == 6
+        # after the reset timeout a probe goes through
+        clock.advance(31)
+        server.answers = [httpx.Response(200, json={"ok": True})]
+        assert c.fetch("GET", "http://flaky.test/").ok
+        assert breaker.state is BreakerState.CLOSED
+
+
+def test_client_errors_do_not_open_the_breaker(clock: FakeClock) -> None:
+    server = Server(httpx.Response(404))
+    with client(server, clock, breaker_options={"failure_threshold": 2}) as c:
+        for _ in range(5):
+            c.get("http://api.test/missing")
+        assert c.resilient.breakers["api.test"].state is BreakerState.CLOSED
+    assert server.calls == 5
+
+
+def test_breaker_scopes(clock: FakeClock) -> None:
+    shared = CircuitBreaker("mine", failure_threshold=1, clock=clock)
+    server = Server(httpx.ConnectError("x"))
+    with client(server, clock, breaker=shared, retry=Retry(attempts=1, clock=clock)) as c:
+        with pytest.raises(httpx.ConnectError):
+            c.get("http://a.test/")
+        with pytest.raises(BreakerOpen):
+            c.get("http://b.test/")
+    with client(server, clock, breaker="client", retry=Retry(attempts=1, clock=clock)) as c:
+        c.fetch("GET", "http://a.test:8080/")
+        c.fetch("GET", "http://b.test/")
+        assert list(c.resilient.breakers) == ["client"]
+    with client(server, clock, breaker=None, retry=Retry(attempts=1, clock=clock)) as c:
+        for _ in range(10):
+            c.fetch("GET", "http://a.test/")
+        assert c.resilient.breakers == {}
+
+
+def test_error_bodies_are_read_only_up_to_the_limit(clock: FakeClock) -> None:
+    pulled: list[int] = []
+
+    def big() -> Iterator[bytes]:
+        yield b"<title>Huge failure</title>"
+        for _ in range(2560):  # 40 MB more, never downloaded
+            pulled.append(16384)
+            yield b"x" * 16384
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, headers={"content-type": "text/html"}, content=big())
+
+    with ResilientClient(
+        inner=httpx.MockTransport(handler),
+        clock=clock,
+        retry=Retry(attempts=1, clock=clock),
+        max_error_bytes=32768,
+    ) as c:
+        response = c.get("http://big.test/")
+        assert len(response.content) == 32768
+        assert outcome_of(response).error == "Huge failure"
+    assert sum(pulled) <= 32768 + 16384
+
+
+def test_per_attempt_timeout_is_set_on_the_request(clock: FakeClock) -> None:
+    seen: list[object] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return httpx.Response(200, json={})
+
+    with ResilientClient(inner=httpx.MockTransport(handler), attempt_timeout=2.5) as c:
+        c.get("http://t.test/")
+    assert seen == [{"connect": 2.5, "read": 2.5, "write": 2.5, "pool": 2.5}]
+
+
+def test_fetch_validates_with_expect_and_schema(clock: FakeClock) -> None:
+    server = Server(
+        httpx.Response(200, text="<html>login</html>", headers={"content-type": "text/html"})
+    )
+    with client(server, clock) as c:
+        outcome = c.fetch("GET", "http://x.test/")
+        assert outcome.error == "expected JSON, got text/html"
+        assert c.fetch("GET", "http://x.test/", expect="text").data == "<html>login</html>"
+        assert c.fetch("GET", "http://x.test/", expect="text", schema=len).data == 18
+
+
+def test_plain_httpx_client_with_the_transport(clock: FakeClock) -> None:
+    server = Server(busy("1"), httpx.Response(200, json={"ok": 1}))
+    transport = ResilientTransport(
+        httpx.MockTransport(server), retry=Retry(attempts=2, clock=clock), clock=clock
+    )
+    with httpx.Client(transport=transport) as c:
+        assert c.get("http://p.test/").json() == {"ok": 1}
+    assert clock.sleeps == [1.0]
+
+
+def test_bad_configuration() -> None:
+    with pytest.raises(ValueError, match="breaker='everything'"):
+        ResilientTransport(breaker="everything")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="retry=3"):
+        ResilientTransport(retry=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="failure_threshold=0"):
+        ResilientTransport(breaker_options={"failure_threshold": 0})
+    with pytest.raises(ValueError, match="max_error_bytes=-1"):
+        ResilientTransport(max_error_bytes=-1)
+    with pytest.raises(TypeError, match="transport="):
+        ResilientClient(transport=httpx.MockTransport(Server()))
+
+
+# --- async -----------------------------------------------------------------------
+
+
+class AsyncServer(Server):
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        return self(request)
+
+
+async def test_async_retry_after_and_outcome(clock: FakeClock) -> None:
+    server = AsyncServer(busy("3"), httpx.Response(200, json={"v": 2}))
+    async with AsyncResilientClient(
+        inner=httpx.MockTransport(server.handle),
+        clock=clock,
+        retry=Retry(attempts=3, clock=clock),
+    ) as c:
+        outcome = await c.fetch("GET", "http://a.test/")
+    assert (outcome.ok, outcome.data, outcome.attempts) == (True, {"v": 2}, 2)
+    assert clock.sleeps == [3.0]
+
+
+async def test_async_not_retried_and_breaker(clock: FakeClock) -> None:
+    server = AsyncServer(busy("1"))
+    transport = AsyncResilientTransport(
+        httpx.MockTransport(server.handle),
+        retry=Retry(attempts=2, clock=clock),
+        breaker_options={"failure_threshold": 3},
+        clock=clock,
+    )
+    async with httpx.AsyncClient(transport=transport) as c:
+        assert (await c.post("http://a.test/")).status_code == 503  # 1 call, not retried
+        assert (await c.get("http://a.test/")).status_code == 503  # 2 calls: opens
+        assert server.calls == 3
+        with pytest.raises(BreakerOpen):
+            await c.get("http://a.test/")
+        assert server.calls == 3
+
+
+async def test_async_error_body_is_bounded(clock: FakeClock) -> None:
+    pulled = 0
+
+    async def big():  # type: ignore[no-untyped-def]
+        nonlocal pulled
+        yield b'{"error": "too much"}' + b" " * 16000
+        for _ in range(2560):
+            pulled += 16384
+            yield b" " * 16384
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, headers={"content-type": "application/json"}, content=big())
+
+    async with AsyncResilientClient(inner=httpx.MockTransport(handler), clock=clock) as c:
+        outcome = await c.fetch("GET", "http://a.test/")
+    assert outcome.error == "too much"
+    assert pulled <= 65536 + 16384
