@@ -36,7 +36,15 @@ from suture.pool import Reading
 
 __all__ = ["PostgresServerSource", "SQLAlchemyPoolSource"]
 
-_POOL_EVENTS = ("connect", "checkout", "checkin", "invalidate", "soft_invalidate", "close")
+_POOL_EVENTS = (
+    "connect",
+    "checkout",
+    "checkin",
+    "detach",
+    "invalidate",
+    "soft_invalidate",
+    "close",
+)
 
 
 def _percentile(ordered: list[float], q: float) -> float:
@@ -114,6 +122,7 @@ class SQLAlchemyPoolSource:
             (
                 "checkouts",
                 "checkins",
+                "detached",
                 "connects",
                 "closes",
                 "invalidated",
@@ -150,6 +159,14 @@ class SQLAlchemyPoolSource:
         with self._lock:
             if self._held.pop(id(record), None) is not None:
                 self._counts["checkins"] += 1
+            self._leaked_ids.discard(id(record))
+
+    def _on_detach(self, dbapi_connection: Any, record: Any) -> None:
+        # Explicit ``detach()``, or the garbage collector dropping a connection that was
+        # never returned (an async engine cannot return it safely): it leaves the pool.
+        with self._lock:
+            self._counts["detached"] += 1
+            self._held.pop(id(record), None)
             self._leaked_ids.discard(id(record))
 
     def _on_invalidate(self, dbapi_connection: Any, record: Any, exception: Any) -> None:
