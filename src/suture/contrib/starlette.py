@@ -34,7 +34,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from suture.classify import is_transient
 from suture.errors import BreakerOpen, InvalidTransition, Overloaded
@@ -44,6 +44,7 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "TRANSIENT_RETRY_AFTER",
     "AdmissionMiddleware",
+    "TransientErrorMiddleware",
     "breaker_open_handler",
     "error_body",
     "install",
@@ -190,19 +191,7 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> Response
     if is_transient(exc):
         # A dependency failed in a way that heals (a dropped connection, a timeout)
         # and the retries are spent: tell the client to come back soon, not "bug".
-        logger.warning(
-            "suture: %s %s failed with a transient %s (request id %s)",
-            request.method,
-            request.url.path,
-            type(exc).__name__,
-            rid,
-        )
-        return unavailable_response(
-            "The service is temporarily unavailable; please try again in a moment.",
-            TRANSIENT_RETRY_AFTER,
-            code="unavailable",
-            rid=rid,
-        )
+        return _transient_response(request, exc, TRANSIENT_RETRY_AFTER)
     logger.error(
         "suture: unhandled %s on %s %s (request id %s)",
         type(exc).__name__,
@@ -281,6 +270,57 @@ class AdmissionMiddleware:
         await self.app(scope, receive, send)
 
 
+class TransientErrorMiddleware:
+    """Answers a transient error that escaped its retries with a ``503`` and ``Retry-After``.
+
+    Starlette re-raises every error its ``500`` handler saw, so servers log a
+    traceback for each one; a dropped database connection is not a bug, so
+    this middleware answers it (a short warning in the log, no traceback) and
+    lets only the other errors reach the ``500`` handler.
+    """
+
+    def __init__(self, app: ASGIApp, *, retry_after: float = TRANSIENT_RETRY_AFTER) -> None:
+        self.app = app
+        self.retry_after = retry_after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started or not is_transient(exc):
+                raise
+            request = Request(scope)
+            await _transient_response(request, exc, self.retry_after)(scope, receive, send)
+
+
+def _transient_response(request: Request, exc: Exception, retry_after: float) -> JSONResponse:
+    rid = request_id(request)
+    logger.warning(
+        "suture: %s %s failed with a transient %s (request id %s)",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        rid,
+    )
+    return unavailable_response(
+        "The service is temporarily unavailable; please try again in a moment.",
+        retry_after,
+        code="unavailable",
+        rid=rid,
+    )
+
+
 # --- suture.js -----------------------------------------------------------------
 
 _JS_CACHE: dict[str, tuple[bytes, str]] = {}
@@ -326,9 +366,12 @@ def install(
 ) -> Starlette:
     """Add suture's error handlers, optional admission, and the ``suture.js`` route to ``app``.
 
-    Works with Starlette and FastAPI apps. ``admit`` is usually
-    ``monitor.admit`` of a ``suture.PoolMonitor``; ``default_priority`` is the
-    priority of routes not listed in ``priorities`` (required with ``admit``).
+    Installs the four exception handlers, :class:`TransientErrorMiddleware`,
+    :class:`AdmissionMiddleware` when ``admit`` is given, and the ``suture.js``
+    route at ``js_path`` (``None``: no route). Works with Starlette and FastAPI
+    apps. ``admit`` is usually ``monitor.admit`` of a ``suture.PoolMonitor``;
+    ``default_priority`` is the priority of routes not listed in ``priorities``
+    (required with ``admit``).
     The ``suture.js`` route is exempt from admission. Returns ``app``.
     """
     if app.debug:
@@ -341,6 +384,7 @@ def install(
     app.add_exception_handler(Exception, unexpected_error_handler)
     if js_path is not None:
         app.router.routes.append(suture_js_route(js_path))
+    app.add_middleware(TransientErrorMiddleware)
     if admit is not None:
         if default_priority is None:
             raise ValueError(

@@ -1,0 +1,191 @@
+// The manager page: every call goes through sutureFetch (validated, retried on
+// transient failures, Retry-After honoured). Server text only ever reaches the
+// page through textContent.
+import { sutureFetch, renderError, retryMessage } from "/suture.js";
+
+const $ = (id) => document.getElementById(id);
+
+function h(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child ?? "")));
+  return node;
+}
+
+function when(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? "" : d.toLocaleString();
+}
+
+function setStatus(el, text, kind = "") {
+  el.className = `status ${kind}`.trim();
+  el.textContent = text;
+}
+
+/** GET with "Loading... (retry n/3)" in `statusEl`, then the data or a friendly error. */
+async function load(url, statusEl) {
+  setStatus(statusEl, "Loading...");
+  const outcome = await sutureFetch(url, {
+    attempts: 3,
+    onRetry: (info) => setStatus(statusEl, retryMessage(info), "retrying"),
+  });
+  if (!outcome.ok) {
+    statusEl.className = "status error";
+    renderError(statusEl, outcome, { fallback: "Could not load this list." });
+    return null;
+  }
+  return outcome.data;
+}
+
+/** POST an action; guarded transitions are idempotent, so retrying them is safe. */
+async function act(url, statusEl, { body = null, retry = true, label = "Working..." } = {}) {
+  setStatus(statusEl, label);
+  const outcome = await sutureFetch(url, {
+    method: "POST",
+    headers: body ? { "Content-Type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+    attempts: retry ? 3 : 1,
+    retryUnsafe: retry,
+    onRetry: (info) => setStatus(statusEl, retryMessage(info, label), "retrying"),
+  });
+  if (!outcome.ok) {
+    statusEl.className = "status error";
+    renderError(statusEl, outcome, { fallback: "That did not work." });
+  }
+  return outcome;
+}
+
+// --- assistance -----------------------------------------------------------------
+
+async function loadAssistance() {
+  const status = $("assistance-status");
+  const data = await load("/api/manager/assistance", status);
+  if (!data) return;
+  const list = $("assistance-list");
+  list.replaceChildren();
+  for (const req of data.requests) list.append(assistanceItem(req));
+  setStatus(status, data.requests.length ? `${data.requests.length} request(s) need a manager.` : "Nothing needs a manager right now.");
+}
+
+function assistanceItem(req) {
+  const answer = h("textarea", { rows: "2", placeholder: "Your answer to the agent", "aria-label": `Answer for task ${req.id}` });
+  const note = h("div", { class: "status" });
+  const button = h("button", { class: "primary", type: "button" }, "Respond");
+  const item = h(
+    "li",
+    { "data-task": String(req.id) },
+    h("div", {}, h("span", { class: "tag" }, req.type), h("strong", {}, req.title)),
+    h("div", { class: "meta" }, `#${req.id} · ${req.assignee || "unassigned"} · asked ${when(req.requestedAt)}`),
+    h("div", {}, req.assistanceNotes || ""),
+    answer,
+    h("div", { class: "row" }, button),
+    note,
+  );
+  button.addEventListener("click", async () => {
+    const text = answer.value.trim();
+    if (!text) {
+      setStatus(note, "Write an answer first.", "error");
+      return;
+    }
+    button.disabled = true;
+    const outcome = await act(`/api/manager/assistance/${req.id}/respond`, note, {
+      body: { response: text },
+      retry: false,
+      label: "Sending...",
+    });
+    button.disabled = false;
+    if (outcome.ok) {
+      item.remove();
+      setStatus($("assistance-status"), `Answered task #${req.id}.`);
+    }
+  });
+  return item;
+}
+
+// --- spam -----------------------------------------------------------------------
+
+async function loadSpam() {
+  const status = $("spam-status");
+  const data = await load("/api/manager/spam?limit=50", status);
+  if (!data) return;
+  const list = $("spam-list");
+  list.replaceChildren();
+  for (const msg of data.messages) list.append(spamItem(msg));
+  setStatus(status, `${data.total} message(s) waiting for review${data.total > data.messages.length ? ` (first ${data.messages.length} shown)` : ""}.`);
+}
+
+function messageBody(msg) {
+  return [
+    h("div", { class: "meta" }, `#${msg.id} · ${msg.brand} · ${when(msg.createdAt)}`),
+    h("div", {}, msg.text),
+  ];
+}
+
+function spamItem(msg) {
+  const note = h("div", { class: "status" });
+  const item = h("li", { "data-message": String(msg.id) }, ...messageBody(msg));
+  const patterns = h("div", {});
+  for (const p of msg.matchedPatterns || []) patterns.append(h("span", { class: "tag" }, p));
+  const move = (verb, label) =>
+    h("button", {
+      type: "button",
+      class: verb === "archive" ? "danger" : "",
+      onclick: async () => {
+        const outcome = await act(`/api/manager/spam/${msg.id}/${verb}`, note, { label });
+        if (outcome.ok) item.remove();
+      },
+    }, verb === "archive" ? "Archive" : "Release");
+  item.append(patterns, h("div", { class: "row" }, move("release", "Releasing..."), move("archive", "Archiving...")), note);
+  return item;
+}
+
+async function capture() {
+  const status = $("capture-status");
+  const button = $("capture");
+  const size = Math.max(1, Math.min(10000, Number($("batch-size").value) || 100));
+  button.disabled = true;
+  const outcome = await act(`/api/manager/spam/capture?batchSize=${size}`, status, { label: "Capturing..." });
+  button.disabled = false;
+  if (outcome.ok) {
+    const d = outcome.data;
+    setStatus(status, `Captured ${d.updatedCount} of ${d.processed} message(s) checked; ${d.remainingInQueue} left in the inbox.`);
+    loadSpam();
+    loadInbox();
+  }
+}
+
+// --- inbox ----------------------------------------------------------------------
+
+async function loadInbox() {
+  const status = $("inbox-status");
+  const data = await load("/api/messages?status=READY&limit=15", status);
+  if (!data) return;
+  const list = $("inbox-list");
+  list.replaceChildren();
+  for (const msg of data.messages) {
+    const note = h("div", { class: "status" });
+    const item = h("li", { "data-message": String(msg.id) }, ...messageBody(msg));
+    const promote = h("button", {
+      type: "button",
+      onclick: async () => {
+        const outcome = await act(`/api/messages/${msg.id}/promote`, note, { label: "Promoting..." });
+        if (outcome.ok) item.remove();
+      },
+    }, "Promote");
+    item.append(h("div", { class: "row" }, promote), note);
+    list.append(item);
+  }
+  setStatus(status, `${data.total} message(s) in the inbox.`);
+}
+
+$("assistance-reload").addEventListener("click", loadAssistance);
+$("inbox-reload").addEventListener("click", loadInbox);
+$("capture").addEventListener("click", capture);
+loadAssistance();
+loadSpam();
+loadInbox();
