@@ -72,8 +72,11 @@ export function parseRetryAfter(value, now = Date.now()) {
   if (value === null || value === undefined) return null;
   const text = String(value).trim();
   if (!text || text.length > 64) return null;
-  if (/^[+]?\d+(\.\d+)?$/.test(text)) return clamp(Number(text), 0, MAX_RETRY_AFTER);
-  if (/^\d/.test(text)) return null;
+  if (/^[-+.\d]/.test(text)) {
+    // delta-seconds; like suture.classify, a negative or malformed number is ignored
+    const n = text.startsWith("-") ? NaN : Number(text);
+    return Number.isFinite(n) ? clamp(n, 0, MAX_RETRY_AFTER) : null;
+  }
   const when = Date.parse(text);
   if (!Number.isFinite(when)) return null;
   return clamp((when - now) / 1000, 0, MAX_RETRY_AFTER);
@@ -497,6 +500,7 @@ async function oneAttempt(fetchImpl, url, init, { expect, maxErrorBytes, timeout
 }
 
 function fmtSeconds(ms) {
+  if (ms < 1000) return `${Math.round(ms)} ms`;
   const s = ms / 1000;
   return `${Number.isInteger(s) ? s : s.toFixed(1)} s`;
 }

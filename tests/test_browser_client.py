@@ -1,0 +1,439 @@
+"""suture.js in headless Chromium (Debian's ``chromium``, driven by Python Playwright).
+
+A local server on 127.0.0.1 serves suture.js, a test page and hostile answers.
+Where Chromium is missing these tests skip, except in CI (``CI=true``), where
+they fail.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from suture import validate_response
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+SUTURE_JS = importlib.resources.files("suture").joinpath("static/suture.js").read_bytes()
+
+PAGE = b"""<!doctype html>
+<html><head><meta charset="utf-8"><title>suture.js test page</title></head>
+<body>
+<p id="status"></p>
+<div id="out"></div>
+<script type="module">
+  import * as suture from "/static/suture.js";
+  window.suture = suture;
+  window.pwned = 0;
+</script>
+</body></html>
+"""
+
+NGINX_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.24.0</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+XSS_HTML = (
+    b"<html><head><title><img src=x onerror='window.pwned=1'>Broken &lt;b&gt;"
+    b"<script>window.pwned=2</script></title></head><body><h1>x</h1></body></html>"
+)
+XSS_JSON = json.dumps(
+    {"error": "<img src=x onerror='window.pwned=3'>bad <b>input</b><script>window.pwned=4</script>"}
+).encode()
+FASTAPI_422 = json.dumps(
+    {"detail": [{"type": "missing", "loc": ["body", "name"], "msg": "Field required"}]}
+).encode()
+
+# path -> (status, content type, body, extra headers)
+ROUTES: dict[str, tuple[int, str, bytes, dict[str, str]]] = {
+    "/api/ok": (200, "application/json", b'{"items": [1, 2]}', {}),
+    "/api/bom": (200, "application/vnd.api+json; charset=utf-8", b'\xef\xbb\xbf{"a": 1}', {}),
+    "/api/empty": (204, "", b"", {}),
+    "/api/nginx": (502, "text/html", NGINX_502, {}),
+    "/api/always503": (503, "application/json", b'{"success": false, "error": "Overloaded"}', {}),
+    "/api/busy": (
+        503,
+        "application/json",
+        b'{"success": false, "error": "Service busy", "retryAfter": 30}',
+        {"Retry-After": "1"},
+    ),
+    "/api/long-wait": (503, "text/plain", b"come back later", {"Retry-After": "120"}),
+    "/api/garbage-retry-after": (503, "text/plain", b"busy", {"Retry-After": "soon"}),
+    "/api/xss-html": (500, "text/html", XSS_HTML, {}),
+    "/api/xss-json": (400, "application/json", XSS_JSON, {}),
+    "/api/422": (422, "application/json", FASTAPI_422, {}),
+    "/api/problem": (
+        404,
+        "application/problem+json",
+        b'{"title": "Not Found", "detail": "no ticket 7"}',
+        {},
+    ),
+    "/api/truncated": (502, "application/json", b'{"error": "upstr', {}),
+    "/api/html200": (200, "text/html", b"<html><title>Login</title></html>", {}),
+    "/api/latin1": (500, "text/plain; charset=iso-8859-1", b"Erreur: base \xe9teinte", {}),
+}
+
+
+class State:
+    def __init__(self) -> None:
+        self.hits: Counter[str] = Counter()
+        self.big_sent = 0
+        self.lock = threading.Lock()
+
+
+def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def _send(self, status: int, ctype: str, body: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            if ctype:
+                self.send_header("Content-Type", ctype)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Cache-Control", "no-store")
+            if status not in (204, 304):
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if status not in (204, 304):
+                self.wfile.write(body)
+
+        def _route(self) -> None:
+            path = urlsplit(self.path).path
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            key = f"{self.command} {path}"
+            with state.lock:
+                state.hits[key] += 1
+                hits = state.hits[key]
+            if path == "/static/suture.js":
+                return self._send(200, "text/javascript", SUTURE_JS, {})
+            if path == "/page.html":
+                return self._send(200, "text/html; charset=utf-8", PAGE, {})
+            if path.startswith("/api/flaky/"):  # 503 twice, then 200
+                if hits <= 2:
+                    return self._send(503, "application/json", b'{"error": "warming up"}', {})
+                return self._send(200, "application/json", b'{"done": true}', {})
+            if path == "/api/slow":
+                time.sleep(1.0)
+                return self._send(200, "application/json", b"{}", {})
+            if path == "/api/big":
+                return self._big()
+            if path in ROUTES:
+                return self._send(*ROUTES[path])
+            return self._send(404, "text/plain", b"no such route", {})
+
+        def _big(self) -> None:
+            chunk = b"<p>" + b"x" * 16380 + b"</p>"
+            self.send_response(500)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(27 + 40 * 1024 * 1024))
+            self.end_headers()
+            try:
+                self.wfile.write(b"<title>Huge failure</title>")
+                for _ in range(40 * 1024 * 1024 // len(chunk)):
+                    self.wfile.write(chunk)
+                    state.big_sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+
+        def _serve(self) -> None:
+            try:
+                self._route()
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout)
+                self.close_connection = True
+
+        do_GET = _serve
+        do_POST = _serve
+        do_PUT = _serve
+        do_DELETE = _serve
+
+    return Handler
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, State]]:
+    state = State()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = shutil.which("chromium")
+    if executable is None:
+        reason = "Chromium is not installed (apt-get install chromium); suture.js tests need it"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; in CI it must be present")
+        pytest.skip(reason)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def loaded_page(browser: Any, server: tuple[str, State]) -> Iterator[tuple[Any, list[str]]]:
+    base, _ = server
+    context = browser.new_context()
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.goto(f"{base}/page.html")
+    pg.wait_for_function("window.suture !== undefined")
+    yield pg, errors
+    context.close()
+
+
+@pytest.fixture
+def page(loaded_page: tuple[Any, list[str]]) -> Iterator[Any]:
+    """One page for the module (loading a page costs a second here); reset per test."""
+    pg, errors = loaded_page
+    pg.evaluate(
+        """() => { window.pwned = 0;
+                   document.getElementById("out").textContent = "";
+                   document.getElementById("status").textContent = ""; }"""
+    )
+    yield pg
+    assert errors == []
+
+
+def fetch(page: Any, path: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """sutureFetch(path, options) in the page, with onRetry recording its messages."""
+    script = """async ([path, options]) => {
+        const retries = [];
+        const outcome = await window.suture.sutureFetch(path, {
+            baseDelay: 10, maxDelay: 40, ...options,
+            onRetry: (info) => {
+                retries.push({message: window.suture.retryMessage(info), delay: info.delay,
+                              status: info.outcome.status});
+                document.getElementById("status").textContent = window.suture.retryMessage(info);
+            },
+        });
+        return {outcome, retries};
+    }"""
+    result: dict[str, Any] = page.evaluate(script, [path, options or {}])
+    return result
+
+
+OUTCOME_KEYS = {
+    "ok",
+    "status",
+    "data",
+    "error",
+    "retryAfter",
+    "transient",
+    "snippet",
+    "contentType",
+    "url",
+    "attempts",
+}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/ok",
+        "/api/bom",
+        "/api/empty",
+        "/api/nginx",
+        "/api/422",
+        "/api/problem",
+        "/api/truncated",
+        "/api/html200",
+        "/api/latin1",
+        "/api/xss-json",
+        "/api/xss-html",
+        "/api/garbage-retry-after",
+    ],
+)
+def test_same_outcome_as_python(page: Any, server: tuple[str, State], path: str) -> None:
+    base, _ = server
+    got = fetch(page, path, {"attempts": 1})["outcome"]
+    assert set(got) == OUTCOME_KEYS
+    expected = validate_response(httpx.get(base + path), emit_events=False).as_dict()
+    for key in ("ok", "status", "data", "error", "retryAfter", "transient", "contentType"):
+        assert got[key] == expected[key], (key, got, expected)
+    assert got["url"] == base + path
+    assert got["attempts"] == 1
+
+
+def test_retry_cap_and_on_retry_messages(page: Any, server: tuple[str, State]) -> None:
+    _, state = server
+    result = fetch(page, "/api/always503")
+    outcome = result["outcome"]
+    assert (outcome["ok"], outcome["status"], outcome["error"]) == (False, 503, "Overloaded")
+    assert outcome["attempts"] == 3
+    assert state.hits["GET /api/always503"] == 3
+    assert [r["message"] for r in result["retries"]] == [
+        "Loading... (retry 1/3)",
+        "Loading... (retry 2/3)",
+    ]
+    assert all(0 <= r["delay"] <= 40 for r in result["retries"])  # full jitter under the cap
+    assert page.text_content("#status") == "Loading... (retry 2/3)"
+
+
+def test_attempts_never_exceed_the_hard_cap(page: Any, server: tuple[str, State]) -> None:
+    _, state = server
+    before = state.hits["GET /api/always503"]
+    outcome = fetch(page, "/api/always503", {"attempts": 1000, "baseDelay": 0})["outcome"]
+    assert outcome["attempts"] == 10
+    assert state.hits["GET /api/always503"] - before == 10
+
+
+def test_transient_then_success(page: Any, server: tuple[str, State]) -> None:
+    result = fetch(page, "/api/flaky/a")
+    assert result["outcome"]["ok"] is True
+    assert result["outcome"]["data"] == {"done": True}
+    assert result["outcome"]["attempts"] == 3
+    assert len(result["retries"]) == 2
+
+
+def test_retry_after_header_sets_the_delay(page: Any, server: tuple[str, State]) -> None:
+    _, state = server
+    result = fetch(page, "/api/busy", {"attempts": 2})
+    assert [r["delay"] for r in result["retries"]] == [1000]  # the header, not the body's 30
+    outcome = result["outcome"]
+    assert (outcome["error"], outcome["retryAfter"], outcome["attempts"]) == ("Service busy", 1, 2)
+    assert state.hits["GET /api/busy"] == 2
+
+
+def test_retry_after_beyond_the_limit_ends_retries(page: Any, server: tuple[str, State]) -> None:
+    result = fetch(page, "/api/long-wait")
+    assert result["retries"] == []
+    assert result["outcome"]["retryAfter"] == 120
+    assert result["outcome"]["attempts"] == 1
+
+
+def test_deadline_stops_before_a_wait_that_would_pass_it(page: Any) -> None:
+    result = fetch(page, "/api/busy", {"deadline": 500})
+    assert result["retries"] == []
+    assert result["outcome"]["attempts"] == 1
+
+
+def test_client_errors_are_not_retried(page: Any, server: tuple[str, State]) -> None:
+    _, state = server
+    before = state.hits["GET /api/422"]
+    outcome = fetch(page, "/api/422")["outcome"]
+    assert outcome["error"] == "name: Field required"
+    assert (outcome["transient"], outcome["attempts"]) == (False, 1)
+    assert state.hits["GET /api/422"] - before == 1
+
+
+def test_post_is_retried_only_with_an_idempotency_key(page: Any, server: tuple[str, State]) -> None:
+    _, state = server
+    outcome = fetch(page, "/api/flaky/post", {"method": "POST", "body": "{}"})["outcome"]
+    assert (outcome["status"], outcome["attempts"]) == (503, 1)
+    keyed = fetch(
+        page,
+        "/api/flaky/post-keyed",
+        {"method": "POST", "body": "{}", "headers": {"Idempotency-Key": "k1"}},
+    )["outcome"]
+    assert (keyed["ok"], keyed["attempts"]) == (True, 3)
+    assert state.hits["POST /api/flaky/post"] == 1
+    assert state.hits["POST /api/flaky/post-keyed"] == 3
+
+
+def test_per_attempt_timeout(page: Any, server: tuple[str, State]) -> None:
+    result = fetch(page, "/api/slow", {"timeout": 150, "attempts": 2})
+    outcome = result["outcome"]
+    assert outcome["ok"] is False
+    assert outcome["status"] is None
+    assert outcome["transient"] is True
+    assert (
+        outcome["error"] == "The request timed out after 0.1 s." or "timed out" in outcome["error"]
+    )
+    assert outcome["attempts"] == 2
+
+
+def test_network_error(page: Any) -> None:
+    outcome = fetch(page, "http://127.0.0.1:9/nothing", {"attempts": 2})["outcome"]
+    assert (outcome["ok"], outcome["status"], outcome["transient"]) == (False, None, True)
+    assert outcome["error"] == "Network error: the server could not be reached."
+    assert outcome["attempts"] == 2
+
+
+def test_big_error_page_is_cut_short(page: Any) -> None:
+    outcome = fetch(page, "/api/big", {"attempts": 1})["outcome"]
+    assert outcome["error"] == "Huge failure"
+    assert outcome["status"] == 500
+
+
+@pytest.mark.parametrize("path", ["/api/xss-html", "/api/xss-json"])
+def test_no_html_injection(page: Any, path: str) -> None:
+    text = page.evaluate(
+        """async (path) => {
+            const outcome = await window.suture.sutureFetch(path, {attempts: 1});
+            const out = document.getElementById("out");
+            window.suture.renderError(out, outcome);
+            await new Promise((r) => setTimeout(r, 50));  // let any onerror fire
+            return {text: out.textContent, children: out.children.length, pwned: window.pwned};
+        }""",
+        path,
+    )
+    assert text["children"] == 0
+    assert text["pwned"] == 0
+    assert "<img" not in text["text"] and "<script" not in text["text"]
+    assert text["text"] in ("Broken", "bad input")
+
+
+def test_render_error_hint_and_fallback(page: Any) -> None:
+    texts = page.evaluate(
+        """() => {
+            const el = document.createElement("p");
+            const a = window.suture.renderError(el, {error: "Busy", retryAfter: 2.2}).textContent;
+            const b = window.suture.renderError(el, {error: ""}).textContent;
+            const c = window.suture.renderError(el, "<b>plain</b>").textContent;
+            return [a, b, c];
+        }"""
+    )
+    assert texts == ["Busy Please try again in 3 s.", "Something went wrong.", "plain"]
+
+
+def test_parse_retry_after(page: Any) -> None:
+    values = page.evaluate(
+        """() => {
+            const now = Date.parse("Tue, 14 Nov 2023 22:13:20 GMT");
+            const p = window.suture.parseRetryAfter;
+            return [p("5", now), p(" 2.5 ", now), p("Tue, 14 Nov 2023 22:13:50 GMT", now),
+                    p("Tue, 14 Nov 2023 22:00:00 GMT", now), p("soon", now), p("-1", now),
+                    p("99999999", now), p(null, now), p("", now)];
+        }"""
+    )
+    assert values == [5, 2.5, 30, 0, None, None, 86400, None, None]
