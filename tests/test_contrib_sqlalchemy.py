@@ -622,3 +622,30 @@ def test_orm_guard_rejects_an_illegal_assignment_at_flush(schema: Schema) -> Non
         guard("status", SPEC)
     with pytest.raises(TypeError, match="transitions="):
         guard(schema.Message.status, {})  # type: ignore[arg-type]
+
+
+def test_per_row_values_mixed_with_shared_values_and_rows_without_any(schema: Schema) -> None:
+    schema.seed(4)
+    m = schema.Message
+    with schema.engine.begin() as conn:
+        moved = transition(
+            conn,
+            m,
+            SPEC,
+            Msg.SPAM_REVIEW,
+            keys=[1, 2, 3],
+            values={"note": "base"},
+            row_values={
+                1: {"patterns": "p1", "note": sa.literal("n") + sa.literal("1")},
+                2: {"patterns": "p2"},
+            },
+        )
+    assert sorted(moved.keys) == [1, 2, 3]
+    with schema.engine.connect() as conn:
+        rows = conn.execute(sa.select(m.id, m.status, m.patterns, m.note).order_by(m.id)).all()
+    assert [tuple(r) for r in rows] == [
+        (1, "spam_review", "p1", "n1"),
+        (2, "spam_review", "p2", "base"),
+        (3, "spam_review", None, "base"),
+        (4, "ready", None, None),
+    ]

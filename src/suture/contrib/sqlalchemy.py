@@ -75,6 +75,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Mapped, Mapper, Session, mapped_column
@@ -300,26 +301,18 @@ class _Flow(Generic[S]):
             if col is self.status:
                 raise ValueError(f"values[{name!r}]: the status is set by target=")
             self.sets[col] = value
-        if self.row_values:
-            per_col: dict[sa.Column[Any], list[tuple[Any, Any]]] = {}
-            for k, row in self.row_values.items():
-                for name, value in row.items():
-                    col = _column(self.table, self.mapper, name, "row_values")
-                    if col is self.status:
-                        raise ValueError(
-                            f"row_values[{k!r}][{name!r}]: the status is set by target="
-                        )
-                    per_col.setdefault(col, []).append((k, value))
-            for col, pairs in per_col.items():
-                whens = [
-                    (
-                        self._key_is(k),
-                        v if isinstance(v, sa.ClauseElement) else sa.literal(v, col.type),
-                    )
-                    for k, v in pairs
-                ]
-                base = self.sets.get(col, col)
-                self.sets[col] = sa.case(*whens, else_=base)
+        # Per-row values: {column: [(key, value), ...]}, turned into SQL by _row_sets().
+        self.per_col: dict[sa.Column[Any], list[tuple[Any, Any]]] = {}
+        for k, row in (self.row_values or {}).items():
+            for name, value in row.items():
+                col = _column(self.table, self.mapper, name, "row_values")
+                if col is self.status:
+                    raise ValueError(f"row_values[{k!r}][{name!r}]: the status is set by target=")
+                self.per_col.setdefault(col, []).append((k, value))
+        if self.per_col and len(self.pk) > 1:
+            for pairs in self.per_col.values():
+                for k, _ in pairs:
+                    self._key_is(k)  # a composite key given for a one-column key fails here
         self.audit: sa.Table | None = None
         if audit is not None:
             self.audit, _ = _table_of(audit, "audit")
@@ -330,6 +323,7 @@ class _Flow(Generic[S]):
                     "(use audit_table() or TransitionAuditMixin)"
                 )
         self.sources = transitions.sources_of(self.target)
+        self.decoded: dict[Any, S | None] = {}
 
     # --- pieces ------------------------------------------------------------------------
 
@@ -356,12 +350,16 @@ class _Flow(Generic[S]):
         n = len(self.pk)
         return row[0] if n == 1 else tuple(row[:n])
 
-    def _condition(self) -> ColumnElement[bool]:
+    def _condition(self, mode: str) -> ColumnElement[bool]:
         parts: list[ColumnElement[bool]] = []
         if self.key is not None:
             parts.append(self._key_is(self.key))
         if self.keys is not None:
-            if len(self.pk) == 1:
+            if len(self.pk) == 1 and mode == "postgresql":
+                # one array parameter instead of one parameter per key
+                pk = self.pk[0]
+                parts.append(pk == sa.any_(sa.literal(self.keys, postgresql.ARRAY(pk.type))))
+            elif len(self.pk) == 1:
                 parts.append(self.pk[0].in_(self.keys))
             else:
                 parts.append(sa.tuple_(*self.pk).in_(self.keys))
@@ -369,6 +367,94 @@ class _Flow(Generic[S]):
             parts.append(self.where)
         parts.append(self.status.in_([self._to_db(s) for s in self.sources]))
         return sa.and_(*parts)
+
+    def _arrayable(self, col: sa.Column[Any], pairs: list[tuple[Any, Any]]) -> bool:
+        """Whether PostgreSQL can take this column's per-row values as one array."""
+        return (
+            len(self.pk) == 1
+            and len(pairs) == len(self.row_values or ())
+            and not isinstance(col.type, (sa.JSON, sa.ARRAY, sa.PickleType, sa.Enum))
+            and not any(isinstance(v, sa.ClauseElement) for _, v in pairs)
+        )
+
+    def _case_sets(self, sets: dict[sa.Column[Any], Any], cols: list[sa.Column[Any]]) -> None:
+        """Per-row values as ``CASE WHEN key = k THEN v ... ELSE <column> END`` (portable,
+        but each row scans the WHENs: fine for the dozens, slow for thousands)."""
+        for col in cols:
+            whens = [
+                (self._key_is(k), v if isinstance(v, sa.ClauseElement) else sa.literal(v, col.type))
+                for k, v in self.per_col[col]
+            ]
+            sets[col] = sa.case(*whens, else_=sets.get(col, col))
+
+    def _pg_statement(self, cond: ColumnElement[bool]) -> sa.Executable:
+        """``WITH locked AS (SELECT ... ORDER BY key FOR UPDATE) UPDATE ... FROM locked
+        RETURNING key, locked.status``; per-row values joined in from ``unnest`` of
+        arrays; with an audit table, the audit ``INSERT`` in the same statement."""
+        t, n = self.table, len(self.pk)
+        sets = dict(self.sets)
+        arrays = [c for c, pairs in self.per_col.items() if self._arrayable(c, pairs)]
+        self._case_sets(sets, [c for c in self.per_col if c not in arrays])
+        picked: list[Any] = [*self.pk, self.status]
+        source: Any = t
+        if arrays:
+            pk = self.pk[0]
+            ks = list(self.row_values or ())
+            params = [sa.literal(ks, postgresql.ARRAY(pk.type))]
+            names = [sa.column("k", pk.type)]
+            for i, col in enumerate(arrays):
+                by_key = dict(self.per_col[col])
+                params.append(sa.literal([by_key[k] for k in ks], postgresql.ARRAY(col.type)))
+                names.append(sa.column(f"v{i}", col.type))
+            vals = sa.func.unnest(*params).table_valued(*names).render_derived(name="suture_values")
+            source = t.outerjoin(vals, vals.c.k == pk)
+            picked.append(vals.c.k.label("suture_k"))
+            picked.extend(vals.c[f"v{i}"].label(f"suture_v{i}") for i in range(len(arrays)))
+        locked = (
+            sa.select(*picked)
+            .select_from(source)
+            .where(cond)
+            .order_by(*self.pk)
+            .with_for_update(of=t)
+            .cte("suture_locked")
+        )
+        lc = list(locked.c)
+        for i, col in enumerate(arrays):
+            sets[col] = sa.case((lc[n + 1].is_(None), sets.get(col, col)), else_=lc[n + 2 + i])
+        update = (
+            sa.update(t)
+            .where(*(pk == c for pk, c in zip(self.pk, lc[:n], strict=True)))
+            .values(sets)
+            .returning(*self.pk, lc[n].label("suture_source"))
+        )
+        if self.audit is None:
+            return update
+        moved = update.cte("suture_moved")
+        mc = list(moved.c)
+        if n == 1:
+            key_text: Any = sa.cast(mc[0], sa.String)
+        else:
+            key_text = sa.func.concat_ws("/", *(sa.cast(c, sa.String) for c in mc[:n]))
+        labels = {self._to_db(s): _label(s) for s in self.sources}
+        src_text = sa.case(labels, value=mc[n], else_=sa.cast(mc[n], sa.String))
+        ctx = None if self.context is None else str(self.context)
+        at = datetime.fromtimestamp(self.clock.wall(), UTC)
+        insert = (
+            sa.insert(self.audit)
+            .from_select(
+                list(_AUDIT_NAMES),
+                sa.select(
+                    sa.literal(self.entity, sa.String),
+                    key_text,
+                    src_text,
+                    sa.literal(_label(self.target), sa.String),
+                    sa.literal(ctx, sa.Text),
+                    sa.literal(at, sa.DateTime(timezone=True)),
+                ).select_from(moved),
+            )
+            .cte("suture_audit")
+        )
+        return sa.select(*mc).add_cte(insert)
 
     def _mode(self, dialect: Dialect) -> str:
         supports = bool(getattr(dialect, "update_returning", False))
@@ -382,46 +468,42 @@ class _Flow(Generic[S]):
 
     def _state_of(self, raw: Any) -> S | None:
         try:
-            return self.transitions.state(raw)
+            return self.decoded[raw]  # a handful of states, thousands of rows
+        except KeyError:
+            pass
+        state: S | None
+        try:
+            state = self.transitions.state(raw)
         except ValueError:
             logger.warning(
                 "transition %s: unknown state %r read from the database", self.entity, raw
             )
-            return None
+            state = None
+        self.decoded[raw] = state
+        return state
 
     # --- the flow ----------------------------------------------------------------------
 
     def run(self, dialect: Dialect) -> Generator[_Step, _Rows, TransitionOutcome[S]]:
         requested = 1 if self.key is not None else None if self.keys is None else len(self.keys)
+        audited = False
         if (self.keys is not None and not self.keys) or not self.sources:
             keys: tuple[Any, ...] = ()
             sources: dict[Any, S] | None = {}
         else:
             mode = self._mode(dialect)
-            cond = self._condition()
+            cond = self._condition(mode)
             sources = None
             if mode == "postgresql":
-                locked = (
-                    sa.select(*self.pk, self.status)
-                    .where(cond)
-                    .order_by(*self.pk)
-                    .with_for_update()
-                    .cte("suture_locked")
-                )
+                got = yield (self._pg_statement(cond), None)
                 n = len(self.pk)
-                stmt = (
-                    sa.update(self.table)
-                    .where(*(pk == lc for pk, lc in zip(self.pk, list(locked.c)[:n], strict=True)))
-                    .values(self.sets)
-                    .returning(*self.pk, list(locked.c)[n])
-                )
-                got = yield (stmt, None)
                 keys = tuple(self._key_of(r) for r in got.rows)
                 sources = {}
                 for r in got.rows:
                     state = self._state_of(r[n])
                     if state is not None:
                         sources[self._key_of(r)] = state
+                audited = self.audit is not None
             elif mode == "returning":
                 if self.audit is not None:
                     # Single writer (SQLite): the read and the write in one transaction
@@ -435,7 +517,9 @@ class _Flow(Generic[S]):
                             sources[self._key_of(r)] = state
                     if not got.rows:
                         return (yield from self._finish((), sources, requested))
-                stmt = sa.update(self.table).where(cond).values(self.sets).returning(*self.pk)
+                sets = dict(self.sets)
+                self._case_sets(sets, list(self.per_col))
+                stmt = sa.update(self.table).where(cond).values(sets).returning(*self.pk)
                 got = yield (stmt, None)
                 keys = tuple(self._key_of(r) for r in got.rows)
                 if sources is not None:
@@ -449,7 +533,9 @@ class _Flow(Generic[S]):
                 pre_keys = [self._key_of(r) for r in pre.rows]
                 if not pre_keys:
                     return (yield from self._finish((), {}, requested))
-                got = yield (sa.update(self.table).where(cond).values(self.sets), None)
+                sets = dict(self.sets)
+                self._case_sets(sets, list(self.per_col))
+                got = yield (sa.update(self.table).where(cond).values(sets), None)
                 if got.rowcount == len(pre_keys):
                     keys = tuple(pre_keys)
                     sources = {}
@@ -468,12 +554,17 @@ class _Flow(Generic[S]):
                     return TransitionOutcome(
                         self.entity, self.target, (), None, requested, max(got.rowcount, 0)
                     )
-        return (yield from self._finish(keys, sources, requested))
+        return (yield from self._finish(keys, sources, requested, audited=audited))
 
     def _finish(
-        self, keys: tuple[Any, ...], sources: dict[Any, S] | None, requested: int | None
+        self,
+        keys: tuple[Any, ...],
+        sources: dict[Any, S] | None,
+        requested: int | None,
+        *,
+        audited: bool = False,
     ) -> Generator[_Step, _Rows, TransitionOutcome[S]]:
-        if keys and self.audit is not None:
+        if keys and self.audit is not None and not audited:
             at = datetime.fromtimestamp(self.clock.wall(), UTC)
             ctx = None if self.context is None else str(self.context)
             tgt = _label(self.target)
@@ -551,7 +642,7 @@ class _Flow(Generic[S]):
         names = [
             prop.key
             for prop in self.mapper.column_attrs
-            if any(c in self.sets for c in prop.columns)
+            if any(c in self.sets or c in self.per_col for c in prop.columns)
         ]
         for k in outcome.keys:
             ident = self.mapper.identity_key_from_primary_key(k if isinstance(k, tuple) else (k,))
