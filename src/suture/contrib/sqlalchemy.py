@@ -8,10 +8,21 @@ steps that two workers can interleave; :func:`transition` is one statement::
     RETURNING id
 
 so the check and the write are one atomic step, and the keys it returns are
-exactly the rows it changed (no re-read to count them). On PostgreSQL the rows
-are locked in key order in the same statement (``WITH locked AS (SELECT ...
-ORDER BY id FOR UPDATE) UPDATE ... FROM locked RETURNING id, locked.status``),
-which also yields the state each row really had before.
+exactly the rows it changed (no re-read to count them). On PostgreSQL it is
+still one statement, richer::
+
+    WITH locked AS (SELECT id, status FROM raw_message
+                     WHERE <condition> AND status IN (...) ORDER BY id FOR UPDATE),
+         moved  AS (UPDATE raw_message SET ... FROM locked
+                     WHERE raw_message.id = locked.id RETURNING id, locked.status),
+         audit  AS (INSERT INTO transition_audit (...) SELECT ... FROM moved)
+    SELECT id, status FROM moved
+
+rows are locked in key order (two guarded transitions cannot deadlock each other),
+each row's real previous state comes back with it, the audit rows are written
+by the same statement, a key list travels as one array parameter and per-row
+values as arrays joined in with ``unnest``. On SQLite (one writer at a time)
+the previous states are read in the same transaction just before the update.
 
 Example (the reference service's spam capture)::
 
@@ -43,7 +54,7 @@ Example (the reference service's spam capture)::
 
     # one row: when nothing changes, it says why
     try:
-        await atransition(async_session, Task, TASKS, Task.DONE, key=task_id)
+        await atransition(async_session, Task, TASKS, TaskStatus.DONE, key=task_id)
     except RecordNotFound:        # a subclass of InvalidTransition and LookupError
         ...                       # -> 404
     except InvalidTransition as e:
@@ -60,9 +71,8 @@ already loaded objects have the changed attributes expired, so they reload.
 
 Databases without ``UPDATE ... RETURNING`` fall back to the row count (keys are
 then selected first, ``FOR UPDATE`` where the database knows it).
-On PostgreSQL concurrent batches lock their rows in key order, which keeps them
-from deadlocking each other; a deadlock with the application's own
-multi-statement transactions is still possible: wrap the call in ``suture.retry``.
+A deadlock with the application's own multi-statement transactions is still
+possible (as with any UPDATE): wrap the whole transaction in ``suture.retry``.
 """
 
 from __future__ import annotations
