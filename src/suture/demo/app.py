@@ -512,6 +512,11 @@ class Service:
 
     # --- health ------------------------------------------------------------------
 
+    def _chaos_view(self) -> dict[str, Any] | None:
+        if self.settings.chaos or self.chaos.active:
+            return self.chaos.snapshot()
+        return None
+
     def health(self) -> dict[str, Any]:
         stats = self.breaker.stats()
         usage = self.monitor.usage
@@ -524,7 +529,7 @@ class Service:
                 "stale": self.monitor.stale,
                 "usage": usage.as_dict() if usage is not None else None,
             },
-            "chaos": self.chaos.snapshot() if self.settings.chaos else None,
+            "chaos": self._chaos_view(),
         }
 
     def dashboard(self) -> dict[str, Any]:
@@ -546,7 +551,7 @@ class Service:
             "totals": dict(self.telemetry.totals),
             "series": self.telemetry.series(300),
             "recent": list(self.telemetry.recent)[:30],
-            "chaos": self.chaos.snapshot() if self.settings.chaos else None,
+            "chaos": self._chaos_view(),
         }
 
 

@@ -1,0 +1,224 @@
+"""The ``suture`` command.
+
+``suture demo`` serves the reference service (the ``demo`` extra):
+
+    suture demo [--host 127.0.0.1] [--port 8000] [--database-url URL] [--chaos]
+                [--error-rate X] [--latency S] [--hold N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import ipaddress
+import math
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+DEMO_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "aiosqlite", "starlette", "prometheus_client")
+_LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+def _version() -> str:
+    from suture import __version__
+
+    return __version__
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (0.0 <= value <= 1.0) or math.isnan(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1 (0.3 means 30%)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 seconds or more")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _count(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="suture",
+        description="suture: a self-healing toolkit for Python services.",
+    )
+    parser.add_argument("--version", action="version", version=f"suture {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo",
+        help="serve the reference service (manager page, dashboard, API)",
+        description=(
+            "Serve the reference service: a manager's assistance queue and spam capture "
+            "that heal themselves. SQLite by default (./suture-demo.db, created and seeded "
+            "on first start); PostgreSQL with --database-url or DATABASE_URL."
+        ),
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    demo.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    demo.add_argument(
+        "--database-url",
+        default=None,
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db "
+        "(default: $DATABASE_URL, else sqlite+aiosqlite:///./suture-demo.db)",
+    )
+    demo.add_argument(
+        "--chaos",
+        action="store_true",
+        help="enable the fault-injection admin endpoint (/api/admin/chaos, local clients only)",
+    )
+    faults = demo.add_argument_group("faults injected from the start (database target)")
+    faults.add_argument("--error-rate", type=_fraction, default=0.0, help="0..1, e.g. 0.3")
+    faults.add_argument("--latency", type=_seconds, default=0.0, help="seconds added per call")
+    faults.add_argument("--hold", type=_count, default=0, help="pool connections held")
+    tuning = demo.add_argument_group("tuning")
+    tuning.add_argument("--pool-size", type=_count, default=10, help="connections (default 10)")
+    tuning.add_argument(
+        "--reset-timeout", type=_seconds, default=10.0, help="breaker open time in s (default 10)"
+    )
+    tuning.add_argument("--tasks", type=_count, default=300, help="tasks to seed (default 300)")
+    tuning.add_argument(
+        "--messages", type=_count, default=10_000, help="messages to seed (default 10000)"
+    )
+    tuning.add_argument(
+        "--rules", type=_count, default=200, help="spam rules to seed (default 200)"
+    )
+    tuning.add_argument("--no-seed", action="store_true", help="start with empty tables")
+    tuning.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    return parser
+
+
+def missing_demo_modules() -> list[str]:
+    """The modules of the ``demo`` extra that are not installed."""
+    return [name for name in DEMO_MODULES if importlib.util.find_spec(name) is None]
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _display_url(url: str) -> str:
+    """The database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is reported by the engine later
+        return url
+
+
+def _demo(args: argparse.Namespace) -> int:
+    missing = missing_demo_modules()
+    if missing:
+        print(
+            f"suture demo needs the 'demo' extra; missing: {', '.join(missing)}.\n"
+            "Install it with:  pip install 'suture[demo]'\n"
+            "(from a clone:    pip install -e '.[demo]')",
+            file=sys.stderr,
+        )
+        return 2
+    if args.pool_size < 1:
+        print("suture demo: --pool-size must be at least 1", file=sys.stderr)
+        return 2
+    if args.reset_timeout <= 0:
+        print("suture demo: --reset-timeout must be more than 0 seconds", file=sys.stderr)
+        return 2
+
+    import logging
+
+    import uvicorn
+
+    from suture.demo.app import DEFAULT_DATABASE_URL, Settings, create_app
+
+    url = args.database_url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    settings = Settings(
+        database_url=url,
+        chaos=args.chaos,
+        error_rate=args.error_rate,
+        latency=args.latency,
+        hold=args.hold,
+        pool_size=args.pool_size,
+        reset_timeout=args.reset_timeout,
+        tasks=args.tasks,
+        messages=args.messages,
+        rules=args.rules,
+        seed=not args.no_seed,
+    )
+    app = create_app(settings)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    base = f"http://{shown}:{args.port}"
+    lines = [
+        "suture demo",
+        f"  manager page   {base}/",
+        f"  dashboard      {base}/dashboard",
+        f"  API docs       {base}/api/docs",
+        f"  health         {base}/health",
+        f"  metrics        {base}/metrics",
+        f"  database       {_display_url(url)}",
+    ]
+    if args.chaos:
+        lines.append(f"  chaos admin    {base}/api/admin/chaos  (local clients only)")
+        if not _is_loopback(args.host):
+            lines.append(
+                "  note: bound to a non-local address; the chaos endpoint still only "
+                "answers 127.0.0.1 / ::1"
+            )
+    if args.error_rate or args.latency or args.hold:
+        lines.append(
+            f"  faults         error rate {args.error_rate:.0%}, latency {args.latency:g}s, "
+            f"{args.hold} connection(s) held"
+        )
+    print("\n".join(lines), flush=True)
+    # suture's events (retries, breaker changes, shed requests) and the seeding note.
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s"
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
