@@ -203,8 +203,9 @@ def test_exhausted_pool_is_critical_and_sheds_by_priority(
     monitor.sample()
     assert monitor.level is PressureLevel.NORMAL
     monitor.admit(Priority.LOW)
-    app.close()
-    server.close()
+    monitor.close()  # closes both sources
+    assert server._conn is None
+    assert "connect" not in vars(small_engine.pool)
 
 
 def test_waiters_and_checkout_timeouts_are_counted(small_engine: sa.Engine) -> None:

@@ -255,6 +255,7 @@ class AdaptiveLimiter:
                 probe_samples=self.probe_samples,
             )
             self._algorithm.resume_limit = self._estimate
+        self._limit = self._current_limit()
         self.shed = 0
         self.drops = 0
 
@@ -263,6 +264,9 @@ class AdaptiveLimiter:
     @property
     def limit(self) -> int:
         """The concurrency admitted now (for NORMAL priority)."""
+        return self._limit
+
+    def _current_limit(self) -> int:
         alg = self._algorithm
         if isinstance(alg, _Gradient) and alg.probing:
             return max(self.min_limit, min(self.probe_limit, self.max_limit))
@@ -303,7 +307,7 @@ class AdaptiveLimiter:
         """A permit, or ``None`` when this priority's share of the limit is full."""
         with self._lock:
             inflight = self._inflight
-            if inflight >= self.limit * self._share[priority]:
+            if inflight >= self._limit * self._share[priority]:
                 self.shed += 1
                 return None
             self._inflight = inflight + 1
@@ -342,13 +346,14 @@ class AdaptiveLimiter:
             drop = outcome == "drop" or rtt > self.timeout
             if drop:
                 self.drops += 1
-            old_limit = self.limit
-            old = self._estimate
+            old_limit = self._limit
             new, reason = self._algorithm.on_sample(
-                old, now=now, started=started, rtt=rtt, inflight=inflight, drop=drop
+                self._estimate, now=now, started=started, rtt=rtt, inflight=inflight, drop=drop
             )
+            if not reason:
+                return  # nothing learnt: the common case when the limit is not in use
             self._estimate = max(float(self.min_limit), min(float(self.max_limit), new))
-            new_limit = self.limit
+            self._limit = new_limit = self._current_limit()
         if new_limit != old_limit:
             emit(
                 LimitChanged(

@@ -673,6 +673,18 @@ class PoolMonitor:
             else:
                 self._thread = None
 
+    def close(self) -> None:
+        """Stop the sampler thread and close every source that has a ``close()``
+        (a server source's dedicated connection, a pool source's listeners)."""
+        self.stop()
+        for source in self.sources:
+            closer = getattr(source, "close", None)
+            if callable(closer):
+                try:
+                    closer()
+                except Exception:
+                    logger.exception("pool %s: closing source %s failed", self.name, source.name)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._sample_logged()
