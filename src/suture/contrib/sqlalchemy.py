@@ -98,7 +98,9 @@ from suture.events import TransitionApplied, TransitionRejected, emit, logger
 from suture.transitions import Transitions
 
 __all__ = [
+    "PostgresServerSource",
     "RecordNotFound",
+    "SQLAlchemyPoolSource",
     "TransitionAuditMixin",
     "TransitionOutcome",
     "atransition",
@@ -866,3 +868,7 @@ def guard(
         event.remove(cls, "before_insert", before_insert)
 
     return remove
+
+
+# Pool sources live in their own module; re-exported here for one import path.
+from suture.contrib.sqlalchemy_pool import PostgresServerSource, SQLAlchemyPoolSource  # noqa: E402
