@@ -288,7 +288,7 @@ class ConnectionHog(Generic[C]):
     def __init__(self, acquire: Callable[[], C], release: Callable[[C], None]) -> None:
         self._acquire = acquire
         self._release = release
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._held: list[C] = []
         self._want = 0
 
@@ -308,6 +308,11 @@ class ConnectionHog(Generic[C]):
         if missing > 0:
             threading.Thread(target=self._fill, name="suture-chaos-hog", daemon=True).start()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until as many connections are held as asked (True), or ``timeout`` passes."""
+        with self._lock:
+            return self._lock.wait_for(lambda: len(self._held) >= self._want, timeout)
+
     def _fill(self) -> None:
         while True:
             with self._lock:
@@ -322,6 +327,7 @@ class ConnectionHog(Generic[C]):
                 keep = len(self._held) < self._want
                 if keep:
                     self._held.append(conn)
+                    self._lock.notify_all()
             if not keep:
                 self._release(conn)
 
