@@ -31,17 +31,19 @@ import enum
 import functools
 import inspect
 import itertools
+import logging
 import math
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, ParamSpec, Protocol, TypedDict, TypeVar, Unpack, cast, overload
 
+from suture import events as _events
 from suture._config import Seconds, check_fraction, check_int, check_seconds
 from suture.classify import ExceptionClassifier, is_transient
 from suture.clock import SYSTEM_CLOCK, Clock
 from suture.errors import BreakerOpen, InvalidTransition
-from suture.events import BreakerRejected, BreakerStateChanged, emit, listeners, log_event, logger
+from suture.events import BreakerRejected, BreakerStateChanged, emit, log_event, logger
 from suture.windows import FAILURE, SLOW, CountWindow, TimeWindow, WindowCounter, count_value
 
 __all__ = [
@@ -375,11 +377,20 @@ class BreakerStats:
 _instance_ids = itertools.count(1)
 
 
-def _fast_emit() -> bool:
-    """True when someone would see a DEBUG-level event (the default listener at DEBUG off)."""
-    current = listeners()
-    if current == (log_event,):
-        return logger.isEnabledFor(10)
+_ONLY_LOG: Final = (log_event,)
+_ONLY_LOG_AT_IMPORT: Final = _events._listeners
+_new_error = BreakerOpen.__new__
+
+
+def _rejection_seen() -> bool:
+    """Would anyone see a :class:`BreakerRejected`? (Only the logger, at DEBUG, by default.)
+
+    Rejections come at the rate of the calls, so the event is not even built
+    when its only listener is the logger and DEBUG is off.
+    """
+    current = _events._listeners
+    if current is _ONLY_LOG_AT_IMPORT or current == _ONLY_LOG:
+        return logger.isEnabledFor(logging.DEBUG)
     return bool(current)
 
 
@@ -437,6 +448,7 @@ class CircuitBreaker:
         self._origin = f"{name}#{next(_instance_ids)}"
         self._lock = threading.Lock()
         self._on: ExceptionClassifier = config.on
+        self._fallback: Fallback | None = config.fallback
         self._ignore: tuple[type[BaseException], ...] = (BreakerOpen, *config.ignore)
         self._window: WindowCounter | None = (
             config.window.counter() if config.window is not None else None
@@ -883,27 +895,59 @@ class CircuitBreaker:
         pending = self._pending
         return pending is not None and pending.version > self._version
 
-    def _reject(self, error: BreakerOpen) -> Any:
-        if _fast_emit():
+    def _quick_reject(self) -> BreakerOpen | None:
+        """OPEN, before its timeout, nothing newer in the store: reject without the lock."""
+        now = self._clock.now()
+        retry_at = self._retry_at
+        if now >= retry_at and not self._forced:
+            return None
+        pending = self._pending
+        if pending is not None and pending.version > self._version:
+            return None
+        next(self._rejections)
+        wait = self.config.reset_timeout if self._forced else retry_at - now
+        # BreakerOpen(name, wait) without the Python-level __init__: rejections
+        # come at the rate of the calls.
+        error = _new_error(BreakerOpen, self.name, wait)
+        error.name = self.name
+        error.retry_after = wait
+        if _rejection_seen():
+            emit(BreakerRejected(name=self.name, retry_after=wait))
+        return error
+
+    def _reject(self, error: BreakerOpen) -> None:
+        """Announce a rejection decided under the lock."""
+        if _rejection_seen():
             emit(BreakerRejected(name=self.name, retry_after=error.retry_after))
-        fallback = self.config.fallback
-        if fallback is None:
-            raise error
-        return fallback(error)
+
+    def _sync_fallback(self, error: BreakerOpen, *, emitted: bool = True) -> Any:
+        if not emitted:
+            self._reject(error)
+        assert self._fallback is not None
+        result = self._fallback(error)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            raise TypeError(
+                f"breaker {self.name}: the fallback of a sync call returned an awaitable"
+            )
+        return result
 
     def _guarded_sync(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        if self._state is OPEN:
+            error = self._quick_reject()
+            if error is not None:
+                if self._fallback is None:
+                    raise error
+                return self._sync_fallback(error)
         gen, admitted, error, events = self._admit()
         for event in events:
             emit(event)
         if error is not None:
-            result = self._reject(error)
-            if inspect.isawaitable(result):
-                if inspect.iscoroutine(result):
-                    result.close()
-                raise TypeError(
-                    f"breaker {self.name}: the fallback of a sync call returned an awaitable"
-                )
-            return result
+            if self._fallback is None:
+                self._reject(error)  # emits the event
+                raise error
+            return self._sync_fallback(error, emitted=False)
         if admitted is CLOSED:
             return self._run_closed_sync(fn, args, kwargs, gen)
         slow = self.config.slow_call_duration
@@ -918,14 +962,23 @@ class CircuitBreaker:
         return result
 
     async def _guarded_async(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        if self._state is OPEN:
+            error = self._quick_reject()
+            if error is not None:
+                if self._fallback is None:
+                    raise error
+                result = self._fallback(error)
+                return (await result) if inspect.isawaitable(result) else result
         gen, admitted, error, events = self._admit()
         for event in events:
             emit(event)
         if error is not None:
-            result = self._reject(error)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
+            if _rejection_seen():
+                emit(BreakerRejected(name=self.name, retry_after=error.retry_after))
+            if self._fallback is None:
+                raise error
+            result = self._fallback(error)
+            return (await result) if inspect.isawaitable(result) else result
         if admitted is CLOSED:
             return await self._run_closed_async(fn, args, kwargs, gen)
         slow = self.config.slow_call_duration

@@ -1,0 +1,202 @@
+"""Circuit-breaker overhead: suture against pybreaker, aiobreaker, purgatory and
+circuitbreaker, installed side by side and measured in one process.
+
+    .venv/bin/python bench/breaker.py
+
+Cases: the closed success path (sync and async), the rejection of an open
+breaker (against a bare raise-and-catch), and retry + breaker composed.
+Prints ns per call, ns added over the baseline, and each peer's added cost as
+a multiple of suture's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import aiobreaker
+import circuitbreaker
+import pybreaker
+import purgatory
+import stamina
+import tenacity
+from _harness import per_call_ns, per_call_ns_async, table
+
+import suture
+
+logging.getLogger("suture").setLevel(logging.CRITICAL)
+stamina.set_testing(False)
+stamina.instrumentation.set_on_retry_hooks([])
+
+TARGETS = {
+    "closed success path, sync": 300,
+    "closed success path, async": 400,
+    "open: reject": 700,
+    "retry + breaker, success, sync": 500,
+}
+
+
+def bare() -> int:
+    return 1
+
+
+async def abare() -> int:
+    return 1
+
+
+def boom() -> int:
+    raise ConnectionError("down")
+
+
+async def aboom() -> int:
+    raise ConnectionError("down")
+
+
+def _cb(**kw: object) -> circuitbreaker.CircuitBreaker:
+    return circuitbreaker.CircuitBreaker(failure_threshold=5, recovery_timeout=30, **kw)
+
+
+def closed_sync() -> dict[str, float]:
+    s = suture.CircuitBreaker("bench-sync")(bare)
+    pb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30)(bare)
+    ab = aiobreaker.CircuitBreaker(fail_max=5, timeout_duration=timedelta(seconds=30))
+    pg = purgatory.SyncCircuitBreakerFactory(default_threshold=5, default_ttl=30)
+    pu = pg(circuit="bench-sync")(bare)
+    cb = _cb()(bare)
+    return {
+        "suture": per_call_ns(s),
+        "circuitbreaker": per_call_ns(cb),
+        "purgatory": per_call_ns(pu, number=50_000),
+        "aiobreaker": per_call_ns(lambda: ab.call(bare), number=50_000),
+        "pybreaker": per_call_ns(pb, number=50_000),
+    }
+
+
+def closed_async() -> dict[str, float]:
+    s = suture.CircuitBreaker("bench-async")(abare)
+    ab = aiobreaker.CircuitBreaker(fail_max=5, timeout_duration=timedelta(seconds=30))(abare)
+    pg = purgatory.AsyncCircuitBreakerFactory(default_threshold=5, default_ttl=30)
+    pu = pg(circuit="bench-async")(abare)
+    cb = _cb()(abare)
+    return {
+        "suture": per_call_ns_async(s),
+        "circuitbreaker": per_call_ns_async(cb),
+        "purgatory": per_call_ns_async(pu, number=20_000),
+        "aiobreaker": per_call_ns_async(ab, number=20_000),
+    }
+
+
+def raise_and_catch() -> float:
+    def case() -> None:
+        try:
+            boom()
+        except ConnectionError:
+            pass
+
+    return per_call_ns(case)
+
+
+def _rejecting(fn: object, error: type[BaseException] | tuple[type[BaseException], ...]) -> object:
+    def case() -> None:
+        try:
+            fn()  # type: ignore[operator]
+        except error:
+            pass
+
+    return case
+
+
+RAN: list[int] = []
+
+
+def counted() -> int:
+    RAN.append(1)
+    return 1
+
+
+def open_reject() -> dict[str, float]:
+    sb = suture.CircuitBreaker("bench-open")
+    s = sb(counted)
+    sb.force_open()
+    pbb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30)
+    pb = pbb(counted)
+    pbb.open()
+    ab = aiobreaker.CircuitBreaker(fail_max=5, timeout_duration=timedelta(seconds=30))
+    ab.open()
+    pg = purgatory.SyncCircuitBreakerFactory(default_threshold=5, default_ttl=30)
+    pu_fail = pg(circuit="bench-open")(boom)
+    cbb = _cb()
+    cb_fail = cbb(boom)
+    for _ in range(5):
+        for failing in (pu_fail, cb_fail):
+            try:
+                failing()
+            except ConnectionError:
+                pass
+    pu = pg(circuit="bench-open")(counted)
+    cb = cbb(counted)
+    from purgatory.domain.model import OpenedState
+
+    cases = {
+        "suture": _rejecting(s, suture.BreakerOpen),
+        "circuitbreaker": _rejecting(cb, circuitbreaker.CircuitBreakerError),
+        "purgatory": _rejecting(pu, OpenedState),
+        "aiobreaker": _rejecting(lambda: ab.call(counted), aiobreaker.CircuitBreakerError),
+        "pybreaker": _rejecting(pb, pybreaker.CircuitBreakerError),
+    }
+    out = {name: per_call_ns(case, number=50_000) for name, case in cases.items()}  # type: ignore[arg-type]
+    assert not RAN, "a breaker let a call through while open"
+    return out
+
+
+def composed() -> dict[str, float]:
+    policy = suture.Policy(retry=suture.Retry(attempts=3), breaker=suture.CircuitBreaker("bench-p"))
+    s = policy(bare)
+    stacked = suture.retry(attempts=3)(suture.CircuitBreaker("bench-stack")(bare))
+    tp = tenacity.retry(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_none())(
+        pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30)(bare)
+    )
+    sc = stamina.retry(on=ConnectionError, attempts=3)(_cb()(bare))
+    return {
+        "suture": per_call_ns(s),
+        "suture (stacked decorators)": per_call_ns(stacked),
+        "stamina + circuitbreaker": per_call_ns(sc, number=20_000),
+        "tenacity + pybreaker": per_call_ns(tp, number=20_000),
+    }
+
+
+def main() -> None:
+    from importlib.metadata import version
+
+    peers = ", ".join(
+        f"{p} {version(p)}"
+        for p in ("pybreaker", "aiobreaker", "purgatory", "circuitbreaker", "tenacity", "stamina")
+    )
+    print(f"Python {sys.version.split()[0]}; {peers}; best of 7 runs, ns per call")
+    base = per_call_ns(bare)
+    abase = per_call_ns_async(abare)
+    results = {
+        "closed success path, sync": (base, closed_sync()),
+        "closed success path, async": (abase, closed_async()),
+        "open: reject": (raise_and_catch(), open_reject()),
+        "retry + breaker, success, sync": (base, composed()),
+    }
+    for title, (baseline, rows) in results.items():
+        label = "raise+catch" if title.startswith("open") else "bare call"
+        table(f"{title} (baseline: {label})", baseline, rows)
+    print("\nsuture against its targets (ns added per call):")
+    for title, (baseline, rows) in results.items():
+        added = rows["suture"] - baseline
+        target = TARGETS[title]
+        verdict = "ok" if added <= target else "OVER"
+        print(f"  {title:<34}{added:>6.0f} ns  (target <= {target}: {verdict})")
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    main()
