@@ -562,3 +562,28 @@ async def test_astop_without_astart_is_harmless() -> None:
     m = PoolMonitor(lambda: (0, 1))
     await m.astop()
     assert not m.running
+
+
+def test_restart_does_not_refresh_an_old_sample() -> None:
+    clock = FakeClock()
+    release = threading.Event()
+    calls = 0
+
+    def source() -> tuple[int, int]:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            release.wait(10)  # the restarted sampler is stuck on its first sample
+        return 100, 100
+
+    m = PoolMonitor(source, interval=1, clock=clock, stale_level=PressureLevel.NORMAL)
+    m.sample()
+    clock.advance(10)
+    assert m.stale
+    m.start()
+    try:
+        assert m.stale  # the old CRITICAL sample does not come back to life
+        m.admit(Priority.LOW)
+    finally:
+        release.set()
+        m.stop()

@@ -651,7 +651,7 @@ class PoolMonitor:
         if self.running:
             return self
         self._stop.clear()
-        self._fresh_until = self._now() + self.stale_after
+        self._arm()
         thread = threading.Thread(target=self._run, name=f"suture-pool-{self.name}", daemon=True)
         self._thread = thread
         thread.start()
@@ -685,6 +685,12 @@ class PoolMonitor:
                 except Exception:
                     logger.exception("pool %s: closing source %s failed", self.name, source.name)
 
+    def _arm(self) -> None:
+        # A started monitor is expected to produce samples: with none yet, it goes stale
+        # after ``stale_after``. An old sample is not refreshed by a restart.
+        if self._usage is None:
+            self._fresh_until = self._now() + self.stale_after
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._sample_logged()
@@ -708,7 +714,7 @@ class PoolMonitor:
         """
         if self.running:
             return self
-        self._fresh_until = self._now() + self.stale_after
+        self._arm()
         self._task = asyncio.get_running_loop().create_task(
             self._arun(), name=f"suture-pool-{self.name}"
         )
