@@ -492,7 +492,9 @@ def test_enum_column_and_composite_key(any_engine: sa.Engine, unique_name: str) 
         sa.Column("shard", sa.Integer, primary_key=True),
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("state", sa.Enum(Msg, name=f"{unique_name}_msg_enum"), nullable=False),
+        sa.Column("note", sa.String(20), nullable=True),
     )
+    audit = audit_table(f"{unique_name}_cmp_audit", md)
     md.create_all(any_engine)
     try:
         with any_engine.begin() as conn:
@@ -501,9 +503,24 @@ def test_enum_column_and_composite_key(any_engine: sa.Engine, unique_name: str) 
                 [{"shard": s, "id": i, "state": Msg.READY} for s in (1, 2) for i in (1, 2)],
             )
             moved = transition(
-                conn, table, SPEC, "spam_review", keys=[(1, 1), (2, 2), (3, 3)], column="state"
+                conn,
+                table,
+                SPEC,
+                "spam_review",
+                keys=[(1, 1), (2, 2), (3, 3)],
+                column="state",
+                row_values={(1, 1): {"note": "first"}},
+                audit=audit,
             )
             assert sorted(moved.keys) == [(1, 1), (2, 2)]
+            assert moved.sources == {(1, 1): Msg.READY, (2, 2): Msg.READY}
+            trail = conn.execute(sa.select(audit.c.record_key, audit.c.source, audit.c.target))
+            assert sorted(tuple(r) for r in trail) == [
+                ("1/1", "ready", "spam_review"),
+                ("2/2", "ready", "spam_review"),
+            ]
+            notes = conn.execute(sa.select(table.c.note).order_by(table.c.shard, table.c.id))
+            assert list(notes.scalars()) == ["first", None, None, None]
             with pytest.raises(InvalidTransition) as info:
                 transition(conn, table, SPEC, Msg.SPAM_ARCHIVED, key=(1, 2), column="state")
             assert info.value.source is Msg.READY

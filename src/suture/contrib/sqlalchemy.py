@@ -447,8 +447,11 @@ class _Flow(Generic[S]):
             key_text: Any = sa.cast(mc[0], sa.String)
         else:
             key_text = sa.func.concat_ws("/", *(sa.cast(c, sa.String) for c in mc[:n]))
-        labels = {self._to_db(s): _label(s) for s in self.sources}
-        src_text = sa.case(labels, value=mc[n], else_=sa.cast(mc[n], sa.String))
+        # the audit holds labels (an enum's value), whatever the column stores
+        labels = [
+            (mc[n] == sa.literal(self._to_db(s), self.status.type), _label(s)) for s in self.sources
+        ]
+        src_text = sa.case(*labels, else_=sa.cast(mc[n], sa.String))
         ctx = None if self.context is None else str(self.context)
         at = datetime.fromtimestamp(self.clock.wall(), UTC)
         insert = (
