@@ -11,6 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import suture
 from suture import (
@@ -587,3 +589,24 @@ def test_restart_does_not_refresh_an_old_sample() -> None:
     finally:
         release.set()
         m.stop()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=0.0, max_value=1.2), max_size=60), st.integers(1, 4))
+def test_pressure_machine_properties(fractions: list[float], recover_after: int) -> None:
+    p = _Pressure(warning=0.85, critical=0.92, hysteresis=0.05, recover_after=recover_after)
+    threshold = {PressureLevel.WARNING: 0.85, PressureLevel.CRITICAL: 0.92}
+    previous = PressureLevel.NORMAL
+    below = 0  # consecutive samples under the band of the current level
+    for f in fractions:
+        level = p.update(f)
+        assert level >= p.raw(f)  # never below what the sample alone says: rises are immediate
+        if previous is not PressureLevel.NORMAL and f < threshold[previous] - 0.05:
+            below += 1
+        else:
+            below = 0
+        if level < previous:
+            assert below >= recover_after  # fell only after enough samples under the band
+        if level != previous:
+            below = 0
+        previous = level
