@@ -514,7 +514,9 @@ def _header(headers: object, name: str) -> str | None:
         return None
     try:
         value = headers.get(name) if hasattr(headers, "get") else None
-        if value is None and isinstance(headers, Mapping):
+        # httpx, requests, aiohttp and urllib headers look up case-insensitively
+        # already; only a plain dict (or a list of pairs) needs a scan.
+        if value is None and isinstance(headers, dict):
             for key, val in headers.items():
                 if isinstance(key, (str, bytes)) and _lower(key) == name:
                     value = val
