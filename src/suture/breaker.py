@@ -343,7 +343,9 @@ class BreakerStats:
     since the last state change. ``rejections`` always counts since the last
     state change; the ``total_*`` fields count since creation (or ``reset()``):
     ``total_calls`` is every call that reached the breaker, the sum of the
-    successes, failures, ignored calls and rejections.
+    successes, failures, ignored calls and rejections. ``opened_at`` is wall-clock
+    time; ``retry_after`` the seconds until a probe is admitted (``None`` when
+    closed or forced open, 0 when half-open).
     """
 
     name: str
@@ -364,6 +366,7 @@ class BreakerStats:
     opened_at: float | None = field(default=None)
     retry_after: float | None = field(default=None)
     open_count: int = 0
+    forced: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (the state as its value, e.g. ``"half_open"``)."""
@@ -540,8 +543,8 @@ class CircuitBreaker:
                 slow = 0
             state = self._state
             retry_after: float | None = None
-            if state is OPEN:
-                retry_after = math.inf if self._forced else max(0.0, self._retry_at - now)
+            if state is OPEN and not self._forced:
+                retry_after = max(0.0, self._retry_at - now)
             elif state is HALF_OPEN:
                 retry_after = 0.0
             total_succ = succ - b_succ
@@ -567,6 +570,7 @@ class CircuitBreaker:
                 opened_at=self._opened_wall if state is not CLOSED else None,
                 retry_after=retry_after,
                 open_count=self._open_count,
+                forced=self._forced,
             )
         for event in events:
             emit(event)
