@@ -826,3 +826,37 @@ def test_clean_text_property(text: str) -> None:
     assert "\n" not in out and "\r" not in out
     assert out.isprintable()
     assert not TAG.search(out)
+
+
+async def test_aiohttp_style_response_reads_a_bounded_prefix() -> None:
+    class StreamReader:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+            self.asked: list[int] = []
+
+        async def read(self, n: int = -1) -> bytes:
+            self.asked.append(n)
+            size = min(n, 1000) if n >= 0 else len(self.data)  # short reads, as sockets do
+            out, self.data = self.data[:size], self.data[size:]
+            return out
+
+    class AiohttpLike:
+        def __init__(self, status: int, body: bytes) -> None:
+            self.status = status
+            self.headers = {"Content-Type": "application/json"}
+            self.content = StreamReader(body)
+            self.released = False
+
+        async def read(self) -> bytes:
+            return await self.content.read(-1)
+
+        def release(self) -> None:
+            self.released = True
+
+    failing = AiohttpLike(503, b'{"error": "busy"}' + b" " * 1_000_000)
+    outcome = await avalidate_response(failing, max_error_bytes=4096)
+    assert (outcome.error, outcome.transient) == ("busy", True)
+    assert sum(failing.content.asked) <= 4096 * 5 and len(failing.content.asked) == 5
+    assert failing.released
+    ok = await avalidate_response(AiohttpLike(200, b'{"a": 1}'))
+    assert ok.data == {"a": 1}
