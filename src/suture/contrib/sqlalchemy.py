@@ -313,7 +313,7 @@ class _Flow(Generic[S]):
             if col is self.status:
                 raise ValueError(f"values[{name!r}]: the status is set by target=")
             self.sets[col] = value
-        # Per-row values: {column: [(key, value), ...]}, turned into SQL by _row_sets().
+        # Per-row values: {column: [(key, value), ...]}; SQL built per database at run().
         self.per_col: dict[sa.Column[Any], list[tuple[Any, Any]]] = {}
         for k, row in (self.row_values or {}).items():
             for name, value in row.items():
@@ -324,7 +324,7 @@ class _Flow(Generic[S]):
         if self.per_col and len(self.pk) > 1:
             for pairs in self.per_col.values():
                 for k, _ in pairs:
-                    self._key_is(k)  # a composite key given for a one-column key fails here
+                    self._key_is(k)  # a scalar given for a composite key fails here, early
         self.audit: sa.Table | None = None
         if audit is not None:
             self.audit, _ = _table_of(audit, "audit")
