@@ -344,6 +344,7 @@ class AsyncConnectionHog:
         self._connect = connect
         self._tasks: list[asyncio.Task[None]] = []
         self._held = 0
+        self._changed: asyncio.Event | None = None
 
     @property
     def held(self) -> int:
@@ -356,23 +357,40 @@ class AsyncConnectionHog:
             self._tasks.pop().cancel()
         while len(self._tasks) < count:
             self._tasks.append(asyncio.get_running_loop().create_task(self._hold()))
+        self._notify()
 
     async def aset_held(self, count: int) -> None:
         self.set_held(count)
         await asyncio.sleep(0)
 
+    async def wait(self) -> None:
+        """Wait until as many connections are held as asked (wrap in a timeout)."""
+        while self._held != len([t for t in self._tasks if not t.done()]):
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            await self._changed.wait()
+            self._changed = None
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
     async def _hold(self) -> None:
         try:
             async with self._connect():
                 self._held += 1
+                self._notify()
                 try:
                     await asyncio.Event().wait()  # until cancelled
                 finally:
                     self._held -= 1
+                    self._notify()
         except asyncio.CancelledError:
+            self._notify()
             raise
         except Exception:
             logger.exception("suture chaos: could not take a connection to hold")
+            self._notify()
 
     async def aclose(self) -> None:
         """Release every held connection and wait until they are back."""

@@ -1,0 +1,324 @@
+"""The reference service's API, on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+
+from suture.demo.app import Service, Settings, create_app
+from suture.demo.models import MessageStatus, RawMessage, SpamRule, TaskStatus, TransitionAudit
+from suture.demo.spam import Rule, reference_matches
+from suture.testing import FakeClock
+
+SMALL = {"tasks": 40, "messages": 300, "rules": 60}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[dict[str, Any]]:
+    """Settings for a fresh database: a SQLite file, or a new schema in PostgreSQL."""
+    if request.param == "sqlite":
+        yield {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}"}
+        return
+    url = request.getfixturevalue("pg_url")
+    schema = request.getfixturevalue("unique_name")
+    yield {"database_url": url, "schema": schema}
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
+
+
+def make_client(database: dict[str, Any], **overrides: Any) -> TestClient:
+    options: dict[str, Any] = {
+        **SMALL,
+        "background": False,
+        "chaos": True,
+        "admin_hosts": ("testclient",),
+        "clock": FakeClock(),
+        "rand": random.Random(3),
+        **database,
+        **overrides,
+    }
+    return TestClient(create_app(Settings(**options)), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(database: dict[str, Any]) -> Iterator[TestClient]:
+    with make_client(database) as c:
+        yield c
+
+
+def service(client: TestClient) -> Service:
+    svc = client.app.state.service  # type: ignore[attr-defined]
+    assert isinstance(svc, Service)
+    return svc
+
+
+def run(client: TestClient, stmt: Any) -> list[Any]:
+    """Run a read-only statement on the app's engine, from the test thread."""
+
+    async def go() -> list[Any]:
+        async with service(client).engine.connect() as conn:
+            return list((await conn.execute(stmt)).all())
+
+    assert client.portal is not None
+    return client.portal.call(go)
+
+
+def assert_error(r: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["success"] is False
+    assert isinstance(body["error"], str) and body["error"]
+    assert "Traceback" not in r.text
+    assert "sqlalchemy" not in r.text.lower()
+    if code is not None:
+        assert body["code"] == code
+    return body
+
+
+# --- assistance -----------------------------------------------------------------------
+
+
+def test_assistance_lists_the_tasks_that_need_a_manager(client: TestClient) -> None:
+    r = client.get("/api/manager/assistance")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["success"] is True
+    expected = run(
+        client,
+        sa.text("SELECT count(*) FROM demo_task WHERE status = 'ASSISTANCE_REQUIRED'"),
+    )[0][0]
+    assert body["count"] == len(body["requests"]) == expected > 0
+    first = body["requests"][0]
+    assert first["status"] == "ASSISTANCE_REQUIRED"
+    assert first["assistanceNotes"]
+    assert set(first) >= {"id", "title", "type", "assignee", "requestedAt"}
+    times = [req["requestedAt"] for req in body["requests"]]
+    assert times == sorted(times)
+
+
+def test_respond_is_a_validated_transition(client: TestClient) -> None:
+    task_id = client.get("/api/manager/assistance").json()["requests"][0]["id"]
+    r = client.post(f"/api/manager/assistance/{task_id}/respond", json={"response": "Approved."})
+    assert r.status_code == 200, r.text
+    task = r.json()["task"]
+    assert task["status"] == TaskStatus.IN_PROGRESS.value
+    assert task["managerResponse"] == "Approved."
+    assert task["respondedAt"]
+    ids = [t["id"] for t in client.get("/api/manager/assistance").json()["requests"]]
+    assert task_id not in ids
+    # answering twice is refused, and the first answer stays
+    again = client.post(f"/api/manager/assistance/{task_id}/respond", json={"response": "No!"})
+    body = assert_error(again, 409, "invalid_transition")
+    assert "already answered" in body["error"]
+    audit = run(
+        client,
+        sa.select(TransitionAudit.source, TransitionAudit.target, TransitionAudit.context).where(
+            TransitionAudit.entity == "demo_task", TransitionAudit.record_key == str(task_id)
+        ),
+    )
+    assert [tuple(a) for a in audit] == [("ASSISTANCE_REQUIRED", "IN_PROGRESS", "manager-response")]
+
+
+def test_respond_errors(client: TestClient) -> None:
+    assert_error(
+        client.post("/api/manager/assistance/999999/respond", json={"response": "hi"}),
+        404,
+        "not_found",
+    )
+    done = run(client, sa.text("SELECT id FROM demo_task WHERE status = 'DONE' LIMIT 1"))[0][0]
+    body = assert_error(
+        client.post(f"/api/manager/assistance/{done}/respond", json={"response": "hi"}),
+        409,
+        "invalid_transition",
+    )
+    assert body["status"] == "DONE"
+    assert body["target"] == "IN_PROGRESS"
+    assert (
+        client.post("/api/manager/assistance/1/respond", json={"response": ""}).status_code == 422
+    )
+    assert client.post("/api/manager/assistance/1/respond", json={}).status_code == 422
+
+
+# --- spam -----------------------------------------------------------------------------
+
+
+def expected_spam(client: TestClient) -> set[int]:
+    rules = [
+        Rule(r.id, r.pattern, r.mode, r.brand)
+        for r in run(
+            client,
+            sa.select(SpamRule.id, SpamRule.pattern, SpamRule.mode, SpamRule.brand).where(
+                SpamRule.enabled.is_(True)
+            ),
+        )
+    ]
+    messages = run(
+        client,
+        sa.select(RawMessage.id, RawMessage.brand, RawMessage.text).where(
+            RawMessage.status == MessageStatus.READY
+        ),
+    )
+    return {m.id for m in messages if reference_matches(rules, m.brand, m.text)}
+
+
+def test_capture_moves_exactly_the_matching_messages(client: TestClient) -> None:
+    expected = expected_spam(client)
+    assert expected
+    r = client.post("/api/manager/spam/capture", params={"batchSize": 37})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body == {
+        "success": True,
+        "updatedCount": len(expected),
+        "totalInQueue": SMALL["messages"],
+        "remainingInQueue": SMALL["messages"] - len(expected),
+        "processed": SMALL["messages"],
+    }
+    in_review = {
+        row.id
+        for row in run(
+            client,
+            sa.select(RawMessage.id).where(RawMessage.status == MessageStatus.SPAM_REVIEW),
+        )
+    }
+    assert in_review == expected
+    # a second capture finds nothing new and counts nothing twice
+    again = client.post("/api/manager/spam/capture").json()
+    assert again["updatedCount"] == 0
+    assert again["processed"] == again["totalInQueue"] == body["remainingInQueue"]
+    queue = client.get("/api/manager/spam", params={"limit": 5}).json()
+    assert queue["total"] == len(expected)
+    assert len(queue["messages"]) == 5
+    assert all(m["matchedPatterns"] for m in queue["messages"])
+
+
+@pytest.mark.parametrize("size", [0, 10_001, "x"])
+def test_capture_batch_size_is_validated(client: TestClient, size: object) -> None:
+    r = client.post("/api/manager/spam/capture", params={"batchSize": size})
+    assert r.status_code == 422
+    assert "Traceback" not in r.text
+
+
+def test_release_archive_promote(client: TestClient) -> None:
+    client.post("/api/manager/spam/capture", params={"batchSize": 1000})
+    spam = client.get("/api/manager/spam", params={"limit": 3}).json()["messages"]
+    a, b, c = (m["id"] for m in spam)
+    # release: back to READY, the matched patterns cleared
+    r = client.post(f"/api/manager/spam/{a}/release")
+    assert r.status_code == 200
+    assert r.json()["message"]["status"] == "READY"
+    assert r.json()["message"]["matchedPatterns"] == []
+    # archive a READY message: not allowed
+    body = assert_error(client.post(f"/api/manager/spam/{a}/archive"), 409, "invalid_transition")
+    assert (body["status"], body["target"]) == ("READY", "SPAM_ARCHIVED")
+    # promote from review: not allowed; archive it instead
+    assert_error(client.post(f"/api/messages/{b}/promote"), 409, "invalid_transition")
+    assert client.post(f"/api/manager/spam/{b}/archive").json()["message"]["status"] == (
+        "SPAM_ARCHIVED"
+    )
+    # archived is terminal
+    assert_error(client.post(f"/api/manager/spam/{b}/release"), 409, "invalid_transition")
+    # the same move twice is a harmless no-op (a retried request must not fail)
+    assert client.post(f"/api/manager/spam/{b}/archive").status_code == 200
+    # promote a READY message; promoted is terminal
+    assert client.post(f"/api/messages/{a}/promote").json()["message"]["status"] == "PROMOTED"
+    assert_error(client.post(f"/api/manager/spam/{a}/release"), 409, "invalid_transition")
+    assert_error(client.post("/api/messages/99999999/promote"), 404, "not_found")
+    assert client.post(f"/api/manager/spam/{c}/release").status_code == 200
+    ready = client.get("/api/messages", params={"status": "READY", "limit": 500}).json()
+    assert c in {m["id"] for m in ready["messages"]}
+    assert client.get("/api/messages", params={"status": "NOPE"}).status_code == 422
+
+
+# --- health, metrics, pages -----------------------------------------------------------
+
+
+def test_health(client: TestClient) -> None:
+    body = client.get("/health").json()
+    assert body["status"] == "ok"
+    assert body["breakers"]["database"]["state"] == "closed"
+    assert body["pool"]["level"] == "NORMAL"
+    assert body["pool"]["usage"]["limit"] == 10
+
+
+def test_metrics(client: TestClient) -> None:
+    client.post("/api/manager/spam/capture")
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    assert 'suture_transitions_applied_total{entity="demo_raw_message",target="SPAM_REVIEW"}' in (
+        r.text
+    )
+    assert 'suture_breaker_state{name="database"} 0.0' in r.text
+    assert 'suture_pool_usage_ratio{name="db-pool"}' in r.text
+
+
+def test_pages_and_assets(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert 'src="/static/manager.js"' in page.text
+    dash = client.get("/dashboard")
+    assert dash.status_code == 200
+    assert 'src="/static/dashboard.js"' in dash.text
+    for asset in ("manager.js", "dashboard.js", "minichart.js", "app.css"):
+        assert client.get(f"/static/{asset}").status_code == 200
+    js = client.get("/suture.js")
+    assert js.status_code == 200
+    assert "sutureFetch" in js.text
+    data = client.get("/api/dashboard").json()
+    assert data["breakers"][0]["name"] == "database"
+    assert set(data["series"]) >= {"t", "pool", "errorRate", "retries", "shed"}
+    assert len(data["series"]["t"]) == 300
+
+
+def test_an_unexpected_error_is_a_generic_500(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("connection string postgres://admin:s3cret@db/prod")
+
+    monkeypatch.setattr(service(client), "assistance_queue", broken)
+    r = client.get("/api/manager/assistance")
+    body = assert_error(r, 500, "internal_error")
+    assert "s3cret" not in r.text
+    assert body["requestId"] == r.headers["X-Request-ID"]
+
+
+# --- the chaos admin endpoint ---------------------------------------------------------
+
+
+def test_chaos_admin_endpoint(client: TestClient) -> None:
+    r = client.post("/api/admin/chaos", json={"errorRate": 0.5, "latency": 0.01})
+    assert r.status_code == 200
+    assert r.json()["chaos"]["database"]["error_rate"] == 0.5
+    assert client.get("/api/admin/chaos").json()["chaos"]["database"]["latency"] == 0.01
+    bad = client.post("/api/admin/chaos", json={"errorRate": 2})
+    assert_error(bad, 400, "bad_chaos_config")
+    r = client.post("/api/admin/chaos", json={"clear": True})
+    assert r.json()["chaos"]["database"]["error_rate"] == 0.0
+
+
+@pytest.mark.parametrize("chaos", [False, True])
+def test_chaos_admin_is_absent_without_chaos_and_local_only(
+    database: dict[str, Any], chaos: bool
+) -> None:
+    with make_client(database, chaos=chaos, admin_hosts=("127.0.0.1", "::1")) as c:
+        r = c.post("/api/admin/chaos", json={"errorRate": 1.0})
+        # TestClient's peer is "testclient", not a loopback address
+        assert r.status_code == (403 if chaos else 404)
+        assert not service(c).chaos.active
+
+
+def test_seeding_happens_once(database: dict[str, Any]) -> None:
+    with make_client(database) as c:
+        first = c.get("/api/messages", params={"limit": 1}).json()["total"]
+    with make_client(database, messages=50) as c:
+        assert c.get("/api/messages", params={"limit": 1}).json()["total"] == first
+    assert first == SMALL["messages"]
