@@ -452,6 +452,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._on: ExceptionClassifier = config.on
         self._fallback: Fallback | None = config.fallback
+        self._timed = config.slow_call_duration is not None
         self._ignore: tuple[type[BaseException], ...] = (BreakerOpen, *config.ignore)
         self._window: WindowCounter | None = (
             config.window.counter() if config.window is not None else None
@@ -602,6 +603,8 @@ class CircuitBreaker:
         if not self._closed:
             return self._guarded_sync(fn, args, kwargs)  # type: ignore[no-any-return]
         gen = self._generation
+        if self._timed:
+            return self._run_closed_sync(fn, args, kwargs, gen)  # type: ignore[no-any-return]
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
@@ -621,6 +624,8 @@ class CircuitBreaker:
         if not self._closed:
             return await self._guarded_async(fn, args, kwargs)  # type: ignore[no-any-return]
         gen = self._generation
+        if self._timed:
+            return await self._run_closed_async(fn, args, kwargs, gen)  # type: ignore[no-any-return]
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
