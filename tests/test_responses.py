@@ -860,3 +860,24 @@ async def test_aiohttp_style_response_reads_a_bounded_prefix() -> None:
     assert failing.released
     ok = await avalidate_response(AiohttpLike(200, b'{"a": 1}'))
     assert ok.data == {"a": 1}
+
+
+@pytest.mark.parametrize("filler", [0, 10, 3000])
+def test_h1_found_after_long_text_scripts_and_comments(filler: int) -> None:
+    body = (
+        "<html><body>"
+        + "<p>filler text</p>\n" * filler
+        + "<script>var s = '<h1>fake</h1>';</script>"
+        + "<style>h1::before { content: '<h1>styled</h1>' }</style>"
+        + "<!-- <h1>commented</h1> -->"
+        + "<svg><title>icon</title></svg>"
+        + "<H1 class='x'>Real &amp; true</H1>"
+        + "<p>after</p></body></html>"
+    ).encode()
+    outcome = validate_response(resp(500, body, "text/html"))
+    assert outcome.error == "Real & true"
+
+
+def test_title_after_the_snippet_is_still_found() -> None:
+    body = ("<html><body>" + "<p>text</p>" * 3000 + "<title>Late title</title>").encode()
+    assert validate_response(resp(500, body, "text/html")).error == "Late title"
