@@ -1,0 +1,154 @@
+"""The demo heals: flaky database, dead database, exhausted pool (FakeClock, no sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from suture.demo.app import Service, Settings, create_app
+from suture.testing import FakeClock
+
+RESET = 10.0
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start=1000.0)
+
+
+@pytest.fixture
+def client(tmp_path: Any, clock: FakeClock) -> Iterator[TestClient]:
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'heal.db'}",
+        tasks=30,
+        messages=60,
+        rules=20,
+        background=False,
+        chaos=True,
+        admin_hosts=("testclient",),
+        clock=clock,
+        rand=random.Random(2024),
+        reset_timeout=RESET,
+        failure_threshold=10,
+        retry_attempts=5,
+        pool_size=4,
+        pool_timeout=1.0,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def service(client: TestClient) -> Service:
+    svc = client.app.state.service  # type: ignore[attr-defined]
+    assert isinstance(svc, Service)
+    return svc
+
+
+def inject(client: TestClient, **faults: Any) -> None:
+    r = client.post("/api/admin/chaos", json=faults)
+    assert r.status_code == 200, r.text
+
+
+def test_thirty_percent_database_errors_still_serve_99_percent(client: TestClient) -> None:
+    inject(client, errorRate=0.3)
+    statuses = [client.get("/api/manager/assistance").status_code for _ in range(300)]
+    ok = statuses.count(200)
+    assert ok / len(statuses) >= 0.99, statuses
+    svc = service(client)
+    injected = svc.chaos.snapshot()["database"]["injected"]["error"]
+    assert injected > 60  # the faults really happened: retries absorbed them
+    assert svc.telemetry.totals["retries"] >= injected - (300 - ok) * 5
+    assert svc.breaker.stats().state.value == "closed"
+
+
+def test_a_dead_database_opens_the_breaker_then_heals(client: TestClient, clock: FakeClock) -> None:
+    svc = service(client)
+    inject(client, errorRate=1.0)
+    codes = []
+    for _ in range(5):
+        r = client.get("/api/manager/assistance")
+        codes.append((r.status_code, r.json().get("code")))
+        if r.json().get("code") == "breaker_open":
+            break
+    # 5 attempts per request, 10 consecutive failures: open during the second or third request
+    assert codes[-1] == (503, "breaker_open"), codes
+    assert len(codes) <= 3
+    opened_at = clock.now()
+    faults = svc.chaos.snapshot()["database"]["injected"]["error"]
+    sleeps = len(clock.sleeps)
+
+    # while open: fast 503s with Retry-After, no attempt reaches the database, no waiting
+    for _ in range(20):
+        r = client.get("/api/manager/assistance")
+        assert r.status_code == 503
+        assert r.json()["code"] == "breaker_open"
+        assert 1 <= int(r.headers["Retry-After"]) <= RESET
+        assert r.json()["retryAfter"] == int(r.headers["Retry-After"])
+    assert svc.chaos.snapshot()["database"]["injected"]["error"] == faults
+    assert len(clock.sleeps) == sleeps
+    assert clock.now() == opened_at
+    health = client.get("/health").json()
+    assert health["status"] == "degraded"
+    assert health["breakers"]["database"]["state"] == "open"
+
+    # the faults stop: it serves again within the reset timeout plus one second
+    inject(client, clear=True)
+    waited = 0.0
+    while True:
+        r = client.get("/api/manager/assistance")
+        if r.status_code == 200:
+            break
+        assert r.json()["code"] == "breaker_open"
+        clock.advance(0.5)
+        waited += 0.5
+        assert waited <= RESET + 1.0
+    assert clock.now() - opened_at <= RESET + 1.0
+    assert svc.breaker.stats().state.value == "closed"
+    events = [e["event"] for e in client.get("/api/dashboard").json()["recent"]]
+    assert "BreakerStateChanged" in events
+
+
+def test_an_exhausted_pool_sheds_then_recovers(client: TestClient) -> None:
+    svc = service(client)
+    assert client.portal is not None
+
+    async def held() -> None:
+        async with asyncio.timeout(30):
+            await svc.hog.wait()
+
+    inject(client, hold=4)
+    client.portal.call(held)
+    assert svc.hog.held == 4
+    svc.monitor.sample()
+    assert svc.monitor.level.name == "CRITICAL"
+    r = client.get("/api/manager/assistance")
+    assert r.status_code == 503
+    assert r.json()["code"] == "overloaded"
+    assert int(r.headers["Retry-After"]) >= 1
+    # low-priority batch work is shed too; health and the dashboard are exempt
+    assert client.post("/api/manager/spam/capture").status_code == 503
+    health = client.get("/health")
+    assert health.status_code == 200
+    assert health.json()["pool"]["level"] == "CRITICAL"
+    assert client.get("/api/dashboard").status_code == 200
+
+    inject(client, clear=True)
+    client.portal.call(held)
+    assert svc.hog.held == 0
+    for _ in range(svc.monitor.recover_after + 2):
+        svc.monitor.sample()
+    assert svc.monitor.level.name == "NORMAL"
+    assert client.get("/api/manager/assistance").status_code == 200
+    assert svc.telemetry.totals["shed"] >= 2
+
+
+def test_latency_is_injected_through_the_clock(client: TestClient, clock: FakeClock) -> None:
+    inject(client, latency=0.2)
+    before = clock.now()
+    assert client.get("/api/manager/assistance").status_code == 200
+    assert clock.now() - before == pytest.approx(0.2)
