@@ -1058,14 +1058,7 @@ def _strip_tags(text: str) -> str:
         parser.close()
     except Exception:
         pass
-    out = "".join(parser.parts)
-    if "<" in out:
-        # What the tokenizer left as text (an unterminated "<tag") must not look
-        # like markup either: neutralise any "<" that would start a tag.
-        out = "".join(
-            "\u2039" if ch == "<" and _starts_tag(out, i) else ch for i, ch in enumerate(out)
-        )
-    return out
+    return "".join(parser.parts)
 
 
 def _starts_tag(text: str, i: int) -> bool:
@@ -1085,18 +1078,34 @@ def clean_text(text: str, *, limit: int = ERROR_LIMIT) -> str:
     """
     if not text:
         return ""
-    text = text[: limit * 8]
-    if "<" in text and any(_starts_tag(text, i) for i, ch in enumerate(text) if ch == "<"):
-        text = _strip_tags(text)
-    if not (text.isascii() and text.isprintable()):
-        text = "".join(
-            " " if ch.isspace() else ("" if unicodedata.category(ch) in _DROPPED_CATEGORIES else ch)
-            for ch in text
-        )
+    text = _drop_controls(text[: limit * 8])
+    if _has_tag(text):
+        text = _drop_controls(_strip_tags(text))  # decoded entities may hold controls too
     text = " ".join(text.split())
+    if _has_tag(text):  # what the tokenizer left as text must not look like markup either
+        text = _neutralise(text)
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text
+
+
+def _drop_controls(text: str) -> str:
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(
+        " " if ch.isspace() else ("" if unicodedata.category(ch) in _DROPPED_CATEGORIES else ch)
+        for ch in text
+    )
+
+
+def _has_tag(text: str) -> bool:
+    return "<" in text and any(_starts_tag(text, i) for i, ch in enumerate(text) if ch == "<")
+
+
+def _neutralise(text: str) -> str:
+    return "".join(
+        "\u2039" if ch == "<" and _starts_tag(text, i) else ch for i, ch in enumerate(text)
+    )
 
 
 def outcome_from_exception(exc: BaseException, *, url: str = "") -> Outcome:
