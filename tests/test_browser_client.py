@@ -435,3 +435,29 @@ def test_parse_retry_after(page: Any) -> None:
         }"""
     )
     assert values == [5, 2.5, 30, 0, None, None, 86400, None, None]
+
+
+def test_share_backoff_holds_back_other_tabs(
+    loaded_page: tuple[Any, list[str]], server: tuple[str, State]
+) -> None:
+    base, state = server
+    first, _ = loaded_page
+    context = first.context
+    other = context.new_page()  # another tab of the same origin
+    try:
+        other.goto(f"{base}/page.html")
+        other.wait_for_function("window.suture !== undefined")
+        busy = fetch(first, "/api/busy", {"attempts": 1, "shareBackoff": True})["outcome"]
+        assert busy["retryAfter"] == 1
+        before = state.hits["GET /api/ok"]
+        held = fetch(other, "/api/ok", {"shareBackoff": True, "deadline": 300})["outcome"]
+        assert (held["ok"], held["attempts"], held["transient"]) == (False, 0, True)
+        assert held["error"] == "The server is busy; please try again shortly."
+        assert state.hits["GET /api/ok"] == before  # the server was not asked
+        waited = fetch(other, "/api/ok", {"shareBackoff": True})["outcome"]
+        assert (waited["ok"], waited["attempts"]) == (True, 1)
+        unshared = fetch(other, "/api/ok")["outcome"]  # without the option: no waiting
+        assert unshared["ok"] is True
+    finally:
+        other.evaluate("() => localStorage.clear()")
+        other.close()

@@ -398,6 +398,8 @@ function finiteOr(value, fallback, lo, hi) {
  *   expect ("json" | "text" | "auto"), maxErrorBytes (65536), retryUnsafe (false),
  *   onRetry({ attempt, attempts, delay, outcome }): called before each wait;
  *   `attempt` is the attempt that just failed, `delay` the wait in ms,
+ *   shareBackoff (false): a Retry-After received by any tab of this origin makes
+ *   every shareBackoff call wait for it before knocking again (localStorage);
  *   random (Math.random) and fetch (globalThis.fetch) for tests.
  */
 export async function sutureFetch(url, options = {}) {
@@ -411,6 +413,7 @@ export async function sutureFetch(url, options = {}) {
     expect = DEFAULTS.expect,
     maxErrorBytes = DEFAULTS.maxErrorBytes,
     retryUnsafe = false,
+    shareBackoff = false,
     onRetry = null,
     random = Math.random,
     fetch: fetchImpl = globalThis.fetch.bind(globalThis),
@@ -429,8 +432,28 @@ export async function sutureFetch(url, options = {}) {
   const started = Date.now();
   const href = String(url);
 
+  const pause = shareBackoff ? sharedPause(href) : null;
+
   let outcome = null;
   for (let attempt = 1; ; attempt++) {
+    if (pause) {
+      // Another tab (or call) was told to wait: do not knock before that time.
+      const wait = pause.remaining();
+      if (wait > 0) {
+        if (wait >= deadline - (Date.now() - started)) {
+          return makeOutcome({
+            url: href,
+            transient: true,
+            retryAfter: Math.ceil(wait / 1000),
+            attempts: attempt - 1,
+            error: "The server is busy; please try again shortly.",
+          });
+        }
+        if (!(await sleep(wait, userSignal))) {
+          return makeOutcome({ url: href, attempts: attempt - 1, error: "The request was cancelled." });
+        }
+      }
+    }
     const remaining = deadline - (Date.now() - started);
     outcome = await oneAttempt(fetchImpl, href, init, {
       expect,
@@ -439,6 +462,9 @@ export async function sutureFetch(url, options = {}) {
       userSignal,
     });
     outcome.attempts = attempt;
+    if (pause && !outcome.ok && typeof outcome.retryAfter === "number") {
+      pause.until(Date.now() + outcome.retryAfter * 1000);
+    }
     if (outcome.ok || !outcome.transient || !retryable || attempt >= attempts) return outcome;
     if (userSignal && userSignal.aborted) return outcome;
     let delay;
@@ -461,6 +487,36 @@ export async function sutureFetch(url, options = {}) {
     }
     if (!(await sleep(delay, userSignal))) return outcome;
   }
+}
+
+// A wait shared by every tab of this origin (localStorage), so that a Retry-After
+// received by one tab holds back the others too. Storage may be unavailable: then
+// the pause is simply not shared.
+function sharedPause(href) {
+  let key = "suture:pause";
+  try {
+    key += ":" + new URL(href, globalThis.location ? globalThis.location.href : undefined).origin;
+  } catch {
+    // a relative URL outside a page: one key for all
+  }
+  const read = () => {
+    try {
+      const v = Number(globalThis.localStorage.getItem(key));
+      return Number.isFinite(v) ? v : 0;
+    } catch {
+      return 0;
+    }
+  };
+  return {
+    remaining: () => Math.max(0, read() - Date.now()),
+    until: (when) => {
+      try {
+        if (when > read()) globalThis.localStorage.setItem(key, String(Math.round(when)));
+      } catch {
+        // storage disabled or full: nothing to share
+      }
+    },
+  };
 }
 
 async function oneAttempt(fetchImpl, url, init, { expect, maxErrorBytes, timeout, userSignal }) {
