@@ -1,0 +1,134 @@
+"""The ``suture`` command line."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import pytest
+
+from suture import cli
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert "demo" in capsys.readouterr().out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("suture ")
+
+
+def test_demo_defaults() -> None:
+    args = cli.build_parser().parse_args(["demo"])
+    assert (args.host, args.port, args.database_url, args.chaos) == ("127.0.0.1", 8000, None, False)
+    assert (args.error_rate, args.latency, args.hold) == (0.0, 0.0, 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--error-rate", "1.5"], "must be between 0 and 1"),
+        (["demo", "--error-rate", "lots"], "is not a number"),
+        (["demo", "--latency", "-1"], "0 seconds or more"),
+        (["demo", "--port", "70000"], "not a TCP port"),
+        (["demo", "--hold", "-3"], "0 or more"),
+    ],
+)
+def test_bad_flags_are_explained(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_demo_extra_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name in {"fastapi", "uvicorn"} else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert cli.main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert "missing: fastapi, uvicorn" in err
+    assert "pip install 'suture[demo]'" in err
+
+
+def test_demo_prints_its_urls_and_serves(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    import uvicorn
+
+    served: dict[str, Any] = {}
+
+    def fake_run(app: Any, **kwargs: Any) -> None:
+        served["app"] = app
+        served.update(kwargs)
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    code = cli.main(
+        [
+            "demo",
+            "--port",
+            "8123",
+            "--database-url",
+            url,
+            "--chaos",
+            "--error-rate",
+            "0.3",
+            "--latency",
+            "0.05",
+            "--messages",
+            "10",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:8123/" in out
+    assert "http://127.0.0.1:8123/dashboard" in out
+    assert "/api/admin/chaos" in out
+    assert "error rate 30%" in out
+    assert served["host"] == "127.0.0.1"
+    assert served["port"] == 8123
+    settings = served["app"].state.service.settings
+    assert settings.database_url == url
+    assert settings.chaos is True
+    assert settings.error_rate == 0.3
+    assert settings.latency == 0.05
+    assert settings.messages == 10
+
+
+def test_passwords_are_not_printed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    url = "postgresql+psycopg://app:s3cret@127.0.0.1:5432/demo"
+    assert cli.main(["demo", "--database-url", url, "--host", "0.0.0.0", "--chaos"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out
+    assert "app:***@127.0.0.1" in out
+    assert "only answers 127.0.0.1" in out
+
+
+def test_database_url_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    import uvicorn
+
+    served: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app))
+    url = f"sqlite+aiosqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert cli.main(["demo"]) == 0
+    assert served["app"].state.service.settings.database_url == url
