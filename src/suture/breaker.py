@@ -636,6 +636,8 @@ class CircuitBreaker:
 
     def _wrap_sync(self, fn: Callable[P, T]) -> Callable[P, T]:
         guarded = self._guarded_sync
+        quick = self._quick_reject
+        fallback = self._sync_fallback
         closed_error = self._closed_error
         ok = self._successes.__next__
         slow = self.config.slow_call_duration
@@ -648,6 +650,10 @@ class CircuitBreaker:
             @functools.wraps(fn)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
                 if not breaker._closed:
+                    if breaker._state is OPEN and (error := quick()) is not None:
+                        if breaker._fallback is None:
+                            raise error
+                        return fallback(error)  # type: ignore[no-any-return]
                     return guarded(fn, args, kwargs)  # type: ignore[no-any-return]
                 gen = breaker._generation
                 try:
@@ -666,6 +672,10 @@ class CircuitBreaker:
             @functools.wraps(fn)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
                 if not breaker._closed:
+                    if breaker._state is OPEN and (error := quick()) is not None:
+                        if breaker._fallback is None:
+                            raise error
+                        return fallback(error)  # type: ignore[no-any-return]
                     return guarded(fn, args, kwargs)  # type: ignore[no-any-return]
                 gen = breaker._generation
                 try:
@@ -682,6 +692,10 @@ class CircuitBreaker:
             @functools.wraps(fn)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
                 if not breaker._closed:
+                    if breaker._state is OPEN and (error := quick()) is not None:
+                        if breaker._fallback is None:
+                            raise error
+                        return fallback(error)  # type: ignore[no-any-return]
                     return guarded(fn, args, kwargs)  # type: ignore[no-any-return]
                 gen = breaker._generation
                 start = now()
@@ -699,6 +713,8 @@ class CircuitBreaker:
         self, fn: Callable[P, Coroutine[Any, Any, T]]
     ) -> Callable[P, Coroutine[Any, Any, T]]:
         guarded = self._guarded_async
+        quick = self._quick_reject
+        afallback = self._async_fallback
         closed_error = self._closed_error
         ok = self._successes.__next__
         slow = self.config.slow_call_duration
@@ -711,6 +727,10 @@ class CircuitBreaker:
             @functools.wraps(fn)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
                 if not breaker._closed:
+                    if breaker._state is OPEN and (error := quick()) is not None:
+                        if breaker._fallback is None:
+                            raise error
+                        return await afallback(error)  # type: ignore[no-any-return]
                     return await guarded(fn, args, kwargs)  # type: ignore[no-any-return]
                 gen = breaker._generation
                 try:
@@ -730,6 +750,10 @@ class CircuitBreaker:
             @functools.wraps(fn)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
                 if not breaker._closed:
+                    if breaker._state is OPEN and (error := quick()) is not None:
+                        if breaker._fallback is None:
+                            raise error
+                        return await afallback(error)  # type: ignore[no-any-return]
                     return await guarded(fn, args, kwargs)  # type: ignore[no-any-return]
                 gen = breaker._generation
                 start = now() if timed else 0.0
@@ -929,6 +953,13 @@ class CircuitBreaker:
         if _rejection_seen():
             emit(BreakerRejected(name=self.name, retry_after=error.retry_after))
 
+    async def _async_fallback(self, error: BreakerOpen) -> Any:
+        assert self._fallback is not None
+        result = self._fallback(error)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
     def _sync_fallback(self, error: BreakerOpen, *, emitted: bool = True) -> Any:
         if not emitted:
             self._reject(error)
@@ -976,8 +1007,7 @@ class CircuitBreaker:
             if error is not None:
                 if self._fallback is None:
                     raise error
-                result = self._fallback(error)
-                return (await result) if inspect.isawaitable(result) else result
+                return await self._async_fallback(error)
         gen, admitted, error, events = self._admit()
         for event in events:
             emit(event)
@@ -986,8 +1016,7 @@ class CircuitBreaker:
                 emit(BreakerRejected(name=self.name, retry_after=error.retry_after))
             if self._fallback is None:
                 raise error
-            result = self._fallback(error)
-            return (await result) if inspect.isawaitable(result) else result
+            return await self._async_fallback(error)
         if admitted is CLOSED:
             return await self._run_closed_async(fn, args, kwargs, gen)
         slow = self.config.slow_call_duration

@@ -34,6 +34,8 @@ class BreakerOpen(SutureError):
     """
 
     transient = False
+    # Slots: no per-instance dict to build on every rejected call.
+    __slots__ = ("name", "retry_after")
 
     def __init__(self, name: str, retry_after: float) -> None:
         # ``args`` is ``(name, retry_after)``; the message is formatted only when
