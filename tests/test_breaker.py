@@ -620,3 +620,18 @@ def test_typing_with_mypy_strict() -> None:
         cwd=pathlib.Path(__file__).parent.parent,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the documentation's examples run ---------------------------------------------------
+
+DOCS = pathlib.Path(__file__).parent.parent / "docs" / "breaker.md"
+
+
+def _doc_examples() -> list[str]:
+    blocks = DOCS.read_text(encoding="utf-8").split("```python\n")[1:]
+    return [block.split("```", 1)[0] for block in blocks]
+
+
+@pytest.mark.parametrize("code", _doc_examples())
+def test_docs_examples_run(code: str) -> None:
+    exec(compile(code, str(DOCS), "exec"), {"__name__": "docs_example"})
