@@ -238,3 +238,38 @@ async def test_slow_calls_through_the_decorators() -> None:
     assert await slow_async() == 2
     assert breaker.state is BreakerState.OPEN
     assert breaker.stats().slow_calls == 2
+
+
+@pytest.mark.parametrize("style", ["call", "decorator", "async"])
+async def test_time_window_places_successes_in_their_own_bucket(style: str) -> None:
+    clock = FakeClock()
+    breaker = window_breaker(clock, window=TimeWindow(10, buckets=5), minimum_calls=1)
+
+    def ok() -> str:
+        return "ok"
+
+    async def aok() -> str:
+        return "ok"
+
+    wrapped, awrapped = breaker(ok), breaker(aok)
+
+    async def success() -> None:
+        if style == "call":
+            breaker.call(ok)
+        elif style == "decorator":
+            wrapped()
+        else:
+            await awrapped()
+
+    await success()
+    play(breaker, "x")  # t=0: 1/2, trips? 0.5 >= 0.5: yes with minimum 1, so start over
+    breaker.reset()
+    play(breaker, "o")  # t=0
+    clock.advance(4)
+    await success()
+    await success()  # t=4: two successes in the [4, 6) bucket
+    clock.advance(7)  # t=11: the t=0 bucket aged out, the t=4 one did not
+    play(breaker, "x")
+    stats = breaker.stats()
+    assert (stats.calls, stats.failures) == (3, 1)
+    assert breaker.state is BreakerState.CLOSED  # 1/3 < 0.5

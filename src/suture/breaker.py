@@ -453,6 +453,7 @@ class CircuitBreaker:
         self._on: ExceptionClassifier = config.on
         self._fallback: Fallback | None = config.fallback
         self._timed = config.slow_call_duration is not None
+        self._needs_time = isinstance(config.window, TimeWindow)
         self._ignore: tuple[type[BaseException], ...] = (BreakerOpen, *config.ignore)
         self._window: WindowCounter | None = (
             config.window.counter() if config.window is not None else None
@@ -777,6 +778,8 @@ class CircuitBreaker:
             if self._consecutive:
                 self._consecutive = 0
             return
+        if not self._timed:  # untimed callers pass 0.0: a time window needs the time
+            end = self._clock.now() if self._needs_time else 0.0
         slow = self.config.slow_call_duration
         if slow is not None and end - start > slow:
             with self._lock:
