@@ -190,7 +190,7 @@ class MemoryBreakerStore:
 
 # --- configuration -----------------------------------------------------------------
 
-Fallback = Callable[[BreakerOpen], Any]
+BreakerFallback = Callable[[BreakerOpen], Any]
 """Called with the rejection instead of raising it: ``fallback(exc) -> result`` (or awaitable)."""
 
 
@@ -210,7 +210,7 @@ class BreakerOptions(TypedDict, total=False):
     max_reset_timeout: Seconds | None
     on: ExceptionClassifier | type[BaseException] | tuple[type[BaseException], ...]
     ignore: tuple[type[BaseException], ...]
-    fallback: Fallback | None
+    fallback: BreakerFallback | None
     clock: Clock
     store: BreakerStore | None
 
@@ -451,7 +451,7 @@ class CircuitBreaker:
         self._origin = f"{name}#{next(_instance_ids)}"
         self._lock = threading.Lock()
         self._on: ExceptionClassifier = config.on
-        self._fallback: Fallback | None = config.fallback
+        self._fallback: BreakerFallback | None = config.fallback
         self._timed = config.slow_call_duration is not None
         self._needs_time = isinstance(config.window, TimeWindow)
         self._ignore: tuple[type[BaseException], ...] = (BreakerOpen, *config.ignore)
