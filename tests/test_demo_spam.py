@@ -16,9 +16,10 @@ from suture.demo.spam import (
     fingerprint,
     normalize,
     reference_matches,
+    required_literals,
 )
 
-ALPHABET = "abc xy-!.$1"
+ALPHABET = "abc xy-!.$1\n\u017f\u0131"  # newlines and non-ASCII case-folding traps
 BRANDS = [None, "acme", "Globex"]
 
 
@@ -92,10 +93,12 @@ def test_seeded_rules_and_messages_agree_with_the_reference() -> None:
         if r["enabled"]
     ]
     matcher = SpamMatcher(rules)
+    batch = matcher.match_batch([(m["brand"], m["text"]) for m in data.messages])
     spam = 0
-    for msg in data.messages:
+    for msg, in_batch in zip(data.messages, batch, strict=True):
         expected = reference_matches(rules, msg["brand"], msg["text"])
         got = matcher.match(msg["brand"], msg["text"])
+        assert in_batch == got
         assert bool(got) == bool(expected), msg
         assert set(got) <= expected
         spam += bool(got)
@@ -104,7 +107,25 @@ def test_seeded_rules_and_messages_agree_with_the_reference() -> None:
 
 literal = st.text(ALPHABET, min_size=1, max_size=5).filter(lambda s: normalize(s) != "")
 regex = st.sampled_from(
-    [r"a+b", r"x.y", r"^ab", r"c$", r"\d", r"(a|b)c", r"(x)\1", r"[!.]{2}", r"b?c-", r"(?i)A"]
+    [
+        r"a+b",
+        r"x.y",
+        r"^ab",
+        r"c$",
+        r"\d",
+        r"(a|b)c",
+        r"(x)\1",
+        r"[!.]{2}",
+        r"b?c-",
+        r"(?i)A",
+        r"ab{2,}c",
+        r"(a|)b",
+        r"x(?:ab|c)+y",
+        r"!{2}",
+        r"a.?b",
+        r"\bab\b",
+        r"(?:yx|c a)1",
+    ]
 )
 
 
@@ -130,9 +151,11 @@ def test_compiled_matcher_agrees_with_the_plain_matcher(
     rules: list[Rule], messages: list[tuple[str | None, str]]
 ) -> None:
     matcher = SpamMatcher(rules)
-    for brand, text in messages:
+    batch = matcher.match_batch(messages)
+    for (brand, text), in_batch in zip(messages, batch, strict=True):
         expected = reference_matches(rules, brand, text)
         got = matcher.match(brand, text)
+        assert in_batch == got
         assert bool(got) == bool(expected)
         assert matcher.is_spam(brand, text) == bool(expected)
         # every reported rule really matches, and none is reported twice
@@ -144,3 +167,33 @@ def test_regex_rules_are_matched_case_insensitively() -> None:
     rule = Rule(1, "[A-Z]{3}", RuleMode.REGEX)
     assert SpamMatcher([rule]).match(None, "abc") == (1,)
     assert re.search("[A-Z]{3}", "abc") is None  # the raw pattern would not
+
+
+@settings(max_examples=200, deadline=None)
+@given(pattern=regex, text=st.text(ALPHABET + "ABXY", max_size=25))
+def test_required_literals_are_really_required(pattern: str, text: str) -> None:
+    t = normalize(text)
+    clauses = required_literals(pattern)
+    if re.search(pattern, t, re.IGNORECASE) is not None:
+        for clause in clauses:
+            assert any(literal in t for literal in clause), (pattern, t, clause)
+
+
+def test_required_literals_examples() -> None:
+    assert required_literals(r"\bwin+er\b") == (("ner",), ("win",))
+    assert required_literals(r"(?:free|cheap) pills") == ((" pills",), ("free", "cheap"))
+    assert required_literals(r"(?:!){3,}") == (("!!!",),)
+    assert required_literals(r"(a|)b") == (("b",),)
+    assert required_literals(r"\d+") == ()
+
+
+def test_batch_edges() -> None:
+    matcher = SpamMatcher([Rule(1, "ab", RuleMode.WORD), Rule(2, r"b\sa", RuleMode.REGEX)])
+    # a match never spans two messages of a batch
+    assert matcher.match_batch([(None, "x ab"), (None, "ab y"), (None, "b"), (None, "a")]) == [
+        (1,),
+        (1,),
+        (),
+        (),
+    ]
+    assert matcher.match_batch([]) == []

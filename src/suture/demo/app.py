@@ -289,9 +289,9 @@ class Service:
     async def _seed_if_empty(self) -> None:
         s = self.settings
         async with self.engine.begin() as conn:
-            existing = await conn.scalar(sa.select(sa.func.count()).select_from(Task))
-            if existing:
-                return
+            for table in (Task, RawMessage, SpamRule):
+                if await conn.scalar(sa.select(sa.literal(1)).select_from(table).limit(1)):
+                    return  # seeded before (or real data): never seed twice
             data = generate(
                 tasks=s.tasks,
                 messages=s.messages,
@@ -451,13 +451,12 @@ class Service:
         processed = updated = 0
 
         def match(rows: list[Any]) -> dict[int, dict[str, Any]]:
-            out: dict[int, dict[str, Any]] = {}
-            for row in rows:
-                ids = matcher.match(row.brand, row.text)
-                if ids:
-                    patterns = json.dumps([by_id[i] for i in ids])
-                    out[row.id] = {"matched_patterns": patterns}
-            return out
+            found = matcher.match_batch([(row.brand, row.text) for row in rows])
+            return {
+                row.id: {"matched_patterns": json.dumps([by_id[i] for i in ids])}
+                for row, ids in zip(rows, found, strict=True)
+                if ids
+            }
 
         while True:
             seen, moved, cursor = await self.db(

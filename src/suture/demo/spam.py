@@ -1,12 +1,14 @@
 """Spam rules compiled once per rule set into one matcher per brand.
 
 The founding spec tried every rule on every message, one by one. Here a rule
-set is compiled once (:meth:`SpamMatcher.compile`) into, per brand, a single
-regular expression: the literal rules (``CONTAINS`` and ``WORD``) become a
-trie-shaped alternation, so the regex engine walks a message once instead of
-once per rule, and the ``REGEX`` rules join the same alternation;
-``EXACT`` rules are a dictionary lookup. Rules without a brand apply to every
-brand; a rule with a brand only to that brand's messages.
+set is compiled once (:meth:`SpamMatcher.compile`) into one matcher per brand:
+the literal rules (``CONTAINS`` and ``WORD``) become a single trie-shaped
+regular expression, so the regex engine walks a message once instead of once
+per rule; a ``REGEX`` rule is searched only in texts that contain the literals
+every match of it needs (:func:`required_literals`); ``EXACT`` rules are a
+dictionary lookup. :meth:`SpamMatcher.match_batch` scans a whole batch of one
+brand in one call. Rules without a brand apply to every brand; a rule with a
+brand only to that brand's messages.
 
 Text and patterns are compared after :func:`normalize` (lower case, runs of
 white space collapsed to one space, trimmed). ``WORD`` matches the pattern
@@ -19,11 +21,14 @@ as the oracle the tests compare against.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import hashlib
+import importlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "Rule",
@@ -33,6 +38,7 @@ __all__ = [
     "normalize",
     "normalize_brand",
     "reference_matches",
+    "required_literals",
 ]
 
 
@@ -162,16 +168,104 @@ def _trie_pattern(words: Iterable[str]) -> str:
     return build(trie)
 
 
+try:  # the regex parser, to find the literals a REGEX rule cannot match without
+    _PARSER: Any = importlib.import_module("re._parser")
+except ImportError:  # pragma: no cover - a Python without it: no prefilter, still correct
+    _PARSER = None
+
+
+Clause = tuple[str, ...]
+"""Alternatives: every match of a pattern contains at least one of them."""
+
+
+def _clauses(items: Any) -> list[Clause]:
+    """The literal clauses of a parsed pattern sequence (all of them required)."""
+    out: list[Clause] = []
+    current: list[str] = []
+
+    def flush() -> None:
+        if current:
+            out.append(("".join(current),))
+            current.clear()
+
+    for op, av in items:
+        name = str(op)
+        if name == "LITERAL" and av < 128:
+            current.append(chr(av).lower())
+            continue
+        if name in ("MAX_REPEAT", "MIN_REPEAT") and av[0] >= 1:
+            low, high, body = av
+            body = list(body)
+            if len(body) == 1 and str(body[0][0]) == "LITERAL" and body[0][1] < 128:
+                char = chr(body[0][1]).lower()
+                current.extend([char] * low)  # "ab{2,}c" needs "abb", then "bbc"
+                if low != high:
+                    flush()
+                    current.extend([char] * low)
+                continue
+            flush()
+            out.extend(_clauses(body))  # the body matches at least once
+            continue
+        flush()
+        if name == "SUBPATTERN":
+            out.extend(_clauses(av[3]))  # a group in a required position is required
+        elif name == "BRANCH":
+            best: list[str] = []
+            for alternative in av[1]:
+                inner = [c[0] for c in _clauses(alternative) if len(c) == 1]
+                if not inner:
+                    break  # one alternative needs no literal: nothing is required
+                best.append(max(inner, key=len))
+            else:
+                out.append(tuple(dict.fromkeys(best)))
+    flush()
+    return out
+
+
+def required_literals(pattern: str) -> tuple[Clause, ...]:
+    """What every match of ``pattern`` contains, as clauses of ASCII alternatives (lower case).
+
+    ``\\bwin+er\\b`` gives ``(("er",), ("win",))``; ``(?:free|cheap) pills`` gives
+    ``(("free", "cheap"), (" pills",))``. A REGEX rule is only searched in an
+    ASCII text that satisfies its most selective clauses: the regex engine
+    cannot skip ahead on such patterns, but ``"win" in text`` is one fast C
+    call. (In a non-ASCII text case folding has exceptions, such as "ſ"
+    matching "s", so such texts are always searched.)
+    """
+    if _PARSER is None:
+        return ()
+    try:
+        parsed = _PARSER.parse(pattern, re.IGNORECASE)
+    except Exception:  # the rule was validated with re.compile; this is only a shortcut
+        return ()
+    clauses = set(_clauses(parsed))
+    # The most selective first: the one whose shortest alternative is longest.
+    ranked = sorted(clauses, key=lambda c: (-min(map(len, c)), len(c), c))
+    strong = [c for c in ranked if min(map(len, c)) >= 2]
+    return tuple(strong[:3] or ranked[:1])
+
+
+def _satisfies(text: str, clauses: tuple[Clause, ...]) -> bool:
+    for clause in clauses:
+        for literal in clause:
+            if literal in text:
+                break
+        else:
+            return False
+    return True
+
+
 @dataclass(slots=True)
 class _Scope:
     """The compiled rules that apply to one brand."""
 
-    regex: re.Pattern[str] | None
+    #: CONTAINS and WORD rules: one trie-shaped alternation (never matches a newline).
+    literals: re.Pattern[str] | None
     contains: dict[str, tuple[int, ...]]
     words: dict[str, tuple[int, ...]]
-    regex_groups: dict[str, int]  # group name -> rule id
     exact: dict[str, tuple[int, ...]]
-    separate: tuple[tuple[re.Pattern[str], int], ...]  # regex rules that cannot be combined
+    #: REGEX rules, each with the literal clauses a match needs (maybe none).
+    regexes: tuple[tuple[tuple[Clause, ...], re.Pattern[str], int], ...]
 
 
 def _group_by_text(rules: Iterable[Rule]) -> dict[str, tuple[int, ...]]:
@@ -188,35 +282,55 @@ def _compile_scope(rules: Sequence[Rule]) -> _Scope:
     parts: list[str] = []
     if contains:
         parts.append(f"(?P<c>{_trie_pattern(contains)})")
-    if words:
-        parts.append(rf"(?<!\w)(?P<w>{_trie_pattern(words)})(?!\w)")
-    regex_groups: dict[str, int] = {}
-    separate: list[tuple[re.Pattern[str], int]] = []
-    for rule in rules:
-        if rule.mode is not RuleMode.REGEX:
-            continue
-        alone = re.compile(rule.normalized, re.IGNORECASE)
-        name = f"r{len(regex_groups)}"
-        candidate = f"(?P<{name}>(?i:{rule.normalized}))"
-        # A rule with its own groups (back references, names) or global inline
-        # flags cannot join the alternation safely: it is searched on its own.
-        ok = alone.groups == 0
-        if ok:
-            try:
-                re.compile(candidate)
-            except re.error:
-                ok = False
-        if ok:
-            parts.append(candidate)
-            regex_groups[name] = rule.id
-        else:
-            separate.append((alone, rule.id))
-    regex = re.compile("|".join(parts)) if parts else None
-    return _Scope(regex, contains, words, regex_groups, exact, tuple(separate))
+    # WORD: "\b" where the literal starts with a word character (the engine can
+    # then skip ahead on the first character), a look-behind elsewhere.
+    w_word = [w for w in words if _WORD_CHAR.match(w[0])]
+    w_other = [w for w in words if not _WORD_CHAR.match(w[0])]
+    if w_word:
+        parts.append(rf"\b(?P<w>{_trie_pattern(w_word)})(?!\w)")
+    if w_other:
+        parts.append(rf"(?<!\w)(?P<x>{_trie_pattern(w_other)})(?!\w)")
+    regexes = tuple(
+        (required_literals(r.normalized), re.compile(r.normalized, re.IGNORECASE), r.id)
+        for r in rules
+        if r.mode is RuleMode.REGEX
+    )
+    literals = re.compile("|".join(parts)) if parts else None
+    return _Scope(literals, contains, words, exact, regexes)
+
+
+def _literal_hits(scope: _Scope, match: re.Match[str]) -> tuple[int, ...]:
+    group = match.lastgroup
+    if group == "c":
+        return scope.contains[match.group("c")]
+    if group in {"w", "x"}:
+        return scope.words[match.group(group)]
+    return ()  # pragma: no cover - every alternative is a named group
+
+
+def _candidates(joined: str, starts: list[int], clauses: tuple[Clause, ...]) -> set[int]:
+    """Indexes of the texts (joined with newlines, starting at ``starts``) that satisfy
+    every clause: each literal is found with ``str.find`` over the whole batch at once."""
+    result: set[int] | None = None
+    end = len(joined)
+    count = len(starts)
+    for clause in clauses:
+        hits: set[int] = set()
+        for literal in clause:
+            pos = joined.find(literal)
+            while pos != -1:
+                i = bisect.bisect_right(starts, pos) - 1
+                hits.add(i)
+                pos = joined.find(literal, starts[i + 1] if i + 1 < count else end)
+        result = hits if result is None else result & hits
+        if not result:
+            return set()
+    return result if result is not None else set(range(count))
 
 
 class SpamMatcher:
-    """Every enabled rule of a rule set, compiled once; :meth:`match` per message.
+    """Every enabled rule of a rule set, compiled once; :meth:`match` per message,
+    :meth:`match_batch` for many at once.
 
     Thread-safe to share: compiled scopes are cached per brand on first use.
     """
@@ -235,52 +349,98 @@ class SpamMatcher:
     def compile(cls, rules: Iterable[Rule]) -> SpamMatcher:
         return cls(rules)
 
-    def _scope(self, brand: str | None) -> _Scope:
+    def _scope_key(self, brand: str | None) -> str | None:
         b = normalize_brand(brand)
-        if b not in self._by_brand:
-            return self._scopes[None]
-        scope = self._scopes.get(b)
+        return b if b in self._by_brand else None
+
+    def _scope(self, brand: str | None) -> _Scope:
+        key = self._scope_key(brand)
+        scope = self._scopes.get(key)
         if scope is None:
-            scope = _compile_scope([*self._global, *self._by_brand[b]])
-            self._scopes[b] = scope
+            assert key is not None
+            scope = _compile_scope([*self._global, *self._by_brand[key]])
+            self._scopes[key] = scope
         return scope
 
     def match(self, brand: str | None, text: str) -> tuple[int, ...]:
         """The ids of the rules that caught ``text`` (empty when it is not spam).
 
-        Every rule found in one left-to-right scan is reported (at each place
-        where several rules match, the one the scan meets first): enough to
-        show a reviewer why a message was caught, at the cost of one pass.
+        The CONTAINS and WORD rules found in one left-to-right scan are reported
+        (where several match at one place, the one the scan meets first), and
+        every matching EXACT and REGEX rule: enough to show a reviewer why a
+        message was caught, at the cost of one pass.
         """
         scope = self._scope(brand)
         t = normalize(text)
-        found: list[int] = []
-        ids = scope.exact.get(t)
-        if ids:
-            found.extend(ids)
-        regex = scope.regex
-        if regex is not None:
-            for m in regex.finditer(t):
-                group = m.lastgroup
-                if group == "c":
-                    found.extend(scope.contains[m.group("c")])
-                elif group == "w":
-                    found.extend(scope.words[m.group("w")])
-                elif group is not None:
-                    found.append(scope.regex_groups[group])
-        for alone, rule_id in scope.separate:
-            if alone.search(t) is not None:
-                found.append(rule_id)
+        found: list[int] = list(scope.exact.get(t, ()))
+        if scope.literals is not None:
+            for m in scope.literals.finditer(t):
+                found.extend(_literal_hits(scope, m))
+        if scope.regexes:
+            ascii_text = t.isascii()
+            for clauses, regex, rule_id in scope.regexes:
+                if ascii_text and not _satisfies(t, clauses):
+                    continue
+                if regex.search(t) is not None:
+                    found.append(rule_id)
         return tuple(dict.fromkeys(found))
 
+    def match_batch(self, items: Sequence[tuple[str | None, str]]) -> list[tuple[int, ...]]:
+        """:meth:`match` for many ``(brand, text)`` pairs; the same answers, faster.
+
+        The texts of one brand are normalised and joined with newlines (which a
+        normalised text never contains and no literal rule matches), so the
+        literal scan is one regex call per brand and batch, and each REGEX
+        rule's required literals are looked up with one ``str.find`` sweep;
+        the regex itself runs only on the texts that contain them.
+        """
+        found: list[list[int]] = [[] for _ in items]
+        groups: dict[str | None, list[int]] = {}
+        for index, (brand, _) in enumerate(items):
+            groups.setdefault(self._scope_key(brand), []).append(index)
+        for key, indexes in groups.items():
+            scope = self._scope(key)
+            texts = [normalize(items[i][1]) for i in indexes]
+            for text, i in zip(texts, indexes, strict=True):
+                ids = scope.exact.get(text)
+                if ids:
+                    found[i].extend(ids)
+            starts: list[int] = []
+            offset = 0
+            for text in texts:
+                starts.append(offset)
+                offset += len(text) + 1
+            joined = "\n".join(texts)
+            if scope.literals is not None:
+                for m in scope.literals.finditer(joined):
+                    local = bisect.bisect_right(starts, m.start()) - 1
+                    found[indexes[local]].extend(_literal_hits(scope, m))
+            if scope.regexes:
+                non_ascii = (
+                    set()
+                    if joined.isascii()
+                    else {j for j, t in enumerate(texts) if not t.isascii()}
+                )
+                for clauses, regex, rule_id in scope.regexes:
+                    candidates = _candidates(joined, starts, clauses) | non_ascii
+                    for local in sorted(candidates):
+                        if regex.search(texts[local]) is not None:
+                            found[indexes[local]].append(rule_id)
+        return [tuple(dict.fromkeys(ids)) for ids in found]
+
     def is_spam(self, brand: str | None, text: str) -> bool:
+        """Whether any rule matches ``text`` (stops at the first)."""
         scope = self._scope(brand)
         t = normalize(text)
         if t in scope.exact:
             return True
-        if scope.regex is not None and scope.regex.search(t) is not None:
+        if scope.literals is not None and scope.literals.search(t) is not None:
             return True
-        return any(alone.search(t) is not None for alone, _ in scope.separate)
+        ascii_text = t.isascii()
+        return any(
+            (not ascii_text or _satisfies(t, clauses)) and regex.search(t) is not None
+            for clauses, regex, _ in scope.regexes
+        )
 
     def __len__(self) -> int:
         return len(self.rules)
