@@ -16,6 +16,7 @@ from suture.breaker import (
     breakers,
 )
 from suture.budget import RetryBudget
+from suture.chaos import Chaos, FaultConfig, InjectedFault
 from suture.classify import Classifier, is_transient, is_transient_status, retry_after
 from suture.clock import SYSTEM_CLOCK, Clock, SystemClock
 from suture.errors import BreakerOpen, InvalidTransition, Overloaded, ResponseError, SutureError
@@ -56,12 +57,15 @@ __all__ = [
     "BreakerStats",
     "BreakerStore",
     "CallableSource",
+    "Chaos",
     "CircuitBreaker",
     "Classifier",
     "Clock",
     "CountWindow",
     "Event",
     "Fallback",
+    "FaultConfig",
+    "InjectedFault",
     "InvalidTransition",
     "MemoryBreakerStore",
     "Outcome",
