@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import ipaddress
+import logging
 import math
 import os
 import sys
@@ -133,10 +135,11 @@ def _is_loopback(host: str) -> bool:
 
 def _display_url(url: str) -> str:
     """The database URL without its password."""
-    from sqlalchemy.engine import make_url
-
+    # The demo extra's packages are loaded by name: the command line is importable
+    # (``suture --help``) without them, and the core stays free of third-party imports.
+    make_url = importlib.import_module("sqlalchemy.engine").make_url
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return str(make_url(url).render_as_string(hide_password=True))
     except Exception:  # an unparsable URL is reported by the engine later
         return url
 
@@ -158,10 +161,7 @@ def _demo(args: argparse.Namespace) -> int:
         print("suture demo: --reset-timeout must be more than 0 seconds", file=sys.stderr)
         return 2
 
-    import logging
-
-    import uvicorn
-
+    uvicorn = importlib.import_module("uvicorn")
     from suture.demo.app import DEFAULT_DATABASE_URL, Settings, create_app
 
     url = args.database_url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
