@@ -69,8 +69,12 @@ def closed_sync() -> dict[str, float]:
     pg = purgatory.SyncCircuitBreakerFactory(default_threshold=5, default_ttl=30)
     pu = pg(circuit="bench-sync")(bare)
     cb = _cb()(bare)
+    sw = suture.CircuitBreaker("bench-window", window=suture.CountWindow(100))(bare)
+    st = suture.CircuitBreaker("bench-time", window=suture.TimeWindow(60))(bare)
     return {
         "suture": per_call_ns(s),
+        "suture, CountWindow(100)": per_call_ns(sw),
+        "suture, TimeWindow(60)": per_call_ns(st),
         "circuitbreaker": per_call_ns(cb),
         "purgatory": per_call_ns(pu, number=50_000),
         "aiobreaker": per_call_ns(lambda: ab.call(bare), number=50_000),

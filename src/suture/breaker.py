@@ -381,6 +381,8 @@ _instance_ids = itertools.count(1)
 
 
 _ONLY_LOG: Final = (log_event,)
+_DEBUG: Final = logging.DEBUG
+_logger_enabled = logger.isEnabledFor
 _ONLY_LOG_AT_IMPORT: Final = _events._listeners
 _new_error = BreakerOpen.__new__
 
@@ -453,6 +455,8 @@ class CircuitBreaker:
         self._on: ExceptionClassifier = config.on
         self._fallback: BreakerFallback | None = config.fallback
         self._timed = config.slow_call_duration is not None
+        self._now = self._clock.now
+        self._forced_wait = config.reset_timeout
         self._needs_time = isinstance(config.window, TimeWindow)
         self._ignore: tuple[type[BaseException], ...] = (BreakerOpen, *config.ignore)
         self._window: WindowCounter | None = (
@@ -479,6 +483,7 @@ class CircuitBreaker:
         self._successes = itertools.count()
         self._ignored = itertools.count()
         self._rejections = itertools.count()
+        self._count_rejection = self._rejections.__next__
         self._failures = 0
         self._baseline = (0, 0, 0, 0)  # successes, ignored, rejections, failures at reset()
         self._mark = (0, 0, 0)  # successes, rejections, failures at the last state change
@@ -932,23 +937,33 @@ class CircuitBreaker:
         return pending is not None and pending.version > self._version
 
     def _quick_reject(self) -> BreakerOpen | None:
-        """OPEN, before its timeout, nothing newer in the store: reject without the lock."""
-        now = self._clock.now()
+        """OPEN, before its timeout, nothing newer in the store: reject without the lock.
+
+        Rejections come at the rate of the calls, so this is written for speed:
+        no lock, ``BreakerOpen`` built without its Python ``__init__``, and the
+        event built only when someone would see it (see :func:`_rejection_seen`).
+        """
+        now = self._now()
         retry_at = self._retry_at
-        if now >= retry_at and not self._forced:
+        forced = self._forced
+        if now >= retry_at and not forced:
             return None
         pending = self._pending
         if pending is not None and pending.version > self._version:
             return None
-        next(self._rejections)
-        wait = self.config.reset_timeout if self._forced else retry_at - now
-        # BreakerOpen(name, wait) without the Python-level __init__: rejections
-        # come at the rate of the calls.
-        error = _new_error(BreakerOpen, self.name, wait)
-        error.name = self.name
+        self._count_rejection()
+        name = self.name
+        wait = self._forced_wait if forced else retry_at - now
+        error = _new_error(BreakerOpen, name, wait)
+        error.name = name
         error.retry_after = wait
-        if _rejection_seen():
-            emit(BreakerRejected(name=self.name, retry_after=wait))
+        current = _events._listeners
+        if current is _ONLY_LOG_AT_IMPORT or current == _ONLY_LOG:
+            seen = _logger_enabled(_DEBUG)
+        else:
+            seen = bool(current)
+        if seen:
+            emit(BreakerRejected(name=name, retry_after=wait))
         return error
 
     def _reject(self, error: BreakerOpen) -> None:
