@@ -20,7 +20,16 @@ from collections.abc import Sequence
 
 __all__ = ["build_parser", "main"]
 
-DEMO_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "aiosqlite", "starlette", "prometheus_client")
+DEMO_MODULES = (
+    "fastapi",
+    "uvicorn",
+    "sqlalchemy",
+    "greenlet",
+    "aiosqlite",
+    "psycopg",
+    "starlette",
+    "prometheus_client",
+)
 _LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
 
@@ -204,9 +213,11 @@ def _demo(args: argparse.Namespace) -> int:
         )
     print("\n".join(lines), flush=True)
     # suture's events (retries, breaker changes, shed requests) and the seeding note.
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s"
-    )
+    level = getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(levelname)s:     %(name)s: %(message)s")
+    # Each applied transition is an INFO event: one line per spam batch is noise at INFO.
+    logging.getLogger("suture").setLevel(level if level <= logging.DEBUG else max(level, 30))
+    logging.getLogger("suture.demo").setLevel(level)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
