@@ -61,7 +61,7 @@ from suture.demo.spam import SpamMatcher, fingerprint
 from suture.demo.telemetry import Telemetry
 from suture.errors import InvalidTransition
 from suture.policy import Policy
-from suture.pool import PoolMonitor, Priority
+from suture.pool import PoolMonitor, PressureLevel, Priority
 from suture.retrying import Retry
 
 __all__ = ["DEFAULT_DATABASE_URL", "Service", "Settings", "create_app"]
@@ -198,6 +198,11 @@ class Service:
             clock=s.clock,
         )
         self.telemetry = Telemetry(s.clock)
+        # Its own registry (several apps in one process never collide); subscribed
+        # to the event bus only while the app runs.
+        self.prometheus = PrometheusListener(
+            monitor=self.monitor, breakers=[self.breaker], subscribe_now=False
+        )
         self.hog = AsyncConnectionHog(self.engine.connect)
         self._matcher: SpamMatcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -257,6 +262,7 @@ class Service:
         if s.seed:
             await self._seed_if_empty()
         self.telemetry.start()
+        self.prometheus.subscribe()
         self.chaos.register_holder(DB, self.hog)
         if s.error_rate or s.latency or s.hold:
             self.chaos.configure(DB, error_rate=s.error_rate, latency=s.latency, hold=s.hold)
@@ -276,6 +282,7 @@ class Service:
             await self.monitor.astop()
         await self.hog.aclose()
         self.telemetry.stop()
+        self.prometheus.close()
         self.pool_source.close()
         await self.engine.dispose()
 
@@ -519,7 +526,9 @@ class Service:
     def health(self) -> dict[str, Any]:
         stats = self.breaker.stats()
         usage = self.monitor.usage
-        degraded = stats.state is not BreakerState.CLOSED or self.monitor.level.name != "NORMAL"
+        degraded = (
+            stats.state is not BreakerState.CLOSED or self.monitor.level is not PressureLevel.NORMAL
+        )
         return {
             "status": "degraded" if degraded else "ok",
             "breakers": {self.breaker.name: stats.as_dict()},
@@ -595,10 +604,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         StaticFiles(directory=str(resources.files("suture.demo").joinpath("static"))),
         name="static",
     )
-    prometheus = PrometheusListener(monitor=service.monitor, breakers=[service.breaker])
-
-    app.state.prometheus = prometheus
-    _routes(app, service, prometheus)
+    app.state.prometheus = service.prometheus
+    _routes(app, service, service.prometheus)
     return app
 
 
