@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import bisect
 import enum
+import functools
 import hashlib
 import importlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,12 +52,10 @@ class RuleMode(enum.StrEnum):
     EXACT = "EXACT"
 
 
-_SPACES = re.compile(r"\s+")
-
-
 def normalize(text: str) -> str:
     """Lower case, white space collapsed, trimmed: how texts and patterns are compared."""
-    return _SPACES.sub(" ", text.lower()).strip()
+    # str.split() splits where re's \s matches (both ask Py_UNICODE_ISSPACE), in C.
+    return " ".join(text.lower().split())
 
 
 def normalize_brand(brand: str | None) -> str | None:
@@ -255,14 +254,19 @@ def _satisfies(text: str, clauses: tuple[Clause, ...]) -> bool:
     return True
 
 
+Prefix = tuple[int, tuple[int, ...], tuple[int, ...]]
+"""A literal rule text that a longer one starts with: (length, CONTAINS ids, WORD ids)."""
+
+
 @dataclass(slots=True)
 class _Scope:
     """The compiled rules that apply to one brand."""
 
-    #: CONTAINS and WORD rules: one trie-shaped alternation (never matches a newline).
+    #: Every CONTAINS and WORD literal in one trie-shaped regex: it finds, at the
+    #: leftmost position where any literal starts, the longest one starting there.
     literals: re.Pattern[str] | None
-    contains: dict[str, tuple[int, ...]]
-    words: dict[str, tuple[int, ...]]
+    #: For each literal the regex can return: every rule literal it starts with.
+    prefixes: dict[str, tuple[Prefix, ...]]
     exact: dict[str, tuple[int, ...]]
     #: REGEX rules, each with the literal clauses a match needs (maybe none).
     regexes: tuple[tuple[tuple[Clause, ...], re.Pattern[str], int], ...]
@@ -279,33 +283,60 @@ def _compile_scope(rules: Sequence[Rule]) -> _Scope:
     contains = _group_by_text(r for r in rules if r.mode is RuleMode.CONTAINS)
     words = _group_by_text(r for r in rules if r.mode is RuleMode.WORD)
     exact = _group_by_text(r for r in rules if r.mode is RuleMode.EXACT)
-    parts: list[str] = []
-    if contains:
-        parts.append(f"(?P<c>{_trie_pattern(contains)})")
-    # WORD: "\b" where the literal starts with a word character (the engine can
-    # then skip ahead on the first character), a look-behind elsewhere.
-    w_word = [w for w in words if _WORD_CHAR.match(w[0])]
-    w_other = [w for w in words if not _WORD_CHAR.match(w[0])]
-    if w_word:
-        parts.append(rf"\b(?P<w>{_trie_pattern(w_word)})(?!\w)")
-    if w_other:
-        parts.append(rf"(?<!\w)(?P<x>{_trie_pattern(w_other)})(?!\w)")
+    texts = sorted(set(contains) | set(words))
+    prefixes: dict[str, tuple[Prefix, ...]] = {}
+    for text in texts:
+        prefixes[text] = tuple(
+            (k, contains.get(text[:k], ()), words.get(text[:k], ()))
+            for k in range(1, len(text) + 1)
+            if text[:k] in contains or text[:k] in words
+        )
+    # No groups and no look-arounds: the pattern is a plain alternation of
+    # literals, so the regex engine skips ahead on the possible first characters.
+    literals = re.compile(_trie_pattern(texts)) if texts else None
     regexes = tuple(
         (required_literals(r.normalized), re.compile(r.normalized, re.IGNORECASE), r.id)
         for r in rules
         if r.mode is RuleMode.REGEX
     )
-    literals = re.compile("|".join(parts)) if parts else None
-    return _Scope(literals, contains, words, exact, regexes)
+    return _Scope(literals, prefixes, exact, regexes)
 
 
-def _literal_hits(scope: _Scope, match: re.Match[str]) -> tuple[int, ...]:
-    group = match.lastgroup
-    if group == "c":
-        return scope.contains[match.group("c")]
-    if group in {"w", "x"}:
-        return scope.words[match.group(group)]
-    return ()  # pragma: no cover - every alternative is a named group
+def _scan_literals(
+    scope: _Scope, text: str, on_hit: Callable[[int, tuple[int, ...]], None]
+) -> None:
+    """Every occurrence of every CONTAINS and WORD rule in ``text``: ``on_hit(position, ids)``.
+
+    The regex finds the longest literal at the leftmost position; every rule
+    literal starting there is a prefix of it. The scan then resumes one
+    character later, so overlapping occurrences are found too.
+    """
+    regex = scope.literals
+    if regex is None:
+        return
+    search = regex.search
+    prefixes = scope.prefixes
+    end = len(text)
+    pos = 0
+    while (m := search(text, pos)) is not None:
+        start = m.start()
+        for length, contains_ids, word_ids in prefixes[m.group()]:
+            if contains_ids:
+                on_hit(start, contains_ids)
+            if word_ids:
+                after = start + length
+                if (start == 0 or not _is_word(text[start - 1])) and (
+                    after == end or not _is_word(text[after])
+                ):
+                    on_hit(start, word_ids)
+        pos = start + 1
+
+
+def _batch_hit(
+    found: list[list[int]], indexes: list[int], starts: list[int], pos: int, ids: tuple[int, ...]
+) -> None:
+    """Credit a hit at ``pos`` of a joined batch to the text it falls in."""
+    found[indexes[bisect.bisect_right(starts, pos) - 1]].extend(ids)
 
 
 def _candidates(joined: str, starts: list[int], clauses: tuple[Clause, ...]) -> set[int]:
@@ -365,17 +396,12 @@ class SpamMatcher:
     def match(self, brand: str | None, text: str) -> tuple[int, ...]:
         """The ids of the rules that caught ``text`` (empty when it is not spam).
 
-        The CONTAINS and WORD rules found in one left-to-right scan are reported
-        (where several match at one place, the one the scan meets first), and
-        every matching EXACT and REGEX rule: enough to show a reviewer why a
-        message was caught, at the cost of one pass.
+        Every matching rule is reported, each once, in the order found.
         """
         scope = self._scope(brand)
         t = normalize(text)
         found: list[int] = list(scope.exact.get(t, ()))
-        if scope.literals is not None:
-            for m in scope.literals.finditer(t):
-                found.extend(_literal_hits(scope, m))
+        _scan_literals(scope, t, lambda _pos, ids: found.extend(ids))
         if scope.regexes:
             ascii_text = t.isascii()
             for clauses, regex, rule_id in scope.regexes:
@@ -411,10 +437,8 @@ class SpamMatcher:
                 starts.append(offset)
                 offset += len(text) + 1
             joined = "\n".join(texts)
-            if scope.literals is not None:
-                for m in scope.literals.finditer(joined):
-                    local = bisect.bisect_right(starts, m.start()) - 1
-                    found[indexes[local]].extend(_literal_hits(scope, m))
+
+            _scan_literals(scope, joined, functools.partial(_batch_hit, found, indexes, starts))
             if scope.regexes:
                 non_ascii = (
                     set()
@@ -434,7 +458,9 @@ class SpamMatcher:
         t = normalize(text)
         if t in scope.exact:
             return True
-        if scope.literals is not None and scope.literals.search(t) is not None:
+        hits: list[int] = []
+        _scan_literals(scope, t, lambda _pos, ids: hits.extend(ids))
+        if hits:
             return True
         ascii_text = t.isascii()
         return any(
