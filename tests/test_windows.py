@@ -273,3 +273,16 @@ async def test_time_window_places_successes_in_their_own_bucket(style: str) -> N
     stats = breaker.stats()
     assert (stats.calls, stats.failures) == (3, 1)
     assert breaker.state is BreakerState.CLOSED  # 1/3 < 0.5
+
+
+def test_a_success_after_old_calls_aged_out_can_trip() -> None:
+    """Forgetting old successes raises the failure rate without any new failure."""
+    clock = FakeClock()
+    breaker = window_breaker(clock, window=TimeWindow(6, buckets=3), minimum_calls=2)
+    play(breaker, "oo")  # t=0, bucket [0, 2)
+    clock.advance(2)
+    play(breaker, "x")  # t=2: 1/3 < 0.5
+    assert breaker.state is BreakerState.CLOSED
+    clock.advance(4)  # t=6: bucket [0, 2) aged out: the window holds only the failure
+    play(breaker, "o")  # t=6: 1/2 >= 0.5 with 2 calls: trips on this success
+    assert breaker.state is BreakerState.OPEN

@@ -790,12 +790,12 @@ class CircuitBreaker:
             with self._lock:
                 window.record(SLOW, end)
                 event = self._evaluate(end, self._generation)
-        elif self._armed:
-            window.success(end)
+        elif window.success(end) or self._armed:
+            # The window forgot old calls, or a rate is over its threshold and
+            # only minimum_calls was missing: decide now, as after a failure.
             with self._lock:
                 event = self._evaluate(self._clock.now(), self._generation)
         else:
-            window.success(end)
             return
         if event is not None:
             emit(event)
@@ -850,7 +850,7 @@ class CircuitBreaker:
         if self._state is not CLOSED or gen != self._generation or self._window is None:
             return None
         cfg = self.config
-        calls, failures, slow = self._window.counts(now)
+        calls, failures, slow = self._window.counts(now, evaluate=True)
         if not calls:
             self._armed = False
             return None

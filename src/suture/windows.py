@@ -54,14 +54,24 @@ def count_value(counter: itertools.count[int]) -> int:
 class WindowCounter(Protocol):
     """The mutable state of one window, owned by one breaker."""
 
-    def success(self, now: float) -> None:
-        """Record a plain success (fast, lock-free)."""
+    def success(self, now: float) -> bool:
+        """Record a plain success (fast, lock-free).
+
+        Returns True when the rates may have risen since the last
+        ``counts(now, evaluate=True)``: the window forgot old calls. The
+        breaker then evaluates its thresholds; otherwise a success can only
+        lower the rates.
+        """
 
     def record(self, outcome: int, now: float) -> None:
         """Record an outcome made of :data:`FAILURE` and :data:`SLOW` bits (0 is a success)."""
 
-    def counts(self, now: float) -> tuple[int, int, int]:
-        """``(calls, failures, slow_calls)`` currently in the window."""
+    def counts(self, now: float, *, evaluate: bool = False) -> tuple[int, int, int]:
+        """``(calls, failures, slow_calls)`` currently in the window.
+
+        ``evaluate=True``: the breaker is deciding on these counts (clears the
+        "forgot old calls" flag that :meth:`success` reports).
+        """
 
     def clear(self) -> None:
         """Forget everything."""
@@ -125,10 +135,11 @@ class _CountCounter:
         self._failures = 0
         self._slow = 0
 
-    def success(self, now: float) -> None:
+    def success(self, now: float) -> bool:
         slot = next(self._seq) % self._size
         if self._ring[slot]:  # overwriting a remembered failure or slow call
             self._put(slot, 0)
+        return False  # overwriting anything with a success never raises a rate
 
     def record(self, outcome: int, now: float) -> None:
         slot = next(self._seq) % self._size
@@ -142,7 +153,7 @@ class _CountCounter:
             self._failures += (outcome & FAILURE) - (old & FAILURE)
             self._slow += ((outcome & SLOW) - (old & SLOW)) >> 1
 
-    def counts(self, now: float) -> tuple[int, int, int]:
+    def counts(self, now: float, *, evaluate: bool = False) -> tuple[int, int, int]:
         with self._lock:
             return min(count_value(self._seq), self._size), self._failures, self._slow
 
@@ -163,6 +174,7 @@ class _TimeCounter:
     """
 
     __slots__ = (
+        "_aged",
         "_boundary",
         "_calls",
         "_epoch",
@@ -188,12 +200,14 @@ class _TimeCounter:
         self._slow_calls = 0
         self._epoch = -math.inf  # the absolute index of the current slice
         self._boundary = -math.inf  # when the current slice ends
+        self._aged = False  # old calls were forgotten since the last evaluation
 
-    def success(self, now: float) -> None:
+    def success(self, now: float) -> bool:
         if now >= self._boundary:
             with self._lock:
                 self._rotate(now)
         next(self._calls)
+        return self._aged
 
     def record(self, outcome: int, now: float) -> None:
         with self._lock:
@@ -215,12 +229,18 @@ class _TimeCounter:
         epoch = math.floor(now / self._width)
         n = self._n
         total = count_value(self._calls)
-        if self._epoch == -math.inf or epoch - self._epoch >= n:
-            steps = range(n)  # everything aged out
+        if self._epoch == -math.inf:
+            before = 0
+            steps = range(n)
             first = epoch - n + 1
         else:
-            first = int(self._epoch) + 1
-            steps = range(epoch - first + 1)
+            before = total - self._started[(int(self._epoch) + 1) % n]
+            if epoch - self._epoch >= n:
+                steps = range(n)  # everything aged out
+                first = epoch - n + 1
+            else:
+                first = int(self._epoch) + 1
+                steps = range(epoch - first + 1)
         for k in steps:
             i = (first + k) % n
             self._failures -= self._fail[i]
@@ -230,10 +250,14 @@ class _TimeCounter:
             self._started[i] = total
         self._epoch = epoch
         self._boundary = (epoch + 1) * self._width
+        if total - self._started[(epoch + 1) % n] < before:
+            self._aged = True  # calls were forgotten: a rate may have risen
 
-    def counts(self, now: float) -> tuple[int, int, int]:
+    def counts(self, now: float, *, evaluate: bool = False) -> tuple[int, int, int]:
         with self._lock:
             self._rotate(now)
+            if evaluate:
+                self._aged = False
             oldest = (int(self._epoch) + 1) % self._n
             calls = count_value(self._calls) - self._started[oldest]
             return calls, self._failures, self._slow_calls
@@ -249,3 +273,4 @@ class _TimeCounter:
             self._slow_calls = 0
             self._epoch = -math.inf
             self._boundary = -math.inf
+            self._aged = False
