@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import re
@@ -134,7 +133,7 @@ def run_spec(engine: sa.Engine, schema: str, sample: int) -> tuple[float, int, i
                     "UPDATE demo_raw_message SET status = 'SPAM_REVIEW', matched_patterns = :p "
                     "WHERE id = :id"
                 ),
-                {"p": json.dumps(matched), "id": msg.id},
+                {"p": "\n".join(matched), "id": msg.id},
             )
             conn.commit()
             status = conn.execute(

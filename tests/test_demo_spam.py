@@ -88,6 +88,8 @@ def test_invalid_rules_are_refused() -> None:
         Rule(1, "   ", RuleMode.CONTAINS)
     with pytest.raises(ValueError, match="not a valid regex"):
         Rule(1, "(unclosed", RuleMode.REGEX)
+    with pytest.raises(ValueError, match="single line"):
+        Rule(1, "free\nmoney", RuleMode.REGEX)
     with pytest.raises(ValueError, match="'FUZZY'"):
         Rule(1, "x", "FUZZY")  # type: ignore[arg-type]
 

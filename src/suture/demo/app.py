@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import os
 import random
@@ -160,7 +159,7 @@ def _message_json(msg: RawMessage) -> dict[str, Any]:
         "brand": msg.brand,
         "text": msg.text,
         "status": msg.status.value,
-        "matchedPatterns": json.loads(msg.matched_patterns) if msg.matched_patterns else [],
+        "matchedPatterns": msg.matched_patterns.split("\n") if msg.matched_patterns else [],
         "createdAt": _iso(msg.created_at),
     }
 
@@ -452,7 +451,7 @@ class Service:
         returned, so concurrent captures never count a message twice.
         """
         matcher = await self.matcher()
-        by_id = {r.id: r.pattern for r in matcher.rules}
+        by_id = {r.id: r.normalized for r in matcher.rules}  # single lines, joined by "\n"
         total = await self.count_ready()
         cursor = 0
         processed = updated = 0
@@ -460,7 +459,7 @@ class Service:
         def match(rows: list[Any]) -> dict[int, dict[str, Any]]:
             found = matcher.match_batch([(row.brand, row.text) for row in rows])
             return {
-                row.id: {"matched_patterns": json.dumps([by_id[i] for i in ids])}
+                row.id: {"matched_patterns": "\n".join(by_id[i] for i in ids)}
                 for row, ids in zip(rows, found, strict=True)
                 if ids
             }
@@ -490,7 +489,8 @@ class Service:
         session: AsyncSession,
     ) -> tuple[int, int, int]:
         """One batch: read by key after ``after``, match, one guarded UPDATE for the hits."""
-        result = await session.execute(
+        conn = await session.connection()  # Core rows: no ORM loading for 10,000 tuples
+        result = await conn.execute(
             sa.select(RawMessage.id, RawMessage.brand, RawMessage.text)
             .where(RawMessage.status == MessageStatus.READY, RawMessage.id > after)
             .order_by(RawMessage.id)

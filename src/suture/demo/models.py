@@ -109,6 +109,7 @@ class RawMessage(Base):
     brand: Mapped[str] = mapped_column(sa.String(64))
     text: Mapped[str] = mapped_column(sa.Text())
     status: Mapped[MessageStatus] = mapped_column(_enum(MessageStatus), default=MessageStatus.READY)
+    #: The patterns of the rules that caught it, one per line (patterns are single lines).
     matched_patterns: Mapped[str | None] = mapped_column(sa.Text())
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
 

@@ -83,6 +83,8 @@ class Rule:
         norm = self.pattern.strip() if mode is RuleMode.REGEX else normalize(self.pattern)
         if not norm:
             raise ValueError(f"pattern={self.pattern!r}: a spam rule needs a non-empty pattern")
+        if "\n" in norm or "\r" in norm:  # only a REGEX keeps its line breaks
+            raise ValueError(f"pattern={self.pattern!r}: a spam rule is a single line")
         if mode is RuleMode.REGEX:
             try:
                 re.compile(norm, re.IGNORECASE)
