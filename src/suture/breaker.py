@@ -47,7 +47,9 @@ from suture.events import BreakerRejected, BreakerStateChanged, emit, log_event,
 from suture.windows import FAILURE, SLOW, CountWindow, TimeWindow, WindowCounter, count_value
 
 __all__ = [
+    "TRANSITIONS",
     "BreakerConfig",
+    "BreakerFallback",
     "BreakerOptions",
     "BreakerRecord",
     "BreakerRegistry",
@@ -56,6 +58,7 @@ __all__ = [
     "BreakerStore",
     "CircuitBreaker",
     "MemoryBreakerStore",
+    "RecordListener",
     "breakers",
 ]
 
