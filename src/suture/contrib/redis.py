@@ -6,7 +6,7 @@ too, within ``poll_interval`` seconds.
 
 >>> import redis                                            # doctest: +SKIP
 >>> from suture.contrib.redis import RedisBreakerStore      # doctest: +SKIP
->>> store = RedisBreakerStore(redis.Redis.from_url("redis://localhost:6379/0"))
+>>> store = RedisBreakerStore(redis.Redis.from_url("redis://localhost:6379/0"))  # doctest: +SKIP
 >>> breaker = suture.CircuitBreaker("payments", store=store)  # doctest: +SKIP
 
 How it keeps the hot path local:
