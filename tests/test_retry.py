@@ -159,6 +159,20 @@ CASES = [
         calls=1,
     ),
     Case(
+        "BreakerOpen is never retried, even when on= says Exception",
+        [suture.BreakerOpen("db", 1.0), "ok"],
+        {**NO_JITTER, "on": Exception},
+        raises=suture.BreakerOpen,
+        calls=1,
+    ),
+    Case(
+        "Overloaded is never retried",
+        [suture.Overloaded("CRITICAL", 2.0), "ok"],
+        {**NO_JITTER, "on": Exception},
+        raises=suture.Overloaded,
+        calls=1,
+    ),
+    Case(
         "timedelta delays",
         [ConnectionError(), "ok"],
         {"jitter": "none", "initial_delay": timedelta(milliseconds=250)},

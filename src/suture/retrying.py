@@ -23,6 +23,7 @@ from suture.backoff import Backoff, Jitter
 from suture.budget import RetryBudget
 from suture.classify import ExceptionClassifier, is_transient, retry_after
 from suture.clock import _WAITS, SYSTEM_CLOCK, Clock
+from suture.errors import BreakerOpen, Overloaded
 from suture.events import (
     RetryBudgetExhausted,
     RetryGaveUp,
@@ -440,6 +441,11 @@ class Retry:
         return AttemptManager(self, name or self.name or "block")
 
 
+# Waiting is the breaker's and the shedder's job: whatever ``on`` says, a retry
+# never hammers an open breaker or a service that just shed the request.
+_NEVER_RETRIED = (BreakerOpen, Overloaded)
+
+
 class _CallState:
     """The decisions of one retried call. No I/O: only arithmetic, events and hooks."""
 
@@ -455,7 +461,7 @@ class _CallState:
     def next_delay(self, exc: BaseException) -> float | None:
         """The wait before the next attempt, or ``None``: give up and raise ``exc``."""
         policy = self.policy
-        if not isinstance(exc, Exception) or not policy.on(exc):
+        if not isinstance(exc, Exception) or isinstance(exc, _NEVER_RETRIED) or not policy.on(exc):
             if self.attempt > 1:
                 self._note(exc, "the error is not retryable")
             return None
