@@ -152,3 +152,32 @@ def test_latency_is_injected_through_the_clock(client: TestClient, clock: FakeCl
     before = clock.now()
     assert client.get("/api/manager/assistance").status_code == 200
     assert clock.now() - before == pytest.approx(0.2)
+
+
+def test_spam_capture_under_injected_errors_counts_each_message_once(client: TestClient) -> None:
+    clean = client.post("/api/manager/spam/capture", params={"batchSize": 7}).json()
+    assert clean["updatedCount"] > 0
+    # put everything back to READY through the API, then capture again with faults on
+    queue = client.get("/api/manager/spam", params={"limit": 500}).json()["messages"]
+    for msg in queue:
+        assert client.post(f"/api/manager/spam/{msg['id']}/release").status_code == 200
+    inject(client, errorRate=0.3)
+    flaky = client.post("/api/manager/spam/capture", params={"batchSize": 7})
+    inject(client, clear=True)
+    assert service(client).chaos.snapshot()["database"]["injected"]["error"] > 0
+    if flaky.status_code == 200:
+        moved = flaky.json()["updatedCount"]
+    else:  # a read or write ran out of retries (rare): what it moved stays moved
+        assert flaky.status_code == 503, flaky.text
+        moved = client.get("/api/manager/spam", params={"limit": 1}).json()["total"]
+    rest = client.post("/api/manager/spam/capture").json()["updatedCount"]
+    assert moved + rest == clean["updatedCount"]
+
+
+def test_spam_capture_when_the_breaker_is_open_is_a_fast_503(client: TestClient) -> None:
+    service(client).breaker.force_open()
+    r = client.post("/api/manager/spam/capture")
+    assert r.status_code == 503
+    assert r.json()["code"] == "breaker_open"
+    service(client).breaker.reset()
+    assert client.post("/api/manager/spam/capture").status_code == 200

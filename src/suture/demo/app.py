@@ -445,15 +445,19 @@ class Service:
     async def capture_spam(self, batch_size: int = 100) -> dict[str, Any]:
         """Match every READY message; move the matches to SPAM_REVIEW, one statement per batch.
 
-        Each batch is read by key (``id > cursor``), matched off the event loop,
+        Batches are read by key (``id > cursor``), matched off the event loop,
         and written by one guarded ``UPDATE ... WHERE status IN ('READY')
-        RETURNING id``: a message another capture moved first is simply not
-        returned, so concurrent captures never count a message twice.
+        RETURNING id`` each: a message another capture moved first is simply
+        not returned, so concurrent captures never count a message twice, and
+        the counts come from ``RETURNING``, not from a re-read.
+
+        The three steps overlap: while batch *n* is matched, batch *n + 1* is
+        read and batch *n - 1* written (each read and each write is its own
+        short transaction under the policy; the guard makes the split safe).
         """
         matcher = await self.matcher()
         by_id = {r.id: r.normalized for r in matcher.rules}  # single lines, joined by "\n"
         total = await self.count_ready()
-        cursor = 0
         processed = updated = 0
 
         def match(rows: list[Any]) -> dict[int, dict[str, Any]]:
@@ -464,14 +468,38 @@ class Service:
                 if ids
             }
 
-        while True:
-            seen, moved, cursor = await self.db(
-                functools.partial(self._capture_batch, cursor, batch_size, match)
+        def read(after: int) -> asyncio.Task[list[Any]]:
+            return asyncio.ensure_future(
+                self.db(functools.partial(self._read_batch, after, batch_size))
             )
-            if not seen:
-                break
-            processed += seen
-            updated += moved
+
+        pending: list[asyncio.Task[Any]] = []
+        try:
+            next_rows = read(0)
+            pending.append(next_rows)
+            write: asyncio.Task[int] | None = None
+            while rows := await next_rows:
+                processed += len(rows)
+                next_rows = read(rows[-1].id)  # prefetch while this batch is matched
+                pending.append(next_rows)
+                # Matching a large batch is CPU work: keep it off the event loop.
+                hits = await asyncio.to_thread(match, rows) if len(rows) > 200 else match(rows)
+                if write is not None:
+                    updated += await write
+                    write = None
+                if hits:
+                    write = asyncio.ensure_future(
+                        self.db(functools.partial(self._write_batch, hits))
+                    )
+                    pending.append(write)
+                pending = [t for t in pending if not t.done()]
+            if write is not None:
+                updated += await write
+        finally:
+            for task in pending:  # an error (say, the breaker opened): stop the rest
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
         remaining = await self.count_ready()
         return {
             "success": True,
@@ -481,14 +509,8 @@ class Service:
             "processed": processed,
         }
 
-    async def _capture_batch(
-        self,
-        after: int,
-        batch_size: int,
-        match: Callable[[list[Any]], dict[int, dict[str, Any]]],
-        session: AsyncSession,
-    ) -> tuple[int, int, int]:
-        """One batch: read by key after ``after``, match, one guarded UPDATE for the hits."""
+    async def _read_batch(self, after: int, batch_size: int, session: AsyncSession) -> list[Any]:
+        """The next READY messages after ``after``, by key."""
         conn = await session.connection()  # Core rows: no ORM loading for 10,000 tuples
         result = await conn.execute(
             sa.select(RawMessage.id, RawMessage.brand, RawMessage.text)
@@ -496,25 +518,21 @@ class Service:
             .order_by(RawMessage.id)
             .limit(batch_size)
         )
-        rows = list(result.all())
-        if not rows:
-            return 0, 0, after
-        # Matching a large batch is CPU work: keep it off the event loop.
-        hits = await asyncio.to_thread(match, rows) if len(rows) > 200 else match(rows)
-        moved = 0
-        if hits:
-            outcome = await atransition(
-                session,
-                RawMessage,
-                MESSAGE_TRANSITIONS,
-                MessageStatus.SPAM_REVIEW,
-                row_values=hits,
-                audit=TransitionAudit,
-                context="spam-capture",
-                clock=self.clock,
-            )
-            moved = outcome.count
-        return len(rows), moved, rows[-1].id
+        return list(result.all())
+
+    async def _write_batch(self, hits: dict[int, dict[str, Any]], session: AsyncSession) -> int:
+        """One guarded UPDATE (and its audit rows) for a batch's matches; the rows it moved."""
+        outcome = await atransition(
+            session,
+            RawMessage,
+            MESSAGE_TRANSITIONS,
+            MessageStatus.SPAM_REVIEW,
+            row_values=hits,
+            audit=TransitionAudit,
+            context="spam-capture",
+            clock=self.clock,
+        )
+        return outcome.count
 
     # --- health ------------------------------------------------------------------
 
