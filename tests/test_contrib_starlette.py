@@ -243,3 +243,38 @@ def test_success_responses_are_untouched(client: TestClient) -> None:
     r = client.get("/ok")
     assert r.status_code == 200
     assert json.loads(r.text) == {"success": True}
+
+
+def test_health_route_reports_breakers_and_pools() -> None:
+    from suture import CircuitBreaker, PoolMonitor
+    from suture.contrib.starlette import health_route
+    from suture.testing import FakeClock
+
+    clock = FakeClock()
+    breaker = CircuitBreaker("payments", clock=clock)
+    used = [1]
+    monitor = PoolMonitor(lambda: (used[0], 10), name="db", clock=clock)
+    monitor.sample()
+    app = Starlette(
+        routes=[
+            health_route(breakers=[breaker], monitors=[monitor]),
+            health_route("/ready", breakers=[breaker], monitors=[monitor], degraded_status=503),
+        ]
+    )
+    client = TestClient(app)
+    body = client.get("/health").json()
+    assert body["status"] == "ok"
+    assert body["breakers"]["payments"]["state"] == "closed"
+    assert body["pools"]["db"]["level"] == "NORMAL"
+    assert body["pools"]["db"]["usage"]["current"] == 1
+    assert client.get("/ready").status_code == 200
+    breaker.force_open()
+    r = client.get("/health")
+    assert r.status_code == 200
+    assert r.json()["status"] == "degraded"
+    assert client.get("/ready").status_code == 503
+    breaker.reset()
+    used[0] = 10
+    monitor.sample()
+    assert client.get("/health").json()["pools"]["db"]["level"] == "CRITICAL"
+    assert client.get("/ready").status_code == 503

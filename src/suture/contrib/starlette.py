@@ -16,6 +16,9 @@
 * **the browser client**: ``GET /suture.js`` serves ``suture/static/suture.js``
   from the installed package.
 
+:func:`health_route` adds a ``/health`` answering breaker states and pool
+levels (:func:`health_report`).
+
 Needs the ``web`` extra (``starlette``).
 """
 
@@ -47,6 +50,8 @@ __all__ = [
     "TransientErrorMiddleware",
     "breaker_open_handler",
     "error_body",
+    "health_report",
+    "health_route",
     "install",
     "invalid_transition_handler",
     "overloaded_handler",
@@ -319,6 +324,62 @@ def _transient_response(request: Request, exc: Exception, retry_after: float) ->
         code="unavailable",
         rid=rid,
     )
+
+
+# --- health ------------------------------------------------------------------
+
+
+def health_report(*, breakers: Iterable[Any] = (), monitors: Iterable[Any] = ()) -> dict[str, Any]:
+    """Breaker states and pool levels as one JSON-ready dict.
+
+    ``status`` is ``"ok"`` when every breaker is closed and every pool at
+    NORMAL, else ``"degraded"``. ``breakers`` are ``suture.CircuitBreaker``
+    objects (``stats()``), ``monitors`` ``suture.PoolMonitor`` objects.
+    """
+    degraded = False
+    breaker_view: dict[str, Any] = {}
+    for breaker in breakers:
+        stats = breaker.stats()
+        breaker_view[breaker.name] = stats.as_dict()
+        degraded = degraded or getattr(stats.state, "value", stats.state) != "closed"
+    pool_view: dict[str, Any] = {}
+    for monitor in monitors:
+        usage = monitor.usage
+        level = monitor.level
+        pool_view[str(getattr(monitor, "name", "pool"))] = {
+            "level": getattr(level, "name", str(level)),
+            "stale": bool(monitor.stale),
+            "usage": usage.as_dict() if usage is not None else None,
+        }
+        degraded = degraded or getattr(level, "name", level) != "NORMAL"
+    return {
+        "status": "degraded" if degraded else "ok",
+        "breakers": breaker_view,
+        "pools": pool_view,
+    }
+
+
+def health_route(
+    path: str = "/health",
+    *,
+    breakers: Iterable[Any] = (),
+    monitors: Iterable[Any] = (),
+    degraded_status: int = 200,
+) -> Route:
+    """A ``GET`` route answering :func:`health_report`.
+
+    ``degraded_status`` is the HTTP status while degraded: ``200`` (the
+    process is alive and answering, with some dependencies failing) or ``503``
+    for load balancers that should stop sending traffic meanwhile.
+    """
+    breakers, monitors = tuple(breakers), tuple(monitors)
+
+    async def endpoint(request: Request) -> Response:
+        report = health_report(breakers=breakers, monitors=monitors)
+        code = 200 if report["status"] == "ok" else degraded_status
+        return JSONResponse(report, status_code=code, headers={"Cache-Control": "no-store"})
+
+    return Route(path, endpoint, methods=["GET"], name="suture_health")
 
 
 # --- suture.js -----------------------------------------------------------------

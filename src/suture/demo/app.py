@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from suture.breaker import BreakerState, CircuitBreaker
+from suture.breaker import CircuitBreaker
 from suture.chaos import AsyncConnectionHog, Chaos
 from suture.clock import SYSTEM_CLOCK, Clock
 from suture.contrib import starlette as suture_web
@@ -60,7 +60,7 @@ from suture.demo.spam import SpamMatcher, fingerprint
 from suture.demo.telemetry import Telemetry
 from suture.errors import InvalidTransition
 from suture.policy import Policy
-from suture.pool import PoolMonitor, PressureLevel, Priority
+from suture.pool import PoolMonitor, Priority
 from suture.retrying import Retry
 
 __all__ = ["DEFAULT_DATABASE_URL", "Service", "Settings", "create_app"]
@@ -542,21 +542,10 @@ class Service:
         return None
 
     def health(self) -> dict[str, Any]:
-        stats = self.breaker.stats()
-        usage = self.monitor.usage
-        degraded = (
-            stats.state is not BreakerState.CLOSED or self.monitor.level is not PressureLevel.NORMAL
-        )
-        return {
-            "status": "degraded" if degraded else "ok",
-            "breakers": {self.breaker.name: stats.as_dict()},
-            "pool": {
-                "level": self.monitor.level.name,
-                "stale": self.monitor.stale,
-                "usage": usage.as_dict() if usage is not None else None,
-            },
-            "chaos": self._chaos_view(),
-        }
+        report = suture_web.health_report(breakers=[self.breaker], monitors=[self.monitor])
+        report["pool"] = report["pools"][self.monitor.name]
+        report["chaos"] = self._chaos_view()
+        return report
 
     def dashboard(self) -> dict[str, Any]:
         self.sample_dashboard()
