@@ -102,7 +102,7 @@ class Settings:
     seed_random: int = 7
     #: Connections in the engine's pool (no overflow, so the gauge is honest).
     pool_size: int = 10
-    pool_timeout: float = 5.0
+    pool_timeout: float = 2.0
     #: Fault injection: the admin endpoint exists only with ``chaos=True``.
     chaos: bool = False
     error_rate: float = 0.0
