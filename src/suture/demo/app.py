@@ -31,6 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -71,6 +72,10 @@ T = TypeVar("T")
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./suture-demo.db"
 MAX_BATCH = 10_000
+#: Spam capture reads this many READY messages at a time (at least one batch).
+READ_CHUNK = 2_000
+#: Guarded UPDATEs one capture runs at once (each on its own pooled connection).
+WRITERS = 3
 DB = "database"  # the breaker's and the chaos target's name
 
 
@@ -187,6 +192,7 @@ class Service:
         )
         self.policy = Policy(retry=self.retry, breaker=self.breaker, timeout=s.db_timeout)
         self._guarded = self.policy(self._attempt)
+        self._guarded_core = self.policy(self._attempt_core)
         self.pool_source = SQLAlchemyPoolSource(self.engine, name="db-pool", clock=s.clock)
         self.monitor = PoolMonitor(
             self.pool_source,
@@ -252,6 +258,23 @@ class Service:
     async def db(self, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run ``op`` in a transaction under the policy: retry, breaker, timeout."""
         return await self._guarded(op)
+
+    async def _attempt_core(self, op: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """:meth:`_attempt` on a bare connection: no ORM session to set up (bulk work)."""
+        error: BaseException | None = None
+        try:
+            await self.chaos.ainject(DB)
+            async with self.engine.begin() as conn:
+                return await op(conn)
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            self.telemetry.db_call(error)
+
+    async def db_core(self, op: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """:meth:`db` with a Core connection instead of a session."""
+        return await self._guarded_core(op)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -451,9 +474,11 @@ class Service:
         not returned, so concurrent captures never count a message twice, and
         the counts come from ``RETURNING``, not from a re-read.
 
-        The three steps overlap: while batch *n* is matched, batch *n + 1* is
-        read and batch *n - 1* written (each read and each write is its own
-        short transaction under the policy; the guard makes the split safe).
+        The steps overlap: messages are read :data:`READ_CHUNK` at a time (the
+        next chunk is read while this one is matched), and up to
+        :data:`WRITERS` batch statements run at once; each read and each write
+        is its own short transaction under the policy, and the guard in the
+        ``UPDATE`` makes the split safe.
         """
         matcher = await self.matcher()
         by_id = {r.id: r.normalized for r in matcher.rules}  # single lines, joined by "\n"
@@ -468,38 +493,47 @@ class Service:
                 if ids
             }
 
+        chunk = max(batch_size, READ_CHUNK)
+        writers = asyncio.Semaphore(WRITERS)
+
         def read(after: int) -> asyncio.Task[list[Any]]:
             return asyncio.ensure_future(
-                self.db(functools.partial(self._read_batch, after, batch_size))
+                self.db_core(functools.partial(self._read_batch, after, chunk))
             )
 
-        pending: list[asyncio.Task[Any]] = []
+        async def write(hits: dict[int, dict[str, Any]]) -> int:
+            async with writers:
+                return await self.db_core(functools.partial(self._write_batch, hits))
+
+        reading: asyncio.Task[list[Any]] | None = None
+        writes: list[asyncio.Task[int]] = []
         try:
-            next_rows = read(0)
-            pending.append(next_rows)
-            write: asyncio.Task[int] | None = None
-            while rows := await next_rows:
+            reading = read(0)
+            while rows := await reading:
                 processed += len(rows)
-                next_rows = read(rows[-1].id)  # prefetch while this batch is matched
-                pending.append(next_rows)
-                # Matching a large batch is CPU work: keep it off the event loop.
+                reading = read(rows[-1].id)  # prefetch while this chunk is matched
+                # Matching many rows is CPU work: keep it off the event loop.
                 hits = await asyncio.to_thread(match, rows) if len(rows) > 200 else match(rows)
-                if write is not None:
-                    updated += await write
-                    write = None
-                if hits:
-                    write = asyncio.ensure_future(
-                        self.db(functools.partial(self._write_batch, hits))
-                    )
-                    pending.append(write)
-                pending = [t for t in pending if not t.done()]
-            if write is not None:
-                updated += await write
+                # One guarded statement per batch of ``batch_size`` messages.
+                for i in range(0, len(rows), batch_size):
+                    part = {r.id: hits[r.id] for r in rows[i : i + batch_size] if r.id in hits}
+                    if part:
+                        writes.append(asyncio.ensure_future(write(part)))
+                for task in [t for t in writes if t.done()]:
+                    updated += task.result()  # a failed write raises here
+                    writes.remove(task)
+            for task in writes:
+                updated += await task
+            writes.clear()
         finally:
-            for task in pending:  # an error (say, the breaker opened): stop the rest
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+            # On an error (say, the breaker opened) stop the rest; what moved stays moved.
+            left: list[asyncio.Task[Any]] = [t for t in writes if not t.done()]
+            if reading is not None and not reading.done():
+                left.append(reading)
+            for pending in left:
+                pending.cancel()
+            if left:
+                await asyncio.gather(*left, return_exceptions=True)
         remaining = await self.count_ready()
         return {
             "success": True,
@@ -509,9 +543,8 @@ class Service:
             "processed": processed,
         }
 
-    async def _read_batch(self, after: int, batch_size: int, session: AsyncSession) -> list[Any]:
+    async def _read_batch(self, after: int, batch_size: int, conn: AsyncConnection) -> list[Any]:
         """The next READY messages after ``after``, by key."""
-        conn = await session.connection()  # Core rows: no ORM loading for 10,000 tuples
         result = await conn.execute(
             sa.select(RawMessage.id, RawMessage.brand, RawMessage.text)
             .where(RawMessage.status == MessageStatus.READY, RawMessage.id > after)
@@ -520,10 +553,10 @@ class Service:
         )
         return list(result.all())
 
-    async def _write_batch(self, hits: dict[int, dict[str, Any]], session: AsyncSession) -> int:
+    async def _write_batch(self, hits: dict[int, dict[str, Any]], conn: AsyncConnection) -> int:
         """One guarded UPDATE (and its audit rows) for a batch's matches; the rows it moved."""
         outcome = await atransition(
-            session,
+            conn,
             RawMessage,
             MESSAGE_TRANSITIONS,
             MessageStatus.SPAM_REVIEW,
