@@ -81,6 +81,7 @@ function render(d) {
   });
   renderEvents(d.recent);
   $("chaos-card").hidden = !d.chaos;
+  if (d.pool.limit) $("chaos-exhaust").dataset.chaos = JSON.stringify({ hold: d.pool.limit });
 }
 
 async function tick() {
