@@ -152,6 +152,25 @@ def test_same_state_is_a_valid_no_op(schema: Schema) -> None:
     assert events.of(TransitionApplied) == []
 
 
+def test_same_state_can_be_rejected_for_actions_that_happen_once(schema: Schema) -> None:
+    schema.seed(1, Msg.PROMOTED)
+    with (
+        capture_events() as events,
+        schema.engine.begin() as conn,
+        pytest.raises(InvalidTransition) as info,
+    ):
+        transition(conn, schema.Message, SPEC, Msg.PROMOTED, key=1, same_state="reject")
+    assert info.value.source is Msg.PROMOTED
+    assert info.value.target is Msg.PROMOTED
+    assert "is already" in str(info.value)
+    assert len(events.of(TransitionRejected)) == 1
+    with (
+        schema.engine.connect() as conn,
+        pytest.raises(ValueError, match="same_state='nope': must be 'ok' or 'reject'"),
+    ):
+        transition(conn, schema.Message, SPEC, Msg.PROMOTED, key=1, same_state="nope")  # type: ignore[arg-type]
+
+
 def test_missing_row_says_so(schema: Schema) -> None:
     schema.seed(1)
     with (

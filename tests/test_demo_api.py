@@ -116,7 +116,7 @@ def test_respond_is_a_validated_transition(client: TestClient) -> None:
     # answering twice is refused, and the first answer stays
     again = client.post(f"/api/manager/assistance/{task_id}/respond", json={"response": "No!"})
     body = assert_error(again, 409, "invalid_transition")
-    assert "already answered" in body["error"]
+    assert "already IN_PROGRESS" in body["error"]
     audit = run(
         client,
         sa.select(TransitionAudit.source, TransitionAudit.target, TransitionAudit.context).where(

@@ -81,7 +81,7 @@ import enum
 from collections.abc import Callable, Generator, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -110,6 +110,9 @@ __all__ = [
 ]
 
 S = TypeVar("S", bound=Hashable)
+
+SameState = Literal["ok", "reject"]
+"""What a single row already in the target state means: a no-op (``"ok"``) or an error."""
 
 
 class RecordNotFound(InvalidTransition, LookupError):
@@ -273,7 +276,11 @@ class _Flow(Generic[S]):
         column: Any,
         returning: bool | None,
         clock: Clock,
+        same_state: SameState = "ok",
     ) -> None:
+        if same_state not in ("ok", "reject"):
+            raise ValueError(f"same_state={same_state!r}: must be 'ok' or 'reject'")
+        self.same_state = same_state
         if not isinstance(transitions, Transitions):
             raise TypeError(f"transitions={transitions!r}: expected a suture.Transitions table")
         self.table, self.mapper = _table_of(model, "model")
@@ -633,8 +640,10 @@ class _Flow(Generic[S]):
             raise RecordNotFound(None, self.target, ctx, reason=reason)
         current = self._state_of(got.rows[0][0])
         if current == self.target:
-            return  # the same state: valid, and nothing to change
-        if current is None:
+            if self.same_state == "ok":
+                return  # the same state: valid, and nothing to change
+            reason = f"{self.entity} {self.key!r} is already {_label(current)}"
+        elif current is None:
             reason = f"{self.entity} {self.key!r} has unknown state {got.rows[0][0]!r}"
         elif current not in self.sources:
             reason = self.transitions.validate(current, self.target).error or "not allowed"
@@ -691,6 +700,7 @@ def transition(
     column: Any = "status",
     returning: bool | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    same_state: SameState = "ok",
 ) -> TransitionOutcome[S]:
     """Move the selected rows of ``model`` to ``target`` in one guarded statement.
 
@@ -707,7 +717,10 @@ def transition(
     :class:`TransitionAuditMixin` model) receives one row per changed record,
     stamped with ``clock.wall()``, in the same transaction; ``context`` (an actor,
     a reason) goes with it and with the events. ``returning=False`` forces the
-    row-count fallback. Never commits.
+    row-count fallback. ``same_state="reject"`` makes a single row that is
+    already in ``target`` an :class:`~suture.errors.InvalidTransition` too (for
+    actions that must happen once, such as answering a request); the default,
+    ``"ok"``, keeps the table's rule that staying put is valid. Never commits.
     """
     flow = _Flow(
         model,
@@ -723,6 +736,7 @@ def transition(
         column=column,
         returning=returning,
         clock=clock,
+        same_state=same_state,
     )
     if isinstance(db, Session):
         dialect = db.get_bind(mapper=flow.mapper, clause=flow.table).dialect
@@ -762,6 +776,7 @@ async def atransition(
     column: Any = "status",
     returning: bool | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    same_state: SameState = "ok",
 ) -> TransitionOutcome[S]:
     """:func:`transition` for an ``AsyncSession`` or an ``AsyncConnection``."""
     flow = _Flow(
@@ -778,6 +793,7 @@ async def atransition(
         column=column,
         returning=returning,
         clock=clock,
+        same_state=same_state,
     )
     if isinstance(db, AsyncSession):
         dialect = db.sync_session.get_bind(mapper=flow.mapper, clause=flow.table).dialect

@@ -59,7 +59,6 @@ from suture.demo.models import (
 from suture.demo.seed import aseed, generate, rule_from_row
 from suture.demo.spam import SpamMatcher, fingerprint
 from suture.demo.telemetry import Telemetry
-from suture.errors import InvalidTransition
 from suture.policy import Policy
 from suture.pool import PoolMonitor, Priority
 from suture.retrying import Retry
@@ -364,7 +363,7 @@ class Service:
         now = _now(self.clock)
 
         async def op(session: AsyncSession) -> dict[str, Any]:
-            moved = await atransition(
+            await atransition(
                 session,
                 Task,
                 TASK_TRANSITIONS,
@@ -374,14 +373,8 @@ class Service:
                 audit=TransitionAudit,
                 context="manager-response",
                 clock=self.clock,
+                same_state="reject",  # answering twice is a 409, not a silent no-op
             )
-            if not moved:  # already IN_PROGRESS: a valid no-op for the table, not for us
-                raise InvalidTransition(
-                    TaskStatus.IN_PROGRESS,
-                    TaskStatus.IN_PROGRESS,
-                    f"task {task_id}",
-                    reason="This request was already answered.",
-                )
             task = await session.get_one(Task, task_id)
             return _task_json(task)
 
