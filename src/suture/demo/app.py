@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from suture.breaker import CircuitBreaker
+from suture.budget import RetryBudget
 from suture.chaos import AsyncConnectionHog, Chaos
 from suture.clock import SYSTEM_CLOCK, Clock
 from suture.contrib import starlette as suture_web
@@ -117,6 +118,11 @@ class Settings:
     retry_attempts: int = 5
     retry_initial_delay: float = 0.02
     retry_max_delay: float = 0.5
+    #: Retries may add at most this share of the successful calls (plus a small floor
+    #: per second): the server's retries cannot multiply an outage, even when the
+    #: browser retries a 503 on top of them.
+    retry_budget_ratio: float = 0.5
+    retry_budget_floor: float = 5.0
     failure_threshold: int = 10
     reset_timeout: float = 10.0
     db_timeout: float | None = 5.0
@@ -181,6 +187,13 @@ class Service:
         self.breaker = CircuitBreaker(
             DB, failure_threshold=s.failure_threshold, reset_timeout=s.reset_timeout, clock=s.clock
         )
+        self.retry_budget = RetryBudget(
+            ratio=s.retry_budget_ratio,
+            capacity=50,
+            min_per_second=s.retry_budget_floor,
+            name=DB,
+            clock=s.clock,
+        )
         self.retry = Retry(
             attempts=s.retry_attempts,
             initial_delay=s.retry_initial_delay,
@@ -188,6 +201,7 @@ class Service:
             clock=s.clock,
             rand=rng.random,
             name=DB,
+            budget=self.retry_budget,
         )
         self.policy = Policy(retry=self.retry, breaker=self.breaker, timeout=s.db_timeout)
         self._guarded = self.policy(self._attempt)
