@@ -36,10 +36,11 @@ import math
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final, ParamSpec, Protocol, TypedDict, TypeVar, Unpack, cast, overload
+from typing import Any, Final, ParamSpec, Protocol, TypedDict, TypeVar, Unpack, cast
 
 from suture import events as _events
 from suture._config import Seconds, check_fraction, check_int, check_seconds
+from suture._decorator import Decorator
 from suture.classify import ExceptionClassifier, is_transient
 from suture.clock import SYSTEM_CLOCK, Clock
 from suture.errors import BreakerOpen, InvalidTransition
@@ -402,7 +403,7 @@ def _rejection_seen() -> bool:
     return bool(current)
 
 
-class CircuitBreaker:
+class CircuitBreaker(Decorator):
     """Stops calling a failing dependency for a while, then probes it carefully.
 
     >>> breaker = CircuitBreaker("payments", failure_threshold=5, reset_timeout=30)
@@ -432,6 +433,8 @@ class CircuitBreaker:
     :param clock: where time comes from.
     :param store: where the state lives; default: this breaker's own memory.
     """
+
+    _tag = "breaker"
 
     def __init__(self, name: str, /, **options: Unpack[BreakerOptions]) -> None:
         if not isinstance(name, str) or not name:
@@ -588,24 +591,13 @@ class CircuitBreaker:
 
     # --- decorator and calls ---------------------------------------------------------
 
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+    def _decorate_sync(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return self._wrap_sync(fn)
 
-    @overload
-    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate ``fn`` (``def`` or ``async def``)."""
-        if not callable(fn):
-            raise TypeError(f"CircuitBreaker: expected a function to decorate, got {fn!r}")
-        if inspect.iscoroutinefunction(fn):
-            wrapped: Callable[P, Any] = self._wrap_async(fn)
-        else:
-            wrapped = self._wrap_sync(fn)
-        wrapped.__suture_breaker__ = self  # type: ignore[attr-defined]
-        return wrapped
+    def _decorate_async(
+        self, fn: Callable[..., Coroutine[Any, Any, Any]]
+    ) -> Callable[..., Coroutine[Any, Any, Any]]:
+        return self._wrap_async(fn)
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` through the breaker."""

@@ -21,9 +21,10 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
 from suture._config import Seconds
+from suture._decorator import Decorator
 from suture.breaker import CircuitBreaker
 from suture.classify import ExceptionClassifier
 from suture.errors import BreakerOpen
@@ -117,7 +118,7 @@ def _no_breaker_open(on: ExceptionClassifier) -> ExceptionClassifier:
     return classify
 
 
-class Policy:
+class Policy(Decorator):
     """Fallback, retry, breaker and timeout applied outermost to innermost.
 
     Every part is optional. ``timeout`` takes seconds or a :class:`suture.Timeout`;
@@ -125,6 +126,7 @@ class Policy:
     Use it as a decorator (``def`` and ``async def``), or ``call`` / ``acall``.
     """
 
+    _tag = "policy"
     __slots__ = ("breaker", "fallback", "retry", "timeout")
 
     def __init__(
@@ -157,18 +159,13 @@ class Policy:
         ]
         return f"Policy({', '.join(parts)})"
 
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+    def _decorate_async(
+        self, fn: Callable[..., Coroutine[Any, Any, Any]]
+    ) -> Callable[..., Coroutine[Any, Any, Any]]:
+        return self._decorate_sync(fn)
 
-    @overload
-    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate ``fn``: fallback(retry(breaker(timeout(fn))))."""
-        if not callable(fn):
-            raise TypeError(f"Policy: expected a function to decorate, got {fn!r}")
+    def _decorate_sync(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """fallback(retry(breaker(timeout(fn)))): each part picks its own sync or async wrapper."""
         inner: Callable[..., Any] = fn
         if self.timeout is not None:
             inner = self.timeout(inner)
@@ -178,7 +175,6 @@ class Policy:
             inner = self.retry(inner)
         if self.fallback is not None:
             inner = self.fallback.wrap(inner)
-        inner.__suture_policy__ = self  # type: ignore[attr-defined]
         return inner
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

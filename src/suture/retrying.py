@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from suture._config import Seconds, check_int, check_seconds
+from suture._decorator import Decorator
 from suture.backoff import Backoff, Jitter
 from suture.budget import RetryBudget
 from suture.classify import ExceptionClassifier, is_transient, retry_after
@@ -124,7 +124,7 @@ _FIELDS = (
 )
 
 
-class Retry:
+class Retry(Decorator):
     """A retry policy. Immutable; use it as a decorator, or ``call``, or the block form.
 
     >>> policy = Retry(attempts=5, initial_delay=0.1, max_delay=2.0, deadline=10.0)
@@ -151,6 +151,7 @@ class Retry:
     :param name: the name in events; default: the wrapped function's qualified name.
     """
 
+    _tag = "retry"
     __slots__ = (
         "_attempts",
         "_backoff",
@@ -270,22 +271,13 @@ class Retry:
 
     # --- decorator ---------------------------------------------------------------
 
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+    def _decorate_sync(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return self._wrap_sync(fn, self._name_for(fn))
 
-    @overload
-    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate ``fn`` (``def`` or ``async def``) with this policy."""
-        if not callable(fn):
-            raise TypeError(f"retry: expected a function to decorate, got {fn!r}")
-        name = self._name_for(fn)
-        if inspect.iscoroutinefunction(fn):
-            return self._wrap_async(fn, name)
-        return self._wrap_sync(fn, name)
+    def _decorate_async(
+        self, fn: Callable[..., Coroutine[Any, Any, Any]]
+    ) -> Callable[..., Coroutine[Any, Any, Any]]:
+        return self._wrap_async(fn, self._name_for(fn))
 
     def _name_for(self, fn: object) -> str:
         if self.name:
@@ -324,7 +316,6 @@ class Retry:
                     return result
                 return run(fn, args, kwargs, exc, start, name)
 
-        wrapper.__suture_retry__ = self  # type: ignore[attr-defined]
         return wrapper
 
     def _wrap_async(
@@ -352,7 +343,6 @@ class Retry:
                 return result
             return await run(fn, args, kwargs, exc, start, name)
 
-        wrapper.__suture_retry__ = self  # type: ignore[attr-defined]
         return wrapper
 
     # --- the two loops -----------------------------------------------------------

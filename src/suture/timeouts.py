@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
 from suture._config import Seconds, check_seconds
+from suture._decorator import Decorator
 from suture.clock import SYSTEM_CLOCK, Clock
 
 __all__ = ["Timeout", "timeout"]
@@ -29,13 +29,14 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Timeout:
+class Timeout(Decorator):
     """A per-attempt time limit; use it as a decorator (``def`` and ``async def``).
 
     >>> @timeout(2.5)
     ... async def fetch() -> bytes: ...
     """
 
+    _tag = "timeout"
     __slots__ = ("clock", "seconds")
 
     seconds: float
@@ -59,37 +60,30 @@ class Timeout:
     def __repr__(self) -> str:
         return f"Timeout({self.seconds!r})"
 
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        if not callable(fn):
-            raise TypeError(f"timeout: expected a function to decorate, got {fn!r}")
+    def _decorate_async(
+        self, fn: Callable[..., Coroutine[Any, Any, Any]]
+    ) -> Callable[..., Coroutine[Any, Any, Any]]:
         limit = self.seconds
         name = getattr(fn, "__qualname__", repr(fn))
-        if inspect.iscoroutinefunction(fn):
 
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                try:
-                    async with asyncio.timeout(limit):
-                        return await fn(*args, **kwargs)
-                except TimeoutError as exc:
-                    exc.add_note(f"suture.timeout: {name} was cancelled after {limit:g}s")
-                    raise
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                async with asyncio.timeout(limit):
+                    return await fn(*args, **kwargs)
+            except TimeoutError as exc:
+                exc.add_note(f"suture.timeout: {name} was cancelled after {limit:g}s")
+                raise
 
-            async_wrapper.__suture_timeout__ = self  # type: ignore[attr-defined]
-            return async_wrapper
+        return async_wrapper
 
+    def _decorate_sync(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        limit = self.seconds
+        name = getattr(fn, "__qualname__", repr(fn))
         now = self.clock.now
 
         @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             start = now()
             result = fn(*args, **kwargs)
             elapsed = now() - start
@@ -101,7 +95,6 @@ class Timeout:
                 )
             return result
 
-        wrapper.__suture_timeout__ = self  # type: ignore[attr-defined]
         return wrapper
 
 
