@@ -132,6 +132,9 @@ class Settings:
     critical: float = 0.9
     #: Start background work (pool sampling, dashboard sampling); tests turn it off.
     background: bool = True
+    #: Synthetic requests per second to the app's own API (``--traffic``), 0 for none:
+    #: :class:`suture.demo.harness.Traffic`, in-process, so the dashboard moves.
+    traffic: float = 0.0
     clock: Clock = SYSTEM_CLOCK
     rand: random.Random | None = None
 
@@ -622,9 +625,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        traffic_task: asyncio.Task[None] | None = None
+        if settings.traffic > 0:
+            from suture.demo.harness import Traffic  # the harness imports this module
+
+            app.state.traffic = traffic = Traffic(app, settings.traffic, clock=settings.clock)
+            traffic_task = asyncio.get_running_loop().create_task(traffic.run())
         try:
             yield
         finally:
+            if traffic_task is not None:
+                traffic_task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await traffic_task
             await service.stop()
 
     app = FastAPI(
