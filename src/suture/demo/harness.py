@@ -40,7 +40,9 @@ from suture.clock import SYSTEM_CLOCK, Clock
 __all__ = [
     "ASSISTANCE",
     "CAPTURE",
+    "MAX_TRAFFIC",
     "PHASES",
+    "TRAFFIC_READS",
     "HarnessError",
     "Phase",
     "PhaseResult",
@@ -895,9 +897,20 @@ def format_report(report: Report) -> str:
 # --- background traffic ----------------------------------------------------------------
 
 
+#: What :class:`Traffic` reads, with weights: what a manager's page loads.
+TRAFFIC_READS: tuple[tuple[str, dict[str, Any], int], ...] = (
+    (ASSISTANCE, {}, 8),
+    ("/api/manager/spam", {"limit": 50}, 1),
+    ("/api/messages", {"status": "READY", "limit": 20}, 1),
+)
+
+
 class Traffic:
     """Calls an ASGI app's own API at ``rate`` requests per second, in-process, until cancelled.
 
+    Reads only by default (the assistance queue mostly, the spam review queue
+    and the inbox), so a visitor's own clicks still find the data as seeded;
+    ``spam_share`` adds spam captures (low priority: the first to be shed).
     Open loop (a request starts every ``1/rate`` s whatever the previous ones
     do), with at most ``max_in_flight`` requests waiting at once: when the
     service is slow the surplus is skipped and counted, not queued.
@@ -908,7 +921,7 @@ class Traffic:
         app: Any,
         rate: float,
         *,
-        spam_share: float = 0.05,
+        spam_share: float = 0.0,
         max_in_flight: int = 32,
         clock: Clock = SYSTEM_CLOCK,
         rand: Callable[[], float] | None = None,
@@ -928,6 +941,13 @@ class Traffic:
         self.statuses: Counter[int] = Counter()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._capturing = False
+        self._answered: asyncio.Event | None = None
+
+    async def wait_until(self, predicate: Callable[[Traffic], bool]) -> None:
+        """Wait until ``predicate(self)`` holds, checked after every answer (wrap in a timeout)."""
+        while not predicate(self):
+            self._answered = answered = asyncio.Event()
+            await answered.wait()
 
     async def run(self) -> None:
         transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
@@ -951,17 +971,29 @@ class Traffic:
                 await asyncio.gather(*pending, return_exceptions=True)
 
     async def _one(self, client: httpx.AsyncClient) -> None:
-        capture = not self._capturing and self._rand() < self.spam_share
+        capture = self.spam_share > 0 and not self._capturing and self._rand() < self.spam_share
         self.sent += 1
         try:
             if capture:
                 self._capturing = True
                 response = await client.post(CAPTURE, params={"batchSize": 500})
             else:
-                response = await client.get(ASSISTANCE)
+                path, params = self._pick()
+                response = await client.get(path, params=params)
             self.statuses[response.status_code] += 1
         except httpx.HTTPError:
             self.statuses[0] += 1
         finally:
             if capture:
                 self._capturing = False
+            if self._answered is not None:
+                self._answered.set()
+
+    def _pick(self) -> tuple[str, dict[str, Any]]:
+        total = sum(weight for _, _, weight in TRAFFIC_READS)
+        point = self._rand() * total
+        for path, params, weight in TRAFFIC_READS:
+            if point < weight:
+                return path, params
+            point -= weight
+        return ASSISTANCE, {}
