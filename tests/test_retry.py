@@ -454,6 +454,64 @@ def test_budget_floor_refills_with_time() -> None:
     assert not budget.try_spend()
 
 
+def test_budget_ten_deposits_of_a_tenth_make_a_token() -> None:
+    # Folded one at a time, 0.1 ten times sums to 0.9999999999999999 in floats.
+    budget = RetryBudget(ratio=0.1, min_per_second=0, clock=FakeClock())
+    for _ in range(9):
+        budget.deposit()
+        assert not budget.try_spend()
+    budget.deposit()
+    assert budget.try_spend()
+
+
+def test_budget_slow_floor_starts_with_one_token() -> None:
+    clock = FakeClock()
+    budget = RetryBudget(min_per_second=0.1, clock=clock)  # one retry per 10 s
+    assert budget.try_spend()  # a fresh, quiet service can retry at once
+    assert not budget.try_spend()
+    clock.advance(10)
+    assert budget.try_spend()
+
+
+def test_any_budget_protocol_is_accepted() -> None:
+    class Ledger:
+        """A user's own budget: only the four members of suture.Budget."""
+
+        name = "ledger"
+
+        def __init__(self) -> None:
+            self.deposits = 0
+            self.asks = 0
+
+        def deposit(self) -> None:
+            self.deposits += 1
+
+        def try_spend(self) -> bool:
+            self.asks += 1
+            return self.asks == 1
+
+        def stats(self) -> suture.budget.BudgetStats:
+            return suture.budget.BudgetStats(
+                name=self.name,
+                tokens=0.0,
+                reserve=0.0,
+                deposits=self.deposits,
+                spent=1,
+                refused=self.asks - 1,
+            )
+
+    ledger = Ledger()
+    assert isinstance(ledger, suture.Budget)
+    policy = Retry(clock=FakeClock(), budget=ledger, attempts=5, jitter="none")
+    flaky = Script([ConnectionError(), ConnectionError(), "ok"])
+    with capture_events() as events, pytest.raises(ConnectionError):
+        run("sync", policy, flaky)
+    assert (flaky.calls, ledger.asks, ledger.deposits) == (2, 2, 0)
+    assert events.of(suture.RetryBudgetExhausted)[0].budget == "ledger"
+    assert run("sync", policy, Script(["ok"])) == "ok"
+    assert ledger.deposits == 1
+
+
 def test_budget_is_capped() -> None:
     budget = RetryBudget(ratio=1.0, capacity=3, min_per_second=0, clock=FakeClock())
     for _ in range(100):
@@ -521,8 +579,16 @@ def test_bad_configuration(kwargs: dict[str, Any], error: type[Exception], match
 def test_budget_bad_configuration() -> None:
     with pytest.raises(ValueError, match=r"ratio=0: must be within \(0, 1\]"):
         RetryBudget(ratio=0)
-    with pytest.raises(ValueError, match="capacity=0"):
+    with pytest.raises(ValueError, match="capacity=0: must be a number >= 1"):
         RetryBudget(capacity=0)
+    with pytest.raises(ValueError, match=r"capacity=0\.5: must be a number >= 1"):
+        RetryBudget(capacity=0.5)  # could never hold one token
+    with pytest.raises(ValueError, match="capacity=inf: must be a finite number"):
+        RetryBudget(capacity=float("inf"))
+    with pytest.raises(ValueError, match="min_per_second=-1: must be a number >= 0"):
+        RetryBudget(min_per_second=-1)
+    with pytest.raises(TypeError, match="capacity='10': expected a number, got str"):
+        RetryBudget(capacity="10")  # type: ignore[arg-type]
 
 
 def test_policy_is_immutable_and_replaceable() -> None:

@@ -15,7 +15,7 @@ from suture.breaker import (
     MemoryBreakerStore,
     breakers,
 )
-from suture.budget import RetryBudget
+from suture.budget import Budget, RetryBudget
 from suture.chaos import Chaos, FaultConfig, InjectedFault
 from suture.classify import Classifier, is_transient, is_transient_status, retry_after
 from suture.clock import SYSTEM_CLOCK, Clock, SystemClock
@@ -56,6 +56,7 @@ __all__ = [
     "BreakerStateChanged",
     "BreakerStats",
     "BreakerStore",
+    "Budget",
     "CallableSource",
     "Chaos",
     "CircuitBreaker",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-__all__ = ["Seconds", "check_fraction", "check_int", "check_seconds", "seconds"]
+__all__ = ["Seconds", "check_fraction", "check_int", "check_number", "check_seconds", "seconds"]
 
 Seconds = float | int | timedelta
 """A duration: seconds as a number, or a ``timedelta``."""
@@ -56,6 +56,20 @@ def check_int(name: str, value: int, *, minimum: int = 1, maximum: int | None = 
         allowed = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
         raise ValueError(f"{name}={value!r}: must be an integer {allowed}")
     return value
+
+
+def check_number(name: str, value: float, *, positive: bool = False) -> float:
+    """A finite number that is >= 0 (or > 0 with ``positive``): counts, rates, capacities."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}={value!r}: expected a number, got {type(value).__name__}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"{name}={value!r}: must be a finite number")
+    if positive and out <= 0:
+        raise ValueError(f"{name}={value!r}: must be a number greater than 0")
+    if out < 0:
+        raise ValueError(f"{name}={value!r}: must be a number >= 0")
+    return out
 
 
 def check_fraction(name: str, value: float, *, allow_zero: bool = False) -> float:

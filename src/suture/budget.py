@@ -17,11 +17,16 @@ from __future__ import annotations
 import itertools
 import threading
 from dataclasses import dataclass
+from typing import Final, Protocol, runtime_checkable
 
-from suture._config import check_fraction, check_seconds
+from suture._config import check_fraction, check_number
 from suture.clock import SYSTEM_CLOCK, Clock
 
-__all__ = ["BudgetStats", "RetryBudget"]
+__all__ = ["Budget", "BudgetStats", "RetryBudget"]
+
+#: Tokens are sums of ``n * ratio``; ten deposits of 0.1 folded one at a time
+#: add up to 0.9999999999999999. A token is there when within this of 1.
+EPSILON: Final = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,48 @@ class BudgetStats:
     refused: int  #: retries refused since creation
 
 
+def check_budget(
+    ratio: float, capacity: float, min_per_second: float
+) -> tuple[float, float, float]:
+    """Validate a budget's numbers (shared by every budget): ``(ratio, capacity, floor)``."""
+    out_ratio = check_fraction("ratio", ratio)
+    out_capacity = check_number("capacity", capacity)
+    if out_capacity < 1:
+        raise ValueError(
+            f"capacity={capacity!r}: must be a number >= 1 (a bucket that cannot hold "
+            "one token never allows a retry)"
+        )
+    return out_ratio, out_capacity, check_number("min_per_second", min_per_second)
+
+
+@runtime_checkable
+class Budget(Protocol):
+    """What :class:`suture.Retry` accepts as ``budget=``.
+
+    :class:`RetryBudget` (this process) and
+    :class:`suture.contrib.redis.RedisRetryBudget` (shared by several workers)
+    implement it. ``deposit`` is called after every success and must be cheap
+    and lock-free; ``try_spend`` before every retry.
+    """
+
+    @property
+    def name(self) -> str:
+        """The name in events."""
+        ...
+
+    def deposit(self) -> None:
+        """Record one success."""
+        ...
+
+    def try_spend(self) -> bool:
+        """Take one token for a retry; ``False`` when there is none."""
+        ...
+
+    def stats(self) -> BudgetStats:
+        """A snapshot."""
+        ...
+
+
 class RetryBudget:
     """Token bucket for retries.
 
@@ -46,6 +93,7 @@ class RetryBudget:
 
     __slots__ = (
         "_clock",
+        "_credited",
         "_folded",
         "_last_refill",
         "_lock",
@@ -69,16 +117,18 @@ class RetryBudget:
         name: str = "retry-budget",
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self.ratio = check_fraction("ratio", ratio)
-        self.capacity = check_seconds("capacity", capacity, positive=True)
-        self.min_per_second = check_seconds("min_per_second", min_per_second)
+        self.ratio, self.capacity, self.min_per_second = check_budget(
+            ratio, capacity, min_per_second
+        )
         self.name = name
         self._clock = clock
         self._lock = threading.Lock()
         self._successes = itertools.count()
         self._folded = 0  # successes already folded into _tokens
+        self._credited = 0  # successes added by _credit (under the lock)
         self._tokens = 0.0
-        self._reserve = min(1.0, self.min_per_second) if self.min_per_second else 0.0
+        # A floor starts with one token, however slow: a fresh, quiet service can retry.
+        self._reserve = 1.0 if self.min_per_second else 0.0
         self._last_refill = clock.now()
         self._spent = 0
         self._refused = 0
@@ -86,6 +136,12 @@ class RetryBudget:
     def deposit(self) -> None:
         """Record a success. Lock-free."""
         next(self._successes)
+
+    def _credit(self, successes: int) -> None:
+        """Add ``successes`` deposits at once (a shared budget's local fallback does)."""
+        with self._lock:
+            self._credited += successes
+            self._fold()
 
     def _fold(self) -> None:
         # Called with the lock held.
@@ -105,16 +161,16 @@ class RetryBudget:
     def _count(self) -> int:
         # ``repr(count(7))`` is ``"count(7)"``: the one way to read an itertools counter
         # without advancing it that every supported Python keeps.
-        return int(repr(self._successes)[6:-1])
+        return int(repr(self._successes)[6:-1]) + self._credited
 
     def try_spend(self) -> bool:
         """Take one token for a retry; ``False`` (and nothing taken) when the bucket is empty."""
         with self._lock:
             self._fold()
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-            elif self._reserve >= 1.0:
-                self._reserve -= 1.0
+            if self._tokens >= 1.0 - EPSILON:
+                self._tokens = max(0.0, self._tokens - 1.0)
+            elif self._reserve >= 1.0 - EPSILON:
+                self._reserve = max(0.0, self._reserve - 1.0)
             else:
                 self._refused += 1
                 return False

@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypedDict, TypeVar, Unpack, overload
 from suture._config import Seconds, check_int, check_seconds
 from suture._decorator import Decorator
 from suture.backoff import Backoff, Jitter
-from suture.budget import RetryBudget
+from suture.budget import Budget
 from suture.classify import ExceptionClassifier, is_transient, retry_after
 from suture.clock import _WAITS, SYSTEM_CLOCK, Clock
 from suture.errors import BreakerOpen, Overloaded
@@ -82,7 +82,7 @@ class RetryOptions(TypedDict, total=False):
     deadline: Seconds | None
     on: ExceptionClassifier | type[BaseException] | tuple[type[BaseException], ...]
     on_retry: RetryHook | None
-    budget: RetryBudget | None
+    budget: Budget | None
     clock: Clock
     rand: Callable[[], float]
     name: str | None
@@ -145,7 +145,9 @@ class Retry(Decorator):
     :param on: what is worth retrying: a classifier ``(exc) -> bool``, an
         exception type or a tuple of them. Default :data:`suture.is_transient`.
     :param on_retry: a hook called before each wait with the :class:`RetryScheduled` event.
-    :param budget: a shared :class:`RetryBudget`; when empty, the error propagates.
+    :param budget: a :class:`suture.RetryBudget` (or any :class:`suture.Budget`, such as
+        ``suture.contrib.redis.RedisRetryBudget``) shared by policies; when empty,
+        the error propagates.
     :param clock: where time comes from (tests pass ``FakeClock``).
     :param rand: randomness for jitter, a callable returning a float in [0, 1).
     :param name: the name in events; default: the wrapped function's qualified name.
@@ -175,7 +177,7 @@ class Retry(Decorator):
     deadline: float | None
     on: ExceptionClassifier
     on_retry: RetryHook | None
-    budget: RetryBudget | None
+    budget: Budget | None
     clock: Clock
     rand: Callable[[], float]
     name: str | None
@@ -221,7 +223,7 @@ class Retry(Decorator):
         | type[BaseException]
         | tuple[type[BaseException], ...] = is_transient,
         on_retry: RetryHook | None = None,
-        budget: RetryBudget | None = None,
+        budget: Budget | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rand: Callable[[], float] = random.random,
         name: str | None = None,
@@ -233,8 +235,11 @@ class Retry(Decorator):
         dl = None if deadline is None else check_seconds("deadline", deadline, positive=True)
         if on_retry is not None and not callable(on_retry):
             raise TypeError(f"on_retry={on_retry!r}: expected a callable or None")
-        if budget is not None and not isinstance(budget, RetryBudget):
-            raise TypeError(f"budget={budget!r}: expected a suture.RetryBudget or None")
+        if budget is not None and not isinstance(budget, Budget):
+            raise TypeError(
+                f"budget={budget!r}: expected a suture.RetryBudget (or any object with "
+                "name, deposit(), try_spend() and stats(): suture.Budget) or None"
+            )
         setter = object.__setattr__
         setter(self, "_attempts", attempts)
         setter(self, "initial_delay", backoff.initial)
