@@ -881,3 +881,62 @@ def test_h1_found_after_long_text_scripts_and_comments(filler: int) -> None:
 def test_title_after_the_snippet_is_still_found() -> None:
     body = ("<html><body>" + "<p>text</p>" * 3000 + "<title>Late title</title>").encode()
     assert validate_response(resp(500, body, "text/html")).error == "Late title"
+
+
+# --- hostile input: bounded work, never an exception ---------------------------------
+
+
+@pytest.mark.parametrize("unit", ["<a ", "</", "<?", "<!", "<!--", "<title>"])
+def test_unterminated_markup_never_reaches_close_unbounded(
+    unit: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # HTMLParser.close() re-reads an unterminated construct one character at a time,
+    # at a cost that grows with the square of its length (46 s for 64 KiB of "<a ").
+    # The tokenizer must never be left holding more than a short tail at close().
+    from suture import responses
+
+    pending: list[int] = []
+    for cls in (responses._ErrorPage, responses._TextOnly):
+        original = cls.close
+
+        def spy(self: Any, _original: Any = original) -> None:
+            pending.append(len(self.rawdata))
+            _original(self)
+
+        monkeypatch.setattr(cls, "close", spy)
+    body = (unit * (65536 // len(unit))).encode()
+    outcome = validate_response(resp(502, body, "text/html"))
+    assert not outcome.ok
+    assert outcome.error == "HTTP 502 Bad Gateway" or not TAG.search(outcome.error or "")
+    clean_text(unit * 1000)
+    json_body = json.dumps({"error": unit * 3000}).encode()
+    assert not validate_response(resp(400, json_body, "application/json")).ok
+    assert pending
+    assert max(pending) <= responses._MAX_TAIL
+
+
+def test_title_with_unterminated_tag_after_it_is_kept() -> None:
+    body = b"<html><head><title>Down for maintenance</title></head><body><a " + b"x" * 5000
+    assert validate_response(resp(503, body, "text/html")).error == "Down for maintenance"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(9 * 10**4000, 86400.0), (-(9 * 10**4000), 0.0), (1e308 * 10, None), ("1e400", None)],
+)
+def test_body_retry_after_overflow_is_clamped_or_ignored(value: Any, expected: Any) -> None:
+    import sys
+
+    if isinstance(value, int):
+        old = sys.get_int_max_str_digits()
+        sys.set_int_max_str_digits(0)
+        try:
+            text = '{"error": "busy", "retryAfter": ' + str(value) + "}"
+        finally:
+            sys.set_int_max_str_digits(old)
+        body = text.encode()
+    else:
+        body = json.dumps({"error": "busy", "retryAfter": value}).encode()
+    outcome = validate_response(resp(503, body, "application/json"))
+    assert outcome.error == "busy"
+    assert outcome.retry_after == expected

@@ -857,7 +857,10 @@ def _body_retry_after(data: object) -> float | None:
         if isinstance(value, bool) or value is None:
             continue
         if isinstance(value, (int, float)):
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer of hundreds of digits: clamped like the header
+                number = MAX_RETRY_AFTER if value > 0 else 0.0
         elif isinstance(value, str):
             try:
                 number = float(value.strip())
@@ -895,6 +898,11 @@ def _schema_reason(exc: Exception) -> str:
 
 
 _CHUNK: Final = 2048
+# The most unparsed text the tokenizer may hold: an unterminated tag, comment or
+# script longer than _MAX_PENDING ends the reading, and one longer than _MAX_TAIL
+# left at the end is dropped rather than re-read character by character by close().
+_MAX_PENDING: Final = 32768
+_MAX_TAIL: Final = 256
 # Where tokenizing resumes after a skip: the tags we look for, and every construct
 # whose content is not markup (so a "<h1" inside it is never mistaken for a tag).
 _RESUME_AT: Final = (
@@ -974,6 +982,12 @@ class _ErrorPage(HTMLParser):
                 if not hits:
                     raise _Stop
                 pos = min(hits)
+            if len(self.rawdata) > _MAX_PENDING:
+                break  # an unterminated construct this long is not a page worth reading
+        if len(self.rawdata) > _MAX_TAIL:
+            # close() hands an unterminated tag or comment to the tokenizer again one
+            # character at a time, which costs the square of its length: drop it.
+            self.rawdata = ""
         self.close()
 
     @property
@@ -1055,6 +1069,8 @@ def _strip_tags(text: str) -> str:
     parser = _TextOnly()
     try:
         parser.feed(text)
+        if len(parser.rawdata) > _MAX_TAIL:
+            parser.rawdata = ""  # as in _ErrorPage._run: close() would cost its square
         parser.close()
     except Exception:
         pass
