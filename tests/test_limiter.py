@@ -336,3 +336,31 @@ def test_as_dict_is_json_friendly() -> None:
         "shed": 0,
         "drops": 0,
     }
+
+
+def test_gradient_with_latencies_below_the_clock_resolution_does_not_collapse() -> None:
+    # A service that answers within the same clock tick: min_rtt and every window's
+    # latency are 0. 0/0 once read as a gradient of 0 (clamped to 0.5) and halved the
+    # limit at every window down to the minimum.
+    clock = FakeClock()
+    lim = AdaptiveLimiter(
+        mode="gradient", initial=50, max_limit=200, probe_samples=5, window=0.1, clock=clock
+    )
+    for _ in range(400):
+        permits = [lim.acquire() for _ in range(min(lim.limit, 40))]
+        for permit in permits:
+            permit.success()  # no time passes during the call
+        clock.advance(0.01)
+    assert lim.min_rtt == 0.0
+    assert lim.limit >= 50  # it held (or grew: 40 in flight keeps the limit in use)
+
+
+def test_negative_latency_from_a_clock_going_backwards_is_not_a_drop() -> None:
+    clock = FakeClock(start=100.0)
+    lim = make(clock, initial=4, timeout=1.0)
+    permit = lim.acquire()
+    clock._now -= 50.0  # a broken clock: the call "ends" before it started
+    permit.success()
+    assert lim.drops == 0
+    assert lim.inflight == 0
+    assert lim.min_limit <= lim.limit <= lim.max_limit

@@ -162,7 +162,8 @@ class _Gradient:
         self.window_inflight = 0
         self.window_start = now
         base = sample if self.min_rtt is None else self.min_rtt
-        gradient = max(0.5, min(2.0, base * (1.0 + self.buffer) / max(sample, 1e-9)))
+        # No measurable latency at all (0/0): nothing is queueing, the gradient is high.
+        gradient = 2.0 if sample <= 0.0 else max(0.5, min(2.0, base * (1.0 + self.buffer) / sample))
         if gradient >= 1.0 and not busy:
             return limit, ""  # application-limited: no evidence the limit can grow
         target = limit * gradient + math.sqrt(limit)
