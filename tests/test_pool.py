@@ -610,3 +610,78 @@ def test_pressure_machine_properties(fractions: list[float], recover_after: int)
         if level != previous:
             below = 0
         previous = level
+
+
+# --- sampler lifecycle and misbehaving sources ------------------------------------------
+
+
+def test_start_after_a_stop_that_timed_out_samples_again() -> None:
+    # stop() could not wait for a sampler stuck in a slow sample; start() used to see
+    # that thread alive, do nothing, and the monitor never sampled again once it ended.
+    entered = threading.Event()
+    release = threading.Event()
+    resumed = threading.Event()
+    calls = 0
+
+    def source() -> tuple[int, int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            entered.set()
+            release.wait(10)  # stuck until the test lets it go
+        elif calls >= 3:
+            resumed.set()
+        return 1, 10
+
+    m = PoolMonitor(source, interval=0.01, name="stuck")
+    m.start()
+    assert entered.wait(10)
+    m.stop(timeout=0)  # gives up waiting: the first sampler is still inside read()
+    old = m._thread
+    assert old is not None and old.is_alive()
+    m.start()
+    assert m._thread is not old
+    release.set()
+    try:
+        assert resumed.wait(10)  # the new sampler samples, on and on
+        old.join(10)
+        assert not old.is_alive()  # the stopped one ended after its sample
+    finally:
+        m.stop()
+    assert not m.running
+    assert [t.name for t in threading.enumerate()].count("suture-pool-stuck") == 0
+
+
+def test_stop_then_start_from_many_threads_leaves_one_sampler() -> None:
+    m = PoolMonitor(lambda: (1, 10), interval=0.01, name="many")
+    try:
+        for _ in range(5):
+            starters = [threading.Thread(target=m.start) for _ in range(4)]
+            for t in starters:
+                t.start()
+            for t in starters:
+                t.join()
+            assert [t.name for t in threading.enumerate()].count("suture-pool-many") == 1
+            m.stop()
+            assert not m.running
+    finally:
+        m.stop()
+
+
+def test_a_source_returning_garbage_is_reported_and_the_others_still_count() -> None:
+    class Odd:
+        name = "odd"
+
+        def __init__(self, value: Any) -> None:
+            self.value = value
+
+        def read(self) -> Any:
+            return self.value
+
+    for garbage in [None, "3/10", (1, 2, 3), (float("nan"), 10)]:
+        m = PoolMonitor([Odd(garbage), lambda: (2, 10)], clock=FakeClock())
+        usage = m.sample()
+        assert usage.fraction == 0.2
+        assert usage.detail("odd").error is not None
+    pair = PoolMonitor(Odd((9, 10)), clock=FakeClock()).sample()
+    assert pair.fraction == 0.9

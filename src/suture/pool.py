@@ -392,6 +392,7 @@ class PoolMonitor:
         self._actions: tuple[LevelChangeCallback, ...] = ()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._lifecycle = threading.Lock()  # start() and stop() from several threads
         self._task: asyncio.Task[None] | None = None
 
     # --- the request path ----------------------------------------------------------
@@ -498,7 +499,7 @@ class PoolMonitor:
             first_error: BaseException | None = None
             for source in self.sources:
                 try:
-                    reading = source.read()
+                    reading = _as_reading(source.read())
                 except Exception as exc:
                     first_error = first_error or exc
                     logger.warning("pool %s: source %s failed: %s", self.name, source.name, exc)
@@ -647,14 +648,28 @@ class PoolMonitor:
     # --- the sampler (thread) -------------------------------------------------------------
 
     def start(self) -> Self:
-        """Start sampling in a daemon thread (first sample at once). No-op when running."""
-        if self.running:
-            return self
-        self._stop.clear()
-        self._arm()
-        thread = threading.Thread(target=self._run, name=f"suture-pool-{self.name}", daemon=True)
-        self._thread = thread
-        thread.start()
+        """Start sampling in a daemon thread (first sample at once). No-op when running.
+
+        A sampler that :meth:`stop` could not wait for (stuck in a slow sample)
+        still ends after that sample: ``start()`` then runs a new one beside it
+        (samples never overlap: they take turns on one lock).
+        """
+        with self._lifecycle:
+            thread = self._thread
+            if thread is not None and thread.is_alive() and not self._stop.is_set():
+                return self
+            # Each sampler thread has its own stop event, so a thread still finishing
+            # after a timed-out stop() is not revived by the new one's clear().
+            self._stop = threading.Event()
+            self._arm()
+            thread = threading.Thread(
+                target=self._run,
+                args=(self._stop,),
+                name=f"suture-pool-{self.name}",
+                daemon=True,
+            )
+            self._thread = thread
+            thread.start()
         return self
 
     def stop(self, timeout: Seconds | None = None) -> None:
@@ -663,15 +678,18 @@ class PoolMonitor:
         A sample in progress finishes first; by default the wait is bounded by
         ``stale_after``.
         """
-        self._stop.set()
-        thread = self._thread
+        with self._lifecycle:
+            self._stop.set()
+            thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             limit = self.stale_after if timeout is None else check_seconds("timeout", timeout)
             thread.join(limit)
             if thread.is_alive():
                 logger.warning("pool %s: sampler still busy after %.1fs", self.name, limit)
             else:
-                self._thread = None
+                with self._lifecycle:
+                    if self._thread is thread:
+                        self._thread = None
 
     def close(self) -> None:
         """Stop the sampler thread and close every source that has a ``close()``
@@ -691,11 +709,11 @@ class PoolMonitor:
         if self._usage is None:
             self._fresh_until = self._now() + self.stale_after
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             self._sample_logged()
             # Fixed delay after the end of each sample: a slow sample delays the next.
-            if self._stop.wait(self.interval):
+            if stop.wait(self.interval):
                 break
 
     def _sample_logged(self) -> None:
@@ -772,6 +790,17 @@ class PoolMonitor:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _as_reading(out: object) -> Reading:
+    """A source's answer as a :class:`Reading`; a ``(current, limit)`` pair is accepted.
+    Anything else raises ``TypeError`` (the source is then reported as failed)."""
+    if isinstance(out, Reading):
+        return out
+    if isinstance(out, tuple) and len(out) == 2:
+        current, limit = out
+        return Reading(int(current), int(limit))
+    raise TypeError(f"read() returned {out!r}: expected a Reading or (current, limit)")
 
 
 def _normalise_sources(
