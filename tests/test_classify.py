@@ -154,8 +154,36 @@ def test_retry_after_seconds_and_date() -> None:
     assert parse_retry_after(past, now=now) == 0.0  # never negative
 
 
+def test_retry_after_accepts_the_three_http_date_forms() -> None:
+    now = 784_111_777.0  # Sun, 06 Nov 1994 08:49:37 GMT, RFC 9110's example
+    for form in (
+        "Sun, 06 Nov 1994 08:49:47 GMT",  # IMF-fixdate
+        "Sunday, 06-Nov-94 08:49:47 GMT",  # obsolete RFC 850
+        "Sun Nov  6 08:49:47 1994",  # obsolete asctime: no zone, GMT by definition
+        "Sun, 06 Nov 1994 08:49:47 -0000",  # "-0000": no zone either
+    ):
+        assert parse_retry_after(form, now=now) == pytest.approx(10.0), form
+    assert parse_retry_after("1.5", now=now) == 1.5  # a fraction is tolerated
+
+
 @pytest.mark.parametrize(
-    "value", ["", "soon", "-5", "NaN", "inf", "1e999", "Mon, 99 Foo 2020", "12 apples", None]
+    "value",
+    [
+        "",
+        "soon",
+        "-5",
+        "+5",
+        "NaN",
+        "inf",
+        "1e999",
+        "1e3",
+        "1_000",
+        "0x10",
+        "\u0663",  # ARABIC-INDIC DIGIT THREE: float() reads it, HTTP does not
+        "Mon, 99 Foo 2020",
+        "12 apples",
+        None,
+    ],
 )
 def test_retry_after_garbage_is_none(value: str | None) -> None:
     result = parse_retry_after(value)

@@ -130,6 +130,14 @@ CASES = [
         sleeps=[1.0, 2.0],  # 1 + 2 = 3; the next wait (4) would end at 7 > 5
     ),
     Case(
+        "no attempt starts exactly at the deadline",
+        [ConnectionError()] * 10,
+        {**NO_JITTER, "attempts": 10, "deadline": 3.0},
+        raises=ConnectionError,
+        calls=2,
+        sleeps=[1.0],  # after 1 s, a 2 s wait would end at the deadline: give up now
+    ),
+    Case(
         "non-transient after transient propagates",
         [ConnectionError(), KeyError("k")],
         NO_JITTER,

@@ -33,6 +33,16 @@ async def test_async_attempt_is_cancelled_at_the_limit() -> None:
     assert any("cancelled after 0.01s" in note for note in info.value.__notes__)
 
 
+async def test_a_timeout_error_of_the_call_itself_gets_no_note() -> None:
+    @timeout(30)
+    async def own() -> None:
+        raise TimeoutError("the server's own timeout")
+
+    with pytest.raises(TimeoutError, match="the server's own timeout") as info:
+        await own()
+    assert not getattr(info.value, "__notes__", [])  # it was not cancelled by suture
+
+
 async def test_async_attempt_within_the_limit_returns() -> None:
     @timeout(timedelta(seconds=5))
     async def quick(x: int) -> int:

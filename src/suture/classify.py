@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import email.utils
 import math
-import time
+import re
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC
 from http import HTTPStatus
 from typing import Final
+
+from suture.clock import SYSTEM_CLOCK
 
 __all__ = [
     "TRANSIENT_STATUSES",
@@ -39,6 +42,10 @@ TRANSIENT_STATUSES: Final = frozenset({408, 425, 429, *range(500, 600)})
 
 MAX_RETRY_AFTER: Final = 86_400.0
 """Retry-After values are clamped to one day."""
+
+# delta-seconds is 1*DIGIT (RFC 9110); a decimal fraction is tolerated. ASCII only:
+# no "1_000", "1e3" or non-Latin digits.
+_DELTA_SECONDS: Final = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 
 # Transient errors of libraries suture does not import, by "<top package>.<class name>"
 # anywhere in the exception's MRO.
@@ -262,21 +269,21 @@ def parse_retry_after(value: str | bytes | None, *, now: float | None = None) ->
     text = value.strip()
     if not text or len(text) > 64:
         return None
-    if text[0].isdigit() or text[0] in "+.":
-        try:
-            seconds = float(text)
-        except ValueError:
-            return None
-        if not math.isfinite(seconds):
-            return None
-        return min(max(0.0, seconds), MAX_RETRY_AFTER)
+    if _DELTA_SECONDS.fullmatch(text):
+        return min(float(text), MAX_RETRY_AFTER)
+    if text[0].isdigit() or text[0] in "+-.":
+        return None  # a malformed number is not a date either
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when is None or when.tzinfo is None:  # pragma: no cover - defensive
+    if when is None:  # pragma: no cover - defensive
         return None
-    current = time.time() if now is None else now
+    if when.tzinfo is None:
+        # An HTTP-date is always GMT: the asctime form ("Sun Nov  6 08:49:37 1994")
+        # and "-0000" carry no zone, and recipients must accept them (RFC 9110 5.6.7).
+        when = when.replace(tzinfo=UTC)
+    current = SYSTEM_CLOCK.wall() if now is None else now
     return min(max(0.0, when.timestamp() - current), MAX_RETRY_AFTER)
 
 

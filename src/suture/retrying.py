@@ -41,7 +41,7 @@ RetryHook = Callable[[RetryScheduled], None]
 
 _REASONS = {
     "attempts": "all attempts used",
-    "deadline": "the next wait would end past the deadline",
+    "deadline": "the next wait would end at or past the deadline",
     "budget": "the retry budget is empty",
 }
 
@@ -141,7 +141,7 @@ class Retry(Decorator):
     :param multiplier: growth per wait (>= 1).
     :param jitter: ``"none"``, ``"full"``, ``"equal"`` or ``"decorrelated"``.
     :param deadline: the whole call, waits included, never runs past this many
-        seconds; no wait is started that would end past it. ``None``: no deadline.
+        seconds; no wait is started that would end at or past it. ``None``: no deadline.
     :param on: what is worth retrying: a classifier ``(exc) -> bool``, an
         exception type or a tuple of them. Default :data:`suture.is_transient`.
     :param on_retry: a hook called before each wait with the :class:`RetryScheduled` event.
@@ -468,7 +468,9 @@ class _CallState:
         hinted = retry_after(exc, now=clock.wall())
         if hinted is not None:
             delay = min(hinted, policy.max_delay)
-        if policy.deadline is not None and elapsed + delay > policy.deadline:
+        # A wait that ends at the deadline would start an attempt with no time left
+        # (in async code, cancelled at once, its TimeoutError replacing the real error).
+        if policy.deadline is not None and elapsed + delay >= policy.deadline:
             return self._give_up(exc, elapsed, "deadline")
         budget = policy.budget
         if budget is not None and not budget.try_spend():

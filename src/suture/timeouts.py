@@ -68,11 +68,13 @@ class Timeout(Decorator):
 
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            scope = asyncio.timeout(limit)
             try:
-                async with asyncio.timeout(limit):
+                async with scope:
                     return await fn(*args, **kwargs)
             except TimeoutError as exc:
-                exc.add_note(f"suture.timeout: {name} was cancelled after {limit:g}s")
+                if scope.expired():  # ours, not a TimeoutError the call raised itself
+                    exc.add_note(f"suture.timeout: {name} was cancelled after {limit:g}s")
                 raise
 
         return async_wrapper
