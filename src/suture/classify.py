@@ -277,8 +277,6 @@ def parse_retry_after(value: str | bytes | None, *, now: float | None = None) ->
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when is None:  # pragma: no cover - defensive
-        return None
     if when.tzinfo is None:
         # An HTTP-date is always GMT: the asctime form ("Sun Nov  6 08:49:37 1994")
         # and "-0000" carry no zone, and recipients must accept them (RFC 9110 5.6.7).
