@@ -343,7 +343,8 @@ def _chaos(args: argparse.Namespace) -> int:
         reset_timeout=reset_timeout,
     )
     logging.basicConfig(format="%(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("suture").setLevel(logging.INFO if args.verbose else logging.ERROR)
+    # The report counts what the log would say (retries, give-ups): quiet unless asked.
+    logging.getLogger("suture").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
     if not args.json:
         print(
             f"suture chaos: 6 phases of {phase_seconds:g} s against "

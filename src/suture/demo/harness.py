@@ -83,6 +83,9 @@ class Phase:
     #: The body POSTed to ``/api/admin/chaos`` (``hold=-1`` means "the pool's limit").
     faults: Mapping[str, Any]
     criterion: str
+    #: Run past ``phase_seconds`` (up to 4 times as long) until this many answers:
+    #: a percentage criterion needs enough of them (one failure in 50 is 2%).
+    min_requests: int = 0
 
 
 PHASES: tuple[Phase, ...] = (
@@ -97,6 +100,7 @@ PHASES: tuple[Phase, ...] = (
         title="30% of database attempts fail",
         faults={"errorRate": 0.3},
         criterion=">= 99% success (retries absorb the errors), no 500s",
+        min_requests=200,
     ),
     Phase(
         name="latency",
@@ -108,7 +112,7 @@ PHASES: tuple[Phase, ...] = (
         name="pool-exhausted",
         title="every pool connection held",
         faults={"hold": -1},
-        criterion="no 500s; every 503 carries Retry-After; pool seen CRITICAL",
+        criterion="pool seen CRITICAL; no 500s; every 503 carries Retry-After",
     ),
     Phase(
         name="errors-100",
@@ -262,6 +266,7 @@ class PhaseResult:
     breaker_closed_after: float | None = None
     retry_after_kept: bool | None = None
     recovered_after: float | None = None
+    pool_critical_after: float | None = None
     healed: bool
     measured: str
 
@@ -584,15 +589,25 @@ class _Run:
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.scenario.poll_interval)
 
-    async def _held(self, count: int) -> None:
-        """Wait (bounded) until the chaos holder has taken ``count`` connections."""
-        deadline = self.clock.now() + self.scenario.settle_timeout
+    async def _held(self, count: int) -> float | None:
+        """Wait (bounded) until ``count`` connections are held and the pool is CRITICAL.
+
+        Returns the seconds until the monitor saw CRITICAL (None: not within the bound).
+        """
+        start = self.clock.now()
+        deadline = start + self.scenario.settle_timeout
         while self.clock.now() < deadline:
             snapshot = (await self._json(ADMIN)).get("chaos", {})
             if int(snapshot.get("database", {}).get("held", 0)) >= count:
-                return
+                break
             await self.clock.asleep(0.05)
-        raise HarnessError(f"the chaos holder did not take {count} pool connections")
+        else:
+            raise HarnessError(f"the chaos holder did not take {count} pool connections")
+        while self.clock.now() < deadline:
+            if (await self._json("/health"))["pool"]["level"] == "CRITICAL":
+                return self.clock.now() - start
+            await self.clock.asleep(0.05)
+        return None
 
     async def phase(self, phase: Phase, *, settle: bool = True) -> PhaseResult:
         scenario = self.scenario
@@ -611,16 +626,20 @@ class _Run:
         seen: dict[str, float | None] = {"opened": None, "closed": None}
         watcher = asyncio.ensure_future(self._watch(stop, started_wall, states, levels, seen))
         await self._chaos({"clear": True} if healed_phase or not faults else faults)
+        detected = None
         if faults.get("hold"):
-            await self._held(faults["hold"])
+            # Load starts once the holder has the connections and the pool monitor
+            # has seen it: how long that took is reported, not hidden.
+            detected = await self._held(faults["hold"])
         tally = _Tally(started=self.clock.now())
         pacer = _Pacer(scenario.rate, self.clock)
         stop_at = tally.started + seconds
+        longest = tally.started + max(seconds, 4 * scenario.phase_seconds)
 
         def done() -> bool:
             now = self.clock.now()
             if now >= stop_at:
-                return True
+                return now >= longest or tally.requests >= phase.min_requests
             # The healed phase ends a phase's length after the breaker is seen CLOSED.
             closed = seen["closed"]
             return (
@@ -640,7 +659,9 @@ class _Run:
         if faults and settle:
             await self._chaos({"clear": True})
             recovered = await self.settle()
-        return self._result(phase, tally, elapsed, before, after, seen, states, levels, recovered)
+        return self._result(
+            phase, tally, elapsed, before, after, seen, states, levels, recovered, detected
+        )
 
     def _result(
         self,
@@ -653,6 +674,7 @@ class _Run:
         states: list[str],
         levels: list[str],
         recovered: float | None,
+        detected: float | None,
     ) -> PhaseResult:
         total = tally.requests
         ok = sum(n for s, n in tally.statuses.items() if 200 <= s < 300)
@@ -682,11 +704,11 @@ class _Run:
             healed = no_500 and success >= 99.0
             measured = f"{success:.1f}% success, {delta['retries']} retries"
         elif phase.name == "pool-exhausted":
-            critical = "CRITICAL" in levels
+            critical = detected is not None and "CRITICAL" in levels
             healed = no_500 and (retry_after_pct in (None, 100.0)) and critical
             measured = (
-                f"{s503} x 503 ({retry_after_pct or 0:.0f}% with Retry-After), "
-                f"{delta['shed']} shed, pool {' -> '.join(levels) or '?'}"
+                f"CRITICAL after {_s(detected)}, {s503} x 503 "
+                f"({retry_after_pct or 0:.0f}% with Retry-After), {delta['shed']} shed"
             )
         elif phase.name == "errors-100":
             opened = seen["opened"] is not None
@@ -703,9 +725,15 @@ class _Run:
                 kept = first_success <= promised_at + after_s + 0.5
             in_time = first_success is not None and first_success <= reset + 1.0
             healed = no_500 and in_time and closed_after is not None and kept is not False
+            promise = (
+                f", Retry-After {tally.first_promise[1]:g} s "
+                + ("kept" if kept else "NOT kept" if kept is False else "not checked")
+                if tally.first_promise is not None
+                else ""
+            )
             measured = (
                 f"first success after {_s(first_success)}, CLOSED after {_s(closed_after)} "
-                f"(limit {reset + 1.0:g} s)"
+                f"(limit {reset + 1.0:g} s){promise}"
             )
         if not no_500:
             measured += f"; {other_5xx} other 5xx, {tally.transport_errors} transport errors"
@@ -736,6 +764,7 @@ class _Run:
             breaker_closed_after=_round(closed_after),
             retry_after_kept=kept,
             recovered_after=_round(recovered),
+            pool_critical_after=_round(detected),
             healed=healed,
             measured=measured,
         )
