@@ -685,3 +685,82 @@ def test_per_row_values_mixed_with_shared_values_and_rows_without_any(schema: Sc
         (3, "spam_review", None, "base"),
         (4, "ready", None, None),
     ]
+
+
+# --- SQLite: the previous states are read under the write lock --------------------------
+
+TWO_WAYS = Transitions({"a": {"b", "c"}, "b": {"c"}}, states=["a", "b", "c"], name="item")
+
+
+@pytest.mark.parametrize("returning", [None, False], ids=["returning", "rowcount"])
+@pytest.mark.parametrize("when", ["before-lock", "after-lock"])
+def test_sqlite_audit_source_is_the_state_the_row_really_had(
+    tmp_path: Any, returning: bool | None, when: str
+) -> None:
+    # Python's sqlite3 driver begins a transaction only at the first write, so the
+    # read of the previous states once held no lock: another connection could move
+    # row 1 from a to b in between, and the audit said a -> c for a row that went
+    # b -> c. Now the write lock is taken first: a writer either gets in before it
+    # (and the audit sees b) or is refused ("database is locked").
+    url = f"sqlite:///{tmp_path}/race.db"
+    engine = sa.create_engine(url)
+    other = sa.create_engine(url, connect_args={"timeout": 0.05})
+    md = sa.MetaData()
+    items = sa.Table(
+        "items",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("status", sa.String(5), nullable=False),
+    )
+    audit = audit_table("items_audit", md)
+    md.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(items), [{"id": 1, "status": "a"}, {"id": 2, "status": "b"}])
+    interfered: list[str] = []
+
+    def meddle(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        first = statement.lstrip().split()[0].upper()
+        if interfered or first != ("UPDATE" if when == "before-lock" else "SELECT"):
+            return
+        try:
+            with other.begin() as c2:
+                c2.execute(sa.update(items).where(items.c.id == 1).values(status="b"))
+                c2.execute(
+                    sa.insert(audit),
+                    [
+                        {
+                            "entity": "items",
+                            "record_key": "1",
+                            "source": "a",
+                            "target": "b",
+                            "context": "other",
+                            "at": datetime.now(UTC),
+                        }
+                    ],
+                )
+            interfered.append("wrote")
+        except sa.exc.OperationalError as exc:
+            interfered.append("locked out" if "locked" in str(exc) else repr(exc))
+
+    sa.event.listen(engine, "before_cursor_execute", meddle)
+    try:
+        with engine.begin() as conn:
+            moved = transition(
+                conn, items, TWO_WAYS, "c", where=sa.true(), audit=audit, returning=returning
+            )
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", meddle)
+    assert interfered == (["wrote"] if when == "before-lock" else ["locked out"])
+    assert sorted(moved.keys) == [1, 2]
+    with engine.connect() as conn:
+        trail = conn.execute(
+            sa.select(audit.c.record_key, audit.c.source, audit.c.target).order_by(audit.c.id)
+        ).all()
+    state = {"1": "a", "2": "b"}
+    for key, source, target in trail:
+        assert source == state[key], f"row {key}: audit says {source}, it was {state[key]}"
+        assert (source, target) in TWO_WAYS
+        state[key] = target
+    assert state == {"1": "c", "2": "c"}
+    engine.dispose()
+    other.dispose()

@@ -504,6 +504,19 @@ class _Flow(Generic[S]):
         self.decoded[raw] = state
         return state
 
+    def _write_lock(self) -> sa.Executable:
+        """An ``UPDATE`` that changes nothing, to take SQLite's write lock.
+
+        SQLite has no ``FOR UPDATE``, and its Python driver begins a transaction
+        only at the first write: a ``SELECT`` before it holds no lock, so another
+        connection could change a row between the read of the previous states
+        and the guarded ``UPDATE`` (which would then record a source the row no
+        longer had). Once this statement has run, this transaction is the only
+        writer until it ends; a connection whose snapshot is already stale gets
+        "database is locked" instead (the caller retries the transaction).
+        """
+        return sa.update(self.table).where(sa.false()).values({self.status: self.status})
+
     # --- the flow ----------------------------------------------------------------------
 
     def run(self, dialect: Dialect) -> Generator[_Step, _Rows, TransitionOutcome[S]]:
@@ -528,8 +541,10 @@ class _Flow(Generic[S]):
                 audited = self.audit is not None
             elif mode == "returning":
                 if self.audit is not None:
-                    # Single writer (SQLite): the read and the write in one transaction
-                    # see the same rows; the status filter still guards the write.
+                    # The previous states are read first: take the write lock before
+                    # reading, so no other writer changes a row between the two.
+                    if dialect.name == "sqlite":
+                        yield (self._write_lock(), None)
                     got = yield (sa.select(*self.pk, self.status).where(cond), None)
                     n = len(self.pk)
                     sources = {}
@@ -547,8 +562,15 @@ class _Flow(Generic[S]):
                 if sources is not None:
                     sources = {k: sources[k] for k in keys if k in sources}
             else:
+                if dialect.name == "sqlite":
+                    yield (self._write_lock(), None)
                 pre = yield (
-                    sa.select(*self.pk, self.status).where(cond).with_for_update(),
+                    # FOR UPDATE where the database knows it, in key order (no deadlock
+                    # between two of these); SQLite is locked for writing just above.
+                    sa.select(*self.pk, self.status)
+                    .where(cond)
+                    .order_by(*self.pk)
+                    .with_for_update(),
                     None,
                 )
                 n = len(self.pk)
