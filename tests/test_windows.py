@@ -133,6 +133,18 @@ def test_never_before_minimum_calls_then_at_once() -> None:
     assert breaker.state is BreakerState.OPEN
 
 
+def test_a_count_window_smaller_than_the_default_minimum_can_trip() -> None:
+    # minimum_calls defaults to 10; a window of 5 never holds 10 calls, so the
+    # default becomes the whole window instead of a breaker that can never trip.
+    clock = FakeClock()
+    breaker = CircuitBreaker("small", window=CountWindow(5), clock=clock)
+    assert breaker.config.minimum_calls == 5
+    play(breaker, "xxxx")
+    assert breaker.state is BreakerState.CLOSED
+    play(breaker, "x")
+    assert breaker.state is BreakerState.OPEN
+
+
 def test_armed_window_disarms_when_the_rate_drops() -> None:
     clock = FakeClock()
     breaker = window_breaker(clock, minimum_calls=6)

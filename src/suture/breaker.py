@@ -268,7 +268,9 @@ class BreakerConfig:
         allowed = cls.__dataclass_fields__
         for key in options:
             if key not in allowed:
-                raise TypeError(f"CircuitBreaker: unknown option {key!r}")
+                raise TypeError(
+                    f"CircuitBreaker: unknown option {key!r}; the options are {', '.join(allowed)}"
+                )
         o: dict[str, Any] = dict(options)
         out: dict[str, Any] = {}
         out["failure_threshold"] = check_int("failure_threshold", o.get("failure_threshold", 5))
@@ -286,7 +288,15 @@ class BreakerConfig:
                 "suture.CountWindow(size) or suture.TimeWindow(seconds)"
             )
         out["window"] = window
-        out["minimum_calls"] = check_int("minimum_calls", o.get("minimum_calls", 10))
+        minimum = check_int("minimum_calls", o.get("minimum_calls", 10))
+        if isinstance(window, CountWindow) and minimum > window.size:
+            if "minimum_calls" in o:
+                raise ValueError(
+                    f"minimum_calls={minimum!r}: must be <= the size of window={window!r} "
+                    "(the window never holds more calls, so the breaker could never trip)"
+                )
+            minimum = window.size  # the default (10) for a smaller window: the whole window
+        out["minimum_calls"] = minimum
         out["failure_rate_threshold"] = check_fraction(
             "failure_rate_threshold", o.get("failure_rate_threshold", 0.5)
         )
