@@ -461,3 +461,42 @@ def test_share_backoff_holds_back_other_tabs(
     finally:
         other.evaluate("() => localStorage.clear()")
         other.close()
+
+
+def test_parse_retry_after_agrees_with_python(page: Any) -> None:
+    # Number() takes "1e3", "0x10", "0b1", "+5": suture.classify does not, nor should the
+    # browser (a hex "Retry-After: 0x10" once made it wait 16 s).
+    from suture.classify import parse_retry_after
+
+    values = ["0x10", "1e3", "+5", "0b1", "0o7", "5e-1", "1_000", "Infinity", ".5", "5.", "00012"]
+    got = page.evaluate("(vs) => vs.map((v) => window.suture.parseRetryAfter(v))", values)
+    assert got == [parse_retry_after(v) for v in values]
+    assert got[-3:] == [0.5, 5, 12]
+
+
+def test_an_aborted_signal_ends_a_shared_pause_at_once(page: Any) -> None:
+    # An "abort" that happened before the wait never fires again: the wait used to run
+    # its full length, then knock on the server anyway (attempts 1, calls 1).
+    result = page.evaluate(
+        """async () => {
+            const key = "suture:pause:" + location.origin;
+            localStorage.setItem(key, String(Date.now() + 20000));
+            const controller = new AbortController();
+            controller.abort();
+            let calls = 0;
+            try {
+                const outcome = await window.suture.sutureFetch("/api/ok", {
+                    shareBackoff: true, deadline: 60000, signal: controller.signal,
+                    fetch: () => { calls += 1; return Promise.reject(new Error("no")); },
+                });
+                return {error: outcome.error, attempts: outcome.attempts, calls};
+            } finally {
+                localStorage.removeItem(key);
+            }
+        }"""
+    )
+    assert result == {
+        "error": "The request was cancelled.",
+        "attempts": 0,
+        "calls": 0,
+    }

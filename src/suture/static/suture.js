@@ -73,8 +73,10 @@ export function parseRetryAfter(value, now = Date.now()) {
   const text = String(value).trim();
   if (!text || text.length > 64) return null;
   if (/^[-+.\d]/.test(text)) {
-    // delta-seconds; like suture.classify, a negative or malformed number is ignored
-    const n = text.startsWith("-") ? NaN : Number(text);
+    // delta-seconds, digits only as in suture.classify: a negative or malformed
+    // number ("-1", "+5", "1e3", "0x10", which Number() would take) is ignored
+    if (!/^(?:\d+(?:\.\d*)?|\.\d+)$/.test(text)) return null;
+    const n = Number(text);
     return Number.isFinite(n) ? clamp(n, 0, MAX_RETRY_AFTER) : null;
   }
   const when = Date.parse(text);
@@ -359,6 +361,7 @@ export async function validateResponse(response, options = {}) {
 
 function sleep(ms, signal) {
   return new Promise((resolve) => {
+    if (signal && signal.aborted) return resolve(false); // "abort" will not fire again
     if (ms <= 0) return resolve(true);
     const timer = setTimeout(() => {
       if (signal) signal.removeEventListener("abort", onAbort);
