@@ -500,3 +500,15 @@ def test_an_aborted_signal_ends_a_shared_pause_at_once(page: Any) -> None:
         "attempts": 0,
         "calls": 0,
     }
+
+
+def test_no_html_sink_anywhere_in_the_source() -> None:
+    # Server text reaches the page only as text: no HTML sink in the code at all
+    # (comments may name them to warn against them).
+    import re
+
+    code = re.sub(rb"/\*.*?\*/", b"", SUTURE_JS, flags=re.S)
+    code = b"\n".join(line.split(b"//")[0] for line in code.splitlines())
+    for sink in (b"innerHTML", b"outerHTML", b"insertAdjacentHTML", b"document.write", b"eval("):
+        assert sink not in code, sink
+    assert b"new Function" not in code
