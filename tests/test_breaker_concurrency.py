@@ -180,3 +180,40 @@ def test_no_lost_update_under_threads(window: CountWindow | TimeWindow | None) -
     if isinstance(window, TimeWindow):
         assert stats.calls == per_thread * 16 - ignored
         assert stats.failures == failures
+
+
+def test_store_records_arriving_at_once_keep_the_newest() -> None:
+    """A store notifies outside its lock, so two records can arrive at once from two
+    threads. Force the worst interleaving: the older delivery has read the pending
+    record when the newer one arrives. The newer one must win."""
+    from suture.breaker import BreakerRecord
+
+    breaker = CircuitBreaker("pending", clock=FakeClock())
+    older = BreakerRecord(state=BreakerState.OPEN, version=2, origin="elsewhere")
+    newer = BreakerRecord(state=BreakerState.CLOSED, version=3, origin="elsewhere")
+    newer_delivered = threading.Event()
+
+    class Stalls:
+        """The pending record the older delivery compares against: it stalls there."""
+
+        @property
+        def version(self) -> int:
+            if threading.current_thread().name == "older":
+                # Give the newer delivery its chance (it cannot take it while the
+                # older one holds the breaker's pending lock; then this times out).
+                newer_delivered.wait(timeout=0.2)
+            return 1
+
+    breaker._pending = Stalls()  # type: ignore[assignment]
+
+    def deliver_newer() -> None:
+        breaker._on_record(newer)
+        newer_delivered.set()
+
+    first = threading.Thread(target=breaker._on_record, args=(older,), name="older")
+    first.start()
+    second = threading.Thread(target=deliver_newer, name="newer")
+    second.start()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    assert breaker._pending is newer

@@ -127,8 +127,6 @@ class BreakerMachine(RuleBasedStateMachine):
             window = TimeWindow(SPAN, buckets=BUCKETS)
         elif self.window:
             window = CountWindow(self.window)
-            # More than the window holds is a configuration error (it could never trip).
-            minimum = min(minimum, self.window)
         self.breaker = CircuitBreaker(
             "model",
             failure_threshold=threshold,

@@ -289,13 +289,11 @@ class BreakerConfig:
             )
         out["window"] = window
         minimum = check_int("minimum_calls", o.get("minimum_calls", 10))
-        if isinstance(window, CountWindow) and minimum > window.size:
-            if "minimum_calls" in o:
-                raise ValueError(
-                    f"minimum_calls={minimum!r}: must be <= the size of window={window!r} "
-                    "(the window never holds more calls, so the breaker could never trip)"
-                )
-            minimum = window.size  # the default (10) for a smaller window: the whole window
+        if isinstance(window, CountWindow) and "minimum_calls" not in o:
+            # The default (10) for a smaller window is the whole window: a window
+            # that never holds minimum_calls calls never trips. (An explicit larger
+            # value is kept: a breaker that only counts is a choice.)
+            minimum = min(minimum, window.size)
         out["minimum_calls"] = minimum
         out["failure_rate_threshold"] = check_fraction(
             "failure_rate_threshold", o.get("failure_rate_threshold", 0.5)
@@ -495,6 +493,7 @@ class CircuitBreaker(Decorator):
         self._consecutive = 0
         self._armed = False  # window mode: the rate is over a threshold, waiting for minimum_calls
         self._pending: BreakerRecord | None = None
+        self._pending_lock = threading.Lock()
         # Totals: atomic counters for the lock-free paths, ints under the lock.
         self._successes = itertools.count()
         self._ignored = itertools.count()
@@ -1197,9 +1196,13 @@ class CircuitBreaker(Decorator):
         """The store's listener: only note the record; the next call applies it."""
         if record.origin == self._origin:
             return
-        pending = self._pending
-        if pending is None or record.version > pending.version:
-            self._pending = record
+        # Stores deliver outside their own lock, so two records may arrive at once
+        # from two threads: keep the newer one. (Never the breaker's lock here: a
+        # breaker changing state holds it while its store notifies other breakers.)
+        with self._pending_lock:
+            pending = self._pending
+            if pending is None or record.version > pending.version:
+                self._pending = record
         self._closed = False
 
     def _manual(self, target: BreakerState, reason: str, *, forced: bool) -> None:
