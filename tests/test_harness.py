@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,33 @@ def test_the_text_report_has_both_tables(report: Report) -> None:
     for phase in report.phases:
         assert f"\n{phase.name} " in text
     assert text.splitlines()[-1].startswith("verdict: ")
+
+
+def test_the_command_prints_the_report_and_exits_with_the_verdict(
+    report: Report, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from suture.demo import harness
+
+    seen: dict[str, Any] = {}
+
+    async def canned(**kwargs: Any) -> Report:
+        seen.update(kwargs)
+        return report
+
+    monkeypatch.setattr(harness, "run_harness", canned)
+    expected = 0 if report.healed else 1
+    suture_logger = logging.getLogger("suture")
+    level = suture_logger.level  # the command quietens it: give it back to the other tests
+    try:
+        assert main(["chaos", "--json", "--quick"]) == expected
+        assert json.loads(capsys.readouterr().out) == report.as_dict()
+        assert seen["url"] is None and seen["scenario"].phase_seconds == 1.0
+        assert seen["scenario"].reset_timeout == 2.0  # shortened in-process
+        assert main(["chaos", "--url", "http://127.0.0.1:8000"]) == expected
+        assert capsys.readouterr().out.strip() == format_report(report)
+        assert seen["scenario"].reset_timeout == 10.0  # the demo's own default
+    finally:
+        suture_logger.setLevel(level)
 
 
 @pytest.mark.parametrize(

@@ -164,8 +164,8 @@ def _add_chaos_command(commands: Any) -> None:
         "chaos",
         help="break the reference service on purpose and report how it healed",
         description=(
-            "The chaos harness: plays baseline, 30%% database errors, +300 ms latency, "
-            "an exhausted pool, 100%% database errors, and the faults cleared against "
+            "The chaos harness: plays baseline, 30% database errors, +300 ms latency, "
+            "an exhausted pool, 100% database errors, and the faults cleared against "
             "the reference service, with closed-loop workers at a bounded rate, and "
             "prints per-phase numbers and a verdict per phase. In-process on a fresh "
             "SQLite file by default (no socket opened). Exit code 0 when every phase "

@@ -25,6 +25,7 @@ import math
 import random
 import tempfile
 import urllib.parse
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -372,7 +373,7 @@ async def in_process(
     with tempfile.TemporaryDirectory(prefix="suture-chaos-") as tmp:
         url = database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'chaos.db'}"
         backend = sa.make_url(async_url(url)).get_backend_name()
-        schema = f"suture_chaos_{random.Random().randrange(16**8):08x}"
+        schema = f"suture_chaos_{uuid.uuid4().hex[:12]}"
         settings = Settings(
             database_url=url,
             schema=schema if backend == "postgresql" else None,
