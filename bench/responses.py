@@ -8,6 +8,9 @@ Cases, all in one process:
   write them), in memory and streamed through httpx; then the worst case, a
   40 MB page with neither title nor h1, which makes the tokenizer look
   through the whole 64 KiB prefix;
+* hostile 40 MB pages made of one construct repeated ("<a ", "</", "<?", a
+  lone "<", an unclosed "<title>"): the standard tokenizer's close() would
+  re-read an unterminated one in time that grows with the square of the prefix;
 * the founding spec's way, for comparison: decode the whole body and search
   it with a regular expression;
 * a 2 KB JSON success: ``validate_response`` against plain ``json.loads``
@@ -138,6 +141,16 @@ def main() -> None:
             "founding spec: decode all + regex (title)",
             lambda: big,
             founding_spec_way,
+        ),
+        *(
+            (
+                f"40 MB hostile page, {unit.decode()!r} repeated",
+                lambda unit=unit: SimpleResponse(
+                    502, {"content-type": "text/html"}, unit * (40 * MB // len(unit))
+                ),
+                lambda r: validate_response(r, emit_events=False),
+            )
+            for unit in (b"<a ", b"</", b"<?", b"<", b"<title>")
         ),
     ]
     results: dict[str, tuple[float, int]] = {}

@@ -940,3 +940,25 @@ def test_body_retry_after_overflow_is_clamped_or_ignored(value: Any, expected: A
     outcome = validate_response(resp(503, body, "application/json"))
     assert outcome.error == "busy"
     assert outcome.retry_after == expected
+
+
+def test_h1_after_a_long_tag_is_found() -> None:
+    # A logo as a data: URI makes one tag span many tokenizer chunks; it still ends.
+    logo = b'<img alt="a > b" src="data:image/png;base64,' + b"QUJD" * 6000 + b'">'
+    body = b"<html><body>" + logo + b"<h1>Maintenance &amp; upgrades</h1></body></html>"
+    assert validate_response(resp(503, body, "text/html")).error == "Maintenance & upgrades"
+
+
+@pytest.mark.parametrize("shift", [-2, -1, 0, 1, 2])
+def test_h1_cut_by_a_tokenizer_chunk_is_found(shift: int) -> None:
+    # Once the snippet is full the tokenizer skips ahead to the next tag that matters;
+    # a "<" left pending at the end of a chunk must not make it skip past "<h1".
+    from suture import responses
+
+    head = "<html><body><p>" + "filler text " * 40 + "</p>"
+    cut = responses._CHUNK - 1 + shift  # where the "<" of "<h1" falls
+    markup = head + "y" * (cut - len(head)) + "<h1>Cut &amp; found</h1>" + "<p>z</p>" * 500
+    assert markup.index("<h1") == cut
+    assert validate_response(resp(500, markup.encode(), "text/html")).error == "Cut & found"
+    lone = "<p>" + "filler " * 60 + "</p>" + "<" * 70000
+    assert validate_response(resp(502, lone.encode(), "text/html")).error == "HTTP 502 Bad Gateway"

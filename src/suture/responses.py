@@ -973,17 +973,29 @@ class _ErrorPage(HTMLParser):
                 pos < end
                 and self._text_len >= self._snippet_limit
                 and not (self._skip or self._in_title or self._in_h1)
-                and not self.rawdata
+                and self.rawdata in ("", "<")  # nothing pending, or a "<" cut by the chunk
                 and self.cdata_elem is None
             ):
                 if lowered is None:
                     lowered = markup.lower()
-                hits = [i for m in _RESUME_AT if (i := lowered.find(m, pos)) >= 0]
+                start = pos - len(self.rawdata)
+                hits = [i for m in _RESUME_AT if (i := lowered.find(m, start)) >= 0]
                 if not hits:
                     raise _Stop
+                self.rawdata = ""
                 pos = min(hits)
-            if len(self.rawdata) > _MAX_PENDING:
+            pending = self.rawdata
+            if len(pending) > _MAX_PENDING:
                 break  # an unterminated construct this long is not a page worth reading
+            if (
+                pos < end
+                and len(pending) > 1
+                and pending[0] == "<"
+                and pending[1].isalpha()
+                and self.cdata_elem is None
+                and markup.find(">", pos) < 0
+            ):
+                break  # an open tag that nothing ahead can close: no tag can follow it
         if len(self.rawdata) > _MAX_TAIL:
             # close() hands an unterminated tag or comment to the tokenizer again one
             # character at a time, which costs the square of its length: drop it.
