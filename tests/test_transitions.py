@@ -267,3 +267,16 @@ def test_random_sequences_never_take_a_path_the_table_forbids(
         for t in table.states:
             assert (s in table.sources_of(t)) == (s != t and t in table_map.get(s, set()))
             assert table.can(s, t) == (s == t or t in table_map.get(s, set()))
+
+
+def test_mermaid_escapes_labels_and_avoids_its_keywords() -> None:
+    odd = Transitions({'say "hi" #1': {"end", "two\nlines"}, "end": {"state"}})
+    text = odd.mermaid()
+    assert 'state "say #quot;hi#quot; #35;1" as say__hi___1' in text
+    assert 'state "two lines" as two_lines' in text  # a label stays on one line
+    assert 'state "end" as s_end' in text
+    assert 'state "state" as s_state' in text
+    assert "s_end --> s_state" in text
+    for line in text.splitlines()[1:]:
+        assert line.startswith("    ")
+        assert line.count('"') in (0, 2)

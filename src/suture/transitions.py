@@ -46,6 +46,12 @@ __all__ = ["TransitionResult", "Transitions"]
 
 S = TypeVar("S", bound=Hashable)
 
+# Words a Mermaid state diagram reads as syntax: never used as a state's identifier.
+_MERMAID_WORDS = frozenset(
+    {"as", "class", "classdef", "click", "direction", "end", "left", "note", "of", "right"}
+    | {"state", "statediagram", "statediagram-v2", "style"}
+)
+
 
 @dataclass(frozen=True, slots=True)
 class TransitionResult(Generic[S]):
@@ -295,9 +301,9 @@ class Transitions(Generic[S]):
         ids: dict[S, str] = {}
         used: set[str] = set()
         for s in self._states:
-            label = self._label(s)
-            ident = re.sub(r"\W", "_", label) or "state"
-            if ident[0].isdigit():
+            label = " ".join(self._label(s).split())  # a label is one line
+            ident = re.sub(r"\W", "_", label, flags=re.ASCII) or "state"
+            if ident[0].isdigit() or ident.lower() in _MERMAID_WORDS:
                 ident = f"s_{ident}"
             base, n = ident, 2
             while ident in used:
@@ -305,7 +311,8 @@ class Transitions(Generic[S]):
             used.add(ident)
             ids[s] = ident
             if ident != label:
-                lines.append(f'    state "{label}" as {ident}')
+                text = label.replace("#", "#35;").replace('"', "#quot;")
+                lines.append(f'    state "{text}" as {ident}')
         if self.initial is not None:
             lines.append(f"    [*] --> {ids[self.initial]}")
         for s, t in self:
