@@ -742,6 +742,11 @@ header_values = st.one_of(
             "nan",
             "inf",
             "1e400",
+            "0x10",
+            "9" * 64,
+            "text/html; charset=utf-16",
+            "text/plain; charset=punycode",
+            "application/json; charset=rot13",
         ]
     ),
     st.text(max_size=40),
@@ -755,7 +760,12 @@ bodies = st.one_of(
         st.text(max_size=80),
     ),
     st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.sampled_from([10**400, -(10**400)])  # past float's range
+        | st.floats()
+        | st.text(max_size=30),
         lambda children: (
             st.lists(children, max_size=4)
             | st.dictionaries(
