@@ -16,6 +16,7 @@ from suture.demo.app import Service, Settings, create_app
 from suture.demo.harness import (
     ASSISTANCE,
     PHASES,
+    HarnessError,
     Report,
     Scenario,
     Traffic,
@@ -158,6 +159,12 @@ def test_a_url_off_this_machine_is_refused(url: str, capsys: pytest.CaptureFixtu
         check_loopback_url(url)
     assert main(["chaos", "--url", url]) == 2
     assert "refused" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["not a url", "nosuchdriver://x/y"])
+async def test_a_database_it_cannot_use_is_a_clear_error(url: str) -> None:
+    with pytest.raises(HarnessError, match=r"database_url=|cannot build the demo"):
+        await run_harness(database_url=url)
 
 
 async def test_run_harness_refuses_before_sending_anything() -> None:

@@ -325,7 +325,12 @@ async def asgi_lifespan(app: Any) -> AsyncIterator[None]:
                 if message["type"] == f"lifespan.{kind}.complete":
                     return
                 if message["type"] == f"lifespan.{kind}.failed":
-                    raise HarnessError(f"the app's {kind} failed: {message.get('message', '')}")
+                    # Starlette sends the whole traceback: its last error line says it all.
+                    lines = str(message.get("message", "")).strip().splitlines()
+                    said = [ln for ln in lines if ln[:1].isalpha() and ":" in ln]
+                    with suppress(Exception):  # the same error, raised by the app's task
+                        await task
+                    raise HarnessError(f"the app's {kind} failed: {(said or ['?'])[-1]}")
                 continue
             done.cancel()
             task.result()  # raises the app's error
@@ -372,7 +377,10 @@ async def in_process(
 
     with tempfile.TemporaryDirectory(prefix="suture-chaos-") as tmp:
         url = database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'chaos.db'}"
-        backend = sa.make_url(async_url(url)).get_backend_name()
+        try:
+            backend = sa.make_url(async_url(url)).get_backend_name()
+        except sa.exc.ArgumentError as exc:
+            raise HarnessError(f"database_url={url!r}: {exc}") from None
         schema = f"suture_chaos_{uuid.uuid4().hex[:12]}"
         settings = Settings(
             database_url=url,
@@ -386,13 +394,18 @@ async def in_process(
             monitor_interval=0.5,
             rand=random.Random(seed),
         )
-        app = create_app(settings)
+        try:
+            app = create_app(settings)
+        except Exception as exc:  # a driver that is not installed, a directory not writable...
+            raise HarnessError(f"cannot build the demo on {url!r}: {exc}") from exc
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        started = False
         try:
             async with (
                 asgi_lifespan(app),
                 httpx.AsyncClient(transport=transport, base_url="http://suture.chaos") as client,
             ):
+                started = True
                 where = "PostgreSQL" if backend == "postgresql" else "SQLite"
                 yield _Target(
                     client=client,
@@ -406,11 +419,13 @@ async def in_process(
                     ],
                 )
         finally:
-            if backend == "postgresql":
+            if backend == "postgresql" and started:
                 engine = create_async_engine(async_url(url))
                 try:
                     async with engine.begin() as conn:
                         await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+                except sa.exc.SQLAlchemyError as exc:
+                    logger.warning("chaos harness: could not drop schema %s: %s", schema, exc)
                 finally:
                     await engine.dispose()
 
