@@ -362,3 +362,59 @@ async def test_async_engine_exhaustion_with_monitor(async_pg_url: str) -> None:
         await engine.dispose()
         source.close()
     assert not monitor.running
+
+
+def test_server_source_over_a_connection_without_autocommit_sees_fresh_numbers(
+    pg_url: str,
+) -> None:
+    # A creator whose connection has no autocommit switch (some DB-API drivers): the
+    # reads used to share one open transaction, whose snapshot of pg_stat_activity
+    # never changed (and which sat "idle in transaction" on the server).
+    class NoAutocommit:
+        def __init__(self) -> None:
+            self._conn = psycopg.connect(**_psycopg_conninfo(pg_url))
+
+        def cursor(self) -> Any:
+            return self._conn.cursor()
+
+        def commit(self) -> None:
+            self._conn.commit()
+
+        def rollback(self) -> None:
+            self._conn.rollback()
+
+        def close(self) -> None:
+            self._conn.close()
+
+        def status(self) -> Any:
+            return self._conn.info.transaction_status
+
+    made: list[NoAutocommit] = []
+
+    def creator() -> NoAutocommit:
+        made.append(NoAutocommit())
+        return made[-1]
+
+    n = 3
+    source = PostgresServerSource(creator, statement_timeout=1.5)
+    try:
+        deltas = []
+        for _ in range(5):  # other test runs share the server: retry until no one moved
+            before = source.read().current
+            extra = [psycopg.connect(**_psycopg_conninfo(pg_url)) for _ in range(n)]
+            try:
+                during = source.read().current
+            finally:
+                for conn in extra:
+                    conn.close()
+            deltas.append(during - before)
+            if deltas[-1] == n:
+                break
+        assert n in deltas, deltas
+        assert made[0].status() == psycopg.pq.TransactionStatus.IDLE  # no transaction left open
+        cur = made[0].cursor()
+        cur.execute("SHOW statement_timeout")
+        assert cur.fetchone() == ("1500ms",)  # the SET survived the rollbacks
+        made[0].rollback()
+    finally:
+        source.close()

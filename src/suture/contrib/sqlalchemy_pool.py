@@ -389,6 +389,8 @@ class PostgresServerSource:
                 cur.execute(f"SET statement_timeout = {timeout_ms}")
             finally:
                 cur.close()
+            if not getattr(conn, "autocommit", False):
+                conn.commit()  # SET is transactional: keep it past the first rollback
             return conn
         import psycopg  # the sql extra; imported only when a server source connects
 
@@ -403,12 +405,18 @@ class PostgresServerSource:
         if self._conn is None:
             self._conn = self._connect()
             self.connects += 1
-        cur = self._conn.cursor()
+        conn = self._conn
+        cur = conn.cursor()
         try:
             cur.execute(_SERVER_QUERY)
             row = cur.fetchone()
         finally:
             cur.close()
+            if not getattr(conn, "autocommit", False):
+                # A connection that cannot autocommit would keep one transaction open
+                # (idle in transaction) and PostgreSQL would answer every later read
+                # from that transaction's snapshot of pg_stat_activity: end it.
+                conn.rollback()
         if row is None:  # pragma: no cover - an aggregate always returns one row
             raise RuntimeError("pg_stat_activity returned no row")
         return tuple(row)
