@@ -576,6 +576,8 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"ignore": (1,)}, TypeError, r"ignore=\(1,\)"),
     ({"fallback": "x"}, TypeError, r"fallback='x'"),
     ({"failure_treshold": 3}, TypeError, r"unknown option 'failure_treshold'; the options are"),
+    ({"clock": 3}, TypeError, r"clock=3: expected a suture.Clock"),
+    ({"store": "redis"}, TypeError, r"store='redis': expected None or a suture.BreakerStore"),
 ]
 
 

@@ -196,7 +196,7 @@ def test_bad_parts() -> None:
         compose(CircuitBreaker("a"), CircuitBreaker("b"))
     with pytest.raises(TypeError, match="is not a Retry"):
         compose(3)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="seconds=-1"):
+    with pytest.raises(ValueError, match="timeout=-1: must be greater than 0 seconds"):
         Policy(timeout=-1)
     with pytest.raises(TypeError, match="retry="):
         Policy(retry="3")  # type: ignore[arg-type]

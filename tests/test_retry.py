@@ -577,6 +577,9 @@ def test_budget_is_thread_safe() -> None:
         ({"on": 42}, TypeError, "on=42"),
         ({"on": (ValueError, 3)}, TypeError, "every item must be an exception type"),
         ({"budget": object()}, TypeError, "budget="),
+        ({"rand": 3}, TypeError, r"rand=3: expected a callable returning a float in \[0, 1\)"),
+        ({"name": 3}, TypeError, "name=3: expected a string or None, got int"),
+        ({"clock": 3}, TypeError, "clock=3: expected a suture.Clock"),
     ],
 )
 def test_bad_configuration(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
@@ -597,6 +600,10 @@ def test_budget_bad_configuration() -> None:
         RetryBudget(min_per_second=-1)
     with pytest.raises(TypeError, match="capacity='10': expected a number, got str"):
         RetryBudget(capacity="10")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="name=3: expected a string, got int"):
+        RetryBudget(name=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"clock=None: expected a suture\.Clock"):
+        RetryBudget(clock=None)  # type: ignore[arg-type]
 
 
 def test_policy_is_immutable_and_replaceable() -> None:

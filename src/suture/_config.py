@@ -9,7 +9,18 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-__all__ = ["Seconds", "check_fraction", "check_int", "check_number", "check_seconds", "seconds"]
+from suture.clock import Clock
+
+__all__ = [
+    "Seconds",
+    "check_clock",
+    "check_fraction",
+    "check_int",
+    "check_name",
+    "check_number",
+    "check_seconds",
+    "seconds",
+]
 
 Seconds = float | int | timedelta
 """A duration: seconds as a number, or a ``timedelta``."""
@@ -82,3 +93,22 @@ def check_fraction(name: str, value: float, *, allow_zero: bool = False) -> floa
         interval = "[0, 1]" if allow_zero else "(0, 1]"
         raise ValueError(f"{name}={value!r}: must be within {interval}")
     return out
+
+
+def check_clock(value: object, name: str = "clock") -> Clock:
+    """A :class:`suture.Clock`: ``now()``, ``wall()``, ``sleep()`` and ``asleep()``."""
+    if not isinstance(value, Clock):
+        raise TypeError(
+            f"{name}={value!r}: expected a suture.Clock (now, wall, sleep, asleep), "
+            "such as suture.SYSTEM_CLOCK or suture.testing.FakeClock()"
+        )
+    return value
+
+
+def check_name(name: str, value: object, *, optional: bool = False) -> None:
+    """A name for events and errors: a string (or ``None`` when ``optional``)."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        allowed = "a string or None" if optional else "a string"
+        raise TypeError(f"{name}={value!r}: expected {allowed}, got {type(value).__name__}")

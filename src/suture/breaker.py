@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final, ParamSpec, Protocol, TypedDict, TypeVar, Unpack, cast
 
 from suture import events as _events
-from suture._config import Seconds, check_fraction, check_int, check_seconds
+from suture._config import Seconds, check_clock, check_fraction, check_int, check_seconds
 from suture._decorator import Decorator
 from suture.classify import ExceptionClassifier, is_transient
 from suture.clock import SYSTEM_CLOCK, Clock
@@ -338,8 +338,17 @@ class BreakerConfig:
         if fallback is not None and not callable(fallback):
             raise TypeError(f"fallback={fallback!r}: expected a callable (exc) -> result, or None")
         out["fallback"] = fallback
-        out["clock"] = o.get("clock", SYSTEM_CLOCK)
-        out["store"] = o.get("store")
+        out["clock"] = check_clock(o.get("clock", SYSTEM_CLOCK))
+        store = o.get("store")
+        if store is not None and not all(
+            callable(getattr(store, method, None))
+            for method in ("load", "swap", "subscribe", "delete")
+        ):
+            raise TypeError(
+                f"store={store!r}: expected None or a suture.BreakerStore "
+                "(load, swap, subscribe, delete), such as MemoryBreakerStore()"
+            )
+        out["store"] = store
         return cls(**out)
 
 

@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
-from suture._config import check_fraction, check_number
+from suture._config import check_clock, check_fraction, check_name, check_number
 from suture.clock import SYSTEM_CLOCK, Clock
 
 __all__ = ["Budget", "BudgetStats", "RetryBudget"]
@@ -120,8 +120,9 @@ class RetryBudget:
         self.ratio, self.capacity, self.min_per_second = check_budget(
             ratio, capacity, min_per_second
         )
+        check_name("name", name)
         self.name = name
-        self._clock = clock
+        self._clock = check_clock(clock)
         self._lock = threading.Lock()
         self._successes = itertools.count()
         self._folded = 0  # successes already folded into _tokens

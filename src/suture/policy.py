@@ -23,7 +23,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
-from suture._config import Seconds
+from suture._config import Seconds, check_seconds
 from suture._decorator import Decorator
 from suture.breaker import CircuitBreaker
 from suture.classify import ExceptionClassifier
@@ -142,7 +142,7 @@ class Policy(Decorator):
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
             raise TypeError(f"breaker={breaker!r}: expected a suture.CircuitBreaker or None")
         if timeout is not None and not isinstance(timeout, Timeout):
-            timeout = Timeout(timeout)
+            timeout = Timeout(check_seconds("timeout", timeout, positive=True))
         if fallback is not None and not isinstance(fallback, Fallback):
             fallback = Fallback(fallback)
         # The retry never retries a rejection, whatever its own ``on`` says.

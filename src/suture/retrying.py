@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from types import TracebackType
 from typing import Any, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
-from suture._config import Seconds, check_int, check_seconds
+from suture._config import Seconds, check_clock, check_int, check_name, check_seconds
 from suture._decorator import Decorator
 from suture.backoff import Backoff, Jitter
 from suture.budget import Budget
@@ -235,6 +235,10 @@ class Retry(Decorator):
         dl = None if deadline is None else check_seconds("deadline", deadline, positive=True)
         if on_retry is not None and not callable(on_retry):
             raise TypeError(f"on_retry={on_retry!r}: expected a callable or None")
+        if not callable(rand):
+            raise TypeError(f"rand={rand!r}: expected a callable returning a float in [0, 1)")
+        check_name("name", name, optional=True)
+        check_clock(clock)
         if budget is not None and not isinstance(budget, Budget):
             raise TypeError(
                 f"budget={budget!r}: expected a suture.RetryBudget (or any object with "
