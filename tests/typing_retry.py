@@ -63,3 +63,9 @@ async def use() -> None:
     for attempt2 in policy.attempts():
         with attempt2:
             pass
+
+
+# Any suture.Budget is accepted: RetryBudget here, RedisRetryBudget across workers.
+shared: suture.Budget = suture.RetryBudget(ratio=0.2)
+assert_type(suture.Retry(budget=shared), suture.Retry)
+assert_type(shared.try_spend(), bool)
