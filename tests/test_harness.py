@@ -196,7 +196,7 @@ def test_scenario_and_traffic_check_their_settings() -> None:
     with pytest.raises(ValueError, match="concurrency"):
         Scenario(concurrency=0)
     with pytest.raises(ValueError, match="rate"):
-        Traffic(object(), 0)
+        Traffic(object(), -1)
     with pytest.raises(ValueError, match="rate"):
         Traffic(object(), 1000)
 
@@ -243,3 +243,33 @@ async def test_asgi_lifespan_starts_and_stops_the_app(tmp_path: Path) -> None:
         answer: Any = (await client.get(ASSISTANCE)).json()
         assert answer["success"] is True
         assert not hasattr(app.state, "traffic")  # traffic is off unless asked
+
+
+async def test_the_chaos_admin_endpoint_starts_and_stops_the_traffic(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'toggle.db'}",
+        tasks=10,
+        messages=20,
+        rules=5,
+        background=False,
+        chaos=True,  # with --chaos the traffic exists, paused, for the dashboard's toggle
+    )
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)  # from 127.0.0.1: the admin endpoint answers
+    async with (
+        asgi_lifespan(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        traffic: Traffic = app.state.traffic
+        assert (await client.get("/api/dashboard")).json()["traffic"] == 0.0
+        started = await client.post("/api/admin/chaos", json={"traffic": 40})
+        assert started.status_code == 200 and started.json()["traffic"] == 40.0
+        async with asyncio.timeout(15):
+            await traffic.wait_until(lambda t: t.statuses[200] >= 5)
+        stopped = await client.post("/api/admin/chaos", json={"traffic": 0})
+        assert stopped.json()["traffic"] == 0.0
+        assert (await client.get("/api/dashboard")).json()["traffic"] == 0.0
+        refused = await client.post("/api/admin/chaos", json={"traffic": 1000})
+        assert refused.status_code == 400
+        assert "rate=1000" in refused.json()["error"]
+        assert traffic.rate == 0.0

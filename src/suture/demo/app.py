@@ -626,7 +626,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.start()
         traffic_task: asyncio.Task[None] | None = None
-        if settings.traffic > 0:
+        if settings.traffic > 0 or settings.chaos:  # with --chaos: paused, for the dashboard
             from suture.demo.harness import Traffic  # the harness imports this module
 
             app.state.traffic = traffic = Traffic(app, settings.traffic, clock=settings.clock)
@@ -738,7 +738,9 @@ def _routes(app: FastAPI, service: Service, prometheus: PrometheusListener) -> N
 
     @app.get("/api/dashboard")
     async def dashboard() -> dict[str, Any]:
-        return service.dashboard()
+        data = service.dashboard()
+        data["traffic"] = _traffic_rate(app)
+        return data
 
     if settings.chaos:
 
@@ -756,10 +758,13 @@ def _routes(app: FastAPI, service: Service, prometheus: PrometheusListener) -> N
             latency: Annotated[float | None, Body(embed=True)] = None,
             hold: Annotated[int | None, Body(embed=True)] = None,
             clear: Annotated[bool, Body(embed=True)] = False,
+            traffic: Annotated[float | None, Body(embed=True)] = None,
         ) -> Response:
             if not _local(request, settings):
                 return _forbidden()
             try:
+                if traffic is not None:  # synthetic requests per second (0 pauses)
+                    app.state.traffic.set_rate(traffic)
                 if clear:
                     service.chaos.clear(target)
                 else:
@@ -771,7 +776,15 @@ def _routes(app: FastAPI, service: Service, prometheus: PrometheusListener) -> N
                     suture_web.error_body(str(exc), code="bad_chaos_config"), status_code=400
                 )
             await asyncio.sleep(0)
-            return JSONResponse({"success": True, "chaos": service.chaos.snapshot()})
+            return JSONResponse(
+                {"success": True, "chaos": service.chaos.snapshot(), "traffic": _traffic_rate(app)}
+            )
+
+
+def _traffic_rate(app: FastAPI) -> float | None:
+    """Synthetic requests per second (``--traffic``; 0 paused), None when it is not running."""
+    traffic = getattr(app.state, "traffic", None)
+    return float(traffic.rate) if traffic is not None else None
 
 
 def _local(request: Request, settings: Settings) -> bool:

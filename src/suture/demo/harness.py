@@ -958,7 +958,9 @@ class Traffic:
     ``spam_share`` adds spam captures (low priority: the first to be shed).
     Open loop (a request starts every ``1/rate`` s whatever the previous ones
     do), with at most ``max_in_flight`` requests waiting at once: when the
-    service is slow the surplus is skipped and counted, not queued.
+    service is slow the surplus is skipped and counted, not queued. A rate of
+    0 pauses it; :meth:`set_rate` changes the rate while it runs (the demo's
+    dashboard toggle).
     """
 
     def __init__(
@@ -971,12 +973,10 @@ class Traffic:
         clock: Clock = SYSTEM_CLOCK,
         rand: Callable[[], float] | None = None,
     ) -> None:
-        if not (isinstance(rate, int | float) and 0 < rate <= MAX_TRAFFIC):
-            raise ValueError(f"rate={rate!r}: must be more than 0 and at most {MAX_TRAFFIC:g}")
         check_fraction("spam_share", spam_share, allow_zero=True)
         check_int("max_in_flight", max_in_flight, minimum=1)
         self.app = app
-        self.rate = float(rate)
+        self.rate = self._check_rate(rate)
         self.spam_share = spam_share
         self.max_in_flight = max_in_flight
         self.clock = clock
@@ -987,6 +987,26 @@ class Traffic:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._capturing = False
         self._answered: asyncio.Event | None = None
+        self._resumed: asyncio.Event | None = None
+        self._pacer: _Pacer | None = None
+
+    @staticmethod
+    def _check_rate(rate: float) -> float:
+        if isinstance(rate, bool) or not (
+            isinstance(rate, int | float) and 0 <= rate <= MAX_TRAFFIC
+        ):
+            raise ValueError(f"rate={rate!r}: must be from 0 (paused) to {MAX_TRAFFIC:g}")
+        return float(rate)
+
+    def set_rate(self, rate: float) -> None:
+        """Requests per second from now on (0 pauses); call it from the event loop's thread."""
+        self.rate = self._check_rate(rate)
+        if self.rate > 0:
+            if self._pacer is not None:
+                self._pacer.interval = 1.0 / self.rate
+                self._pacer.next = min(self._pacer.next, self.clock.now() + self._pacer.interval)
+            if self._resumed is not None:
+                self._resumed.set()
 
     async def wait_until(self, predicate: Callable[[Traffic], bool]) -> None:
         """Wait until ``predicate(self)`` holds, checked after every answer (wrap in a timeout)."""
@@ -999,10 +1019,18 @@ class Traffic:
         async with httpx.AsyncClient(
             transport=transport, base_url="http://suture.traffic", timeout=30.0
         ) as client:
-            pacer = _Pacer(self.rate, self.clock)
             try:
                 while True:
-                    await pacer.wait()
+                    if self.rate <= 0:  # paused until set_rate
+                        self._pacer = None
+                        self._resumed = resumed = asyncio.Event()
+                        await resumed.wait()
+                        continue
+                    if self._pacer is None:
+                        self._pacer = _Pacer(self.rate, self.clock)
+                    await self._pacer.wait()
+                    if self.rate <= 0:
+                        continue
                     if len(self._in_flight) >= self.max_in_flight:
                         self.skipped += 1
                         continue

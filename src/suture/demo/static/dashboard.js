@@ -82,6 +82,17 @@ function render(d) {
   renderEvents(d.recent);
   $("chaos-card").hidden = !d.chaos;
   if (d.pool.limit) $("chaos-exhaust").dataset.chaos = JSON.stringify({ hold: d.pool.limit });
+  renderTraffic(d.traffic);
+}
+
+// Synthetic traffic (suture demo --traffic N): requests the app sends to its own API.
+function renderTraffic(rate) {
+  const toggle = $("traffic-toggle");
+  toggle.hidden = rate === null || rate === undefined;
+  if (toggle.hidden) return;
+  const on = rate > 0;
+  toggle.textContent = on ? `stop traffic (${num(rate)}/s)` : "start traffic (5/s)";
+  toggle.dataset.chaos = JSON.stringify({ traffic: on ? 0 : 5 });
 }
 
 async function tick() {
@@ -107,8 +118,10 @@ for (const button of document.querySelectorAll("[data-chaos]")) {
     });
     if (outcome.ok) {
       const db = outcome.data.chaos.database || {};
+      renderTraffic(outcome.data.traffic);
       status.className = "status";
-      status.textContent = `database: ${pct(db.error_rate)} errors, +${Math.round((db.latency || 0) * 1000)} ms, ${db.hold || 0} connection(s) held`;
+      const traffic = outcome.data.traffic ? `; traffic ${num(outcome.data.traffic)}/s` : "";
+      status.textContent = `database: ${pct(db.error_rate)} errors, +${Math.round((db.latency || 0) * 1000)} ms, ${db.hold || 0} connection(s) held${traffic}`;
     } else {
       status.className = "status error";
       renderError(status, outcome);
