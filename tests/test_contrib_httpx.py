@@ -339,3 +339,35 @@ async def test_async_error_body_is_bounded(clock: FakeClock) -> None:
         outcome = await c.fetch("GET", "http://a.test/")
     assert outcome.error == "too much"
     assert pulled <= 65536 + 16384
+
+
+def test_a_compressed_error_body_is_inflated_only_up_to_the_limit(clock: FakeClock) -> None:
+    import gzip
+    import tracemalloc
+
+    bomb = gzip.compress(b"<title>Zipped outage</title>" + b"\0" * 40 * 1024 * 1024, 9)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            502,
+            headers={"content-type": "text/html", "content-encoding": "gzip"},
+            stream=httpx.ByteStream(bomb),
+        )
+
+    with ResilientClient(
+        inner=httpx.MockTransport(handler),
+        clock=clock,
+        retry=Retry(attempts=2, initial_delay=0.1, clock=clock),
+        max_error_bytes=32768,
+    ) as c:
+        tracemalloc.start()
+        try:
+            response = c.get("http://zipped.test/")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert "content-encoding" not in response.headers  # the copy holds plain bytes
+        assert len(response.content) == 32768
+        assert outcome_of(response).error == "Zipped outage"
+        assert outcome_of(response).attempts == 2
+    assert peak < 4 * 1024 * 1024  # two attempts, never the 40 MB inside

@@ -972,3 +972,90 @@ def test_h1_cut_by_a_tokenizer_chunk_is_found(shift: int) -> None:
     assert validate_response(resp(500, markup.encode(), "text/html")).error == "Cut & found"
     lone = "<p>" + "filler " * 60 + "</p>" + "<" * 70000
     assert validate_response(resp(502, lone.encode(), "text/html")).error == "HTTP 502 Bad Gateway"
+
+
+# --- compressed error bodies: the prefix is bounded after decompression -----------------
+
+
+def _bomb(encoding: str, size: int = 40 * 1024 * 1024) -> bytes:
+    import gzip
+    import zlib
+
+    page = b"<html><head><title>Compressed outage</title></head><body>" + b"\0" * size
+    if encoding == "gzip":
+        return gzip.compress(page, compresslevel=9)
+    if encoding == "deflate":
+        return zlib.compress(page, 9)
+    raw = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)  # "deflate" sent raw
+    return raw.compress(page) + raw.flush()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
+def test_a_compressed_40mb_error_page_is_inflated_only_up_to_the_limit(encoding: str) -> None:
+    import tracemalloc
+
+    body = _bomb(encoding)
+    header = "deflate" if encoding == "raw-deflate" else encoding
+    assert len(body) < 100 * 1024  # one network read's worth: httpx inflated it whole
+    response = httpx.Response(
+        503,
+        headers={"content-type": "text/html", "content-encoding": header},
+        stream=httpx.ByteStream(body),
+    )
+    tracemalloc.start()
+    try:
+        outcome = validate_response(response, emit_events=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert outcome.error == "Compressed outage"
+    assert peak < 2 * 1024 * 1024  # not 40 MB
+    assert response.is_closed
+
+
+async def test_async_compressed_error_page_is_inflated_only_up_to_the_limit() -> None:
+    import tracemalloc
+
+    class Chunks(httpx.AsyncByteStream):
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for i in range(0, len(self.data), 4096):
+                yield self.data[i : i + 4096]
+
+    response = httpx.Response(
+        503,
+        headers={"content-type": "text/html", "content-encoding": "gzip"},
+        stream=Chunks(_bomb("gzip")),
+    )
+    tracemalloc.start()
+    try:
+        outcome = await avalidate_response(response, emit_events=False, max_error_bytes=1000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert outcome.error == "Compressed outage"
+    assert peak < 2 * 1024 * 1024
+    assert response.is_closed
+
+
+def test_multi_member_gzip_and_corrupt_bodies() -> None:
+    import gzip
+
+    two = gzip.compress(b"<title>First") + gzip.compress(b" and second</title>")
+    response = httpx.Response(
+        500,
+        headers={"content-type": "text/html", "content-encoding": "gzip"},
+        stream=httpx.ByteStream(two),
+    )
+    assert validate_response(response).error == "First and second"
+    broken = gzip.compress(b"<title>Cut short</title>" + b"x" * 5000)[:40] + b"garbage"
+    response = httpx.Response(
+        500,
+        headers={"content-type": "text/html", "content-encoding": "gzip"},
+        stream=httpx.ByteStream(broken),
+    )
+    outcome = validate_response(response)  # never raises: what was decoded is used
+    assert not outcome.ok
+    assert outcome.error

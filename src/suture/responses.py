@@ -32,6 +32,7 @@ import inspect
 import json
 import math
 import unicodedata
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
@@ -601,6 +602,9 @@ def _read_prefix(response: object, limit: int) -> bytes:
     try:
         if hasattr(response, "iter_bytes"):  # httpx stream: read a prefix, then close
             _check_sync_stream(response)
+            inflate = _Inflate.of(response, limit)
+            if inflate is not None:
+                return inflate.take(response.iter_raw())  # type: ignore[attr-defined]
             return _take(response.iter_bytes(), limit)
         iter_content = getattr(response, "iter_content", None)  # requests
         if callable(iter_content):
@@ -629,6 +633,78 @@ def _take(chunks: Iterator[bytes], limit: int) -> bytes:
         if callable(close):
             close()
     return b"".join(parts)[:limit]
+
+
+class _Inflate:
+    """A gzip or deflate body decompressed to at most ``limit`` bytes.
+
+    httpx decodes each network chunk whole: 64 KiB of a compressed error page can
+    become 64 MB (a "zip bomb") before the prefix is cut. Here every step yields
+    at most what is still missing, so memory stays near ``limit``. Other encodings
+    (br, zstd, several at once) are left to httpx.
+    """
+
+    __slots__ = ("_engine", "_parts", "_raw_fallback", "_room", "_wbits", "limit")
+
+    def __init__(self, wbits: int, limit: int) -> None:
+        self._wbits = wbits
+        self._engine = zlib.decompressobj(wbits)
+        self._raw_fallback = wbits == zlib.MAX_WBITS  # "deflate" is sometimes sent raw
+        self._parts: list[bytes] = []
+        self._room = limit
+        self.limit = limit
+
+    @classmethod
+    def of(cls, response: object, limit: int) -> _Inflate | None:
+        if not hasattr(response, "iter_raw") and not hasattr(response, "aiter_raw"):
+            return None
+        coding = (_header(getattr(response, "headers", None), "content-encoding") or "").strip()
+        wbits = _ZLIB_WBITS.get(coding.lower())
+        return None if wbits is None else cls(wbits, limit)
+
+    def feed(self, data: bytes) -> bool:
+        """Decompress ``data``; True once the prefix is complete (or the stream broken)."""
+        while data and self._room > 0:
+            try:
+                out = self._engine.decompress(data, self._room)
+            except zlib.error:
+                if self._raw_fallback and not self._parts:
+                    self._raw_fallback = False
+                    self._engine = zlib.decompressobj(-zlib.MAX_WBITS)
+                    continue
+                return True  # a corrupt body: keep what was decoded
+            self._raw_fallback = False
+            if out:
+                self._parts.append(out)
+                self._room -= len(out)
+            if self._engine.eof:  # a gzip member ended: another may follow
+                data = self._engine.unused_data
+                self._engine = zlib.decompressobj(self._wbits)
+            else:
+                data = b""  # consumed, or the prefix is full (the tail is not wanted)
+        return self._room <= 0
+
+    def result(self) -> bytes:
+        return b"".join(self._parts)
+
+    def take(self, chunks: Iterator[bytes]) -> bytes:
+        try:
+            if self.limit > 0:
+                for chunk in chunks:
+                    if self.feed(chunk):
+                        break
+        finally:
+            close = getattr(chunks, "close", None)
+            if callable(close):
+                close()
+        return self.result()
+
+
+_ZLIB_WBITS: Final = {
+    "gzip": 16 + zlib.MAX_WBITS,
+    "x-gzip": 16 + zlib.MAX_WBITS,
+    "deflate": zlib.MAX_WBITS,
+}
 
 
 def _close_quietly(response: object) -> None:
@@ -666,16 +742,24 @@ async def _aread_prefix(response: object, limit: int) -> bytes:
     size = 0
     try:
         if hasattr(response, "aiter_bytes"):  # httpx async stream
-            chunks = response.aiter_bytes()
+            inflate = _Inflate.of(response, limit)
+            raw = inflate is not None
+            chunks = response.aiter_raw() if raw else response.aiter_bytes()  # type: ignore[attr-defined]
             try:
                 if limit > 0:
                     async for chunk in chunks:
+                        if inflate is not None:
+                            if inflate.feed(chunk):
+                                break
+                            continue
                         parts.append(chunk)
                         size += len(chunk)
                         if size >= limit:
                             break
             finally:
                 await chunks.aclose()
+            if inflate is not None:
+                return inflate.result()
             return b"".join(parts)[:limit]
         reader = getattr(getattr(response, "content", None), "read", None)
         if inspect.iscoroutinefunction(reader):  # aiohttp's StreamReader.read(n)
