@@ -512,3 +512,25 @@ def test_no_html_sink_anywhere_in_the_source() -> None:
     for sink in (b"innerHTML", b"outerHTML", b"insertAdjacentHTML", b"document.write", b"eval("):
         assert sink not in code, sink
     assert b"new Function" not in code
+
+
+def test_body_retry_after_agrees_with_python(page: Any) -> None:
+    from suture import SimpleResponse
+
+    values = ['"0x10"', '"0b1"', '"1e3"', '" 7 "', '"-3"', "12.5", "1" + "0" * 400, "-1e400"]
+    bodies = ['{"error": "busy", "retryAfter": ' + v + "}" for v in values]
+    got = page.evaluate(
+        """async (bodies) => Promise.all(bodies.map(async (b) => (
+            await window.suture.validateResponse(new Response(b, {
+                status: 503, headers: {"content-type": "application/json"}}))).retryAfter))""",
+        bodies,
+    )
+    expected = [
+        validate_response(
+            SimpleResponse(503, {"content-type": "application/json"}, b.encode()),
+            emit_events=False,
+        ).retry_after
+        for b in bodies
+    ]
+    assert got == expected
+    assert expected == [None, None, 1000, 7, 0, 12.5, None, None]

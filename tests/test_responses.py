@@ -932,9 +932,9 @@ def test_title_with_unterminated_tag_after_it_is_kept() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(9 * 10**4000, 86400.0), (-(9 * 10**4000), 0.0), (1e308 * 10, None), ("1e400", None)],
+    [(9 * 10**4000, None), (-(9 * 10**4000), None), (1e308 * 10, None), ("1e400", None)],
 )
-def test_body_retry_after_overflow_is_clamped_or_ignored(value: Any, expected: Any) -> None:
+def test_body_retry_after_overflow_is_ignored(value: Any, expected: Any) -> None:
     import sys
 
     if isinstance(value, int):

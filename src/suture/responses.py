@@ -943,8 +943,8 @@ def _body_retry_after(data: object) -> float | None:
         if isinstance(value, (int, float)):
             try:
                 number = float(value)
-            except OverflowError:  # an integer of hundreds of digits: clamped like the header
-                number = MAX_RETRY_AFTER if value > 0 else 0.0
+            except OverflowError:  # an integer of hundreds of digits: ignored, as 1e400
+                continue  # is (and as a browser's JSON.parse, which reads it as Infinity)
         elif isinstance(value, str):
             try:
                 number = float(value.strip())

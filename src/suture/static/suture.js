@@ -235,7 +235,9 @@ function bodyRetryAfter(data) {
   for (const key of ["retryAfter", "retry_after"]) {
     const v = data[key];
     if (typeof v === "boolean" || v === null || v === undefined) continue;
-    const n = typeof v === "number" ? v : typeof v === "string" && v.trim() ? Number(v.trim()) : NaN;
+    // a string must be a decimal number, as for Python's float(): not "0x10" or "0b1"
+    const decimal = typeof v === "string" && /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/.test(v.trim());
+    const n = typeof v === "number" ? v : decimal ? Number(v.trim()) : NaN;
     if (Number.isFinite(n)) return clamp(n, 0, MAX_RETRY_AFTER);
   }
   return null;
