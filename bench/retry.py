@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/retry.py
 
-Cases: the success path (sync and async), and a fail-once-then-succeed path
+Cases: the success path (sync and async; sync also with a local and a Redis
+retry budget, whose deposits stay local), and a fail-once-then-succeed path
 with every wait skipped. Prints ns per call, ns added over a bare call, and
 each peer's added cost as a multiple of suture's.
 """
@@ -45,6 +46,23 @@ async def abare() -> int:
     return 1
 
 
+def _budget_rows() -> dict[str, float]:
+    """The success path with a budget: a deposit is one local counter step, no lock;
+    with the Redis budget, no command either (redis-py connects lazily, on a command)."""
+    rows = {
+        "suture + RetryBudget": per_call_ns(
+            suture.retry(attempts=3, budget=suture.RetryBudget())(bare)
+        )
+    }
+    try:
+        from suture.contrib.redis import RedisRetryBudget
+    except ImportError:  # the redis extra is not installed
+        return rows
+    shared = RedisRetryBudget("redis://127.0.0.1:6379/0", key="bench", background=False)
+    rows["suture + RedisRetryBudget"] = per_call_ns(suture.retry(attempts=3, budget=shared)(bare))
+    return rows
+
+
 def success_sync() -> dict[str, float]:
     s = suture.retry(attempts=3)(bare)
     t = tenacity.retry(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_none())(bare)
@@ -52,6 +70,7 @@ def success_sync() -> dict[str, float]:
     b = backoff.on_exception(backoff.expo, ConnectionError, max_tries=3)(bare)
     return {
         "suture": per_call_ns(s),
+        **_budget_rows(),
         "tenacity": per_call_ns(t, number=20_000),
         "stamina": per_call_ns(st, number=20_000),
         "backoff": per_call_ns(b, number=50_000),
