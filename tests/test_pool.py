@@ -685,3 +685,32 @@ def test_a_source_returning_garbage_is_reported_and_the_others_still_count() -> 
         assert usage.detail("odd").error is not None
     pair = PoolMonitor(Odd((9, 10)), clock=FakeClock()).sample()
     assert pair.fraction == 0.9
+
+
+def test_astart_again_after_the_first_loop_was_closed() -> None:
+    # A sampler task left pending in a loop that was closed never runs again; the
+    # monitor used to count it as running, and astart() in a new loop did nothing.
+    gauge = Gauge(2, 10)
+    m = PoolMonitor(gauge, interval=1.0, clock=FakeClock())
+    first = asyncio.new_event_loop()
+    try:
+        first.run_until_complete(m.astart())
+    finally:
+        stale_task = m._task
+        first.close()
+    assert stale_task is not None and not stale_task.done()
+    assert not m.running
+
+    async def again() -> None:
+        await m.astart()
+        assert m.running
+        for _ in range(500):
+            if gauge.reads:
+                break
+            await asyncio.sleep(0.01)
+        await m.astop()
+
+    asyncio.run(again())
+    assert gauge.reads >= 1
+    assert not m.running
+    stale_task._log_destroy_pending = False  # closed on purpose: no "destroyed" warning

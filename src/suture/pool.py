@@ -465,7 +465,7 @@ class PoolMonitor:
     def running(self) -> bool:
         """True while a sampler thread or task runs."""
         thread, task = self._thread, self._task
-        return (thread is not None and thread.is_alive()) or (task is not None and not task.done())
+        return (thread is not None and thread.is_alive()) or _task_alive(task)
 
     def status(self) -> dict[str, Any]:
         """Level, staleness and the last sample as one JSON-friendly dict (for ``/health``)."""
@@ -730,12 +730,13 @@ class PoolMonitor:
         Each sample runs in a worker thread (sources may block), one at a time;
         the wait between samples uses the monitor's clock.
         """
+        loop = asyncio.get_running_loop()
+        # A task left in an event loop that was closed never runs again: ``running``
+        # ignores it, so a monitor started under ``asyncio.run()`` can start again.
         if self.running:
             return self
         self._arm()
-        self._task = asyncio.get_running_loop().create_task(
-            self._arun(), name=f"suture-pool-{self.name}"
-        )
+        self._task = loop.create_task(self._arun(), name=f"suture-pool-{self.name}")
         return self
 
     async def astop(self) -> None:
@@ -786,6 +787,11 @@ class PoolMonitor:
             f"interval={self.interval}, warning={self.warning}, critical={self.critical}, "
             f"level={self._level.name})"
         )
+
+
+def _task_alive(task: asyncio.Task[None] | None) -> bool:
+    # A task whose loop was closed without cancelling it never runs again.
+    return task is not None and not task.done() and not task.get_loop().is_closed()
 
 
 def _describe(exc: BaseException) -> str:
