@@ -22,7 +22,9 @@ rows are locked in key order (two guarded transitions cannot deadlock each other
 each row's real previous state comes back with it, the audit rows are written
 by the same statement, a key list travels as one array parameter and per-row
 values as arrays joined in with ``unnest``. On SQLite (one writer at a time)
-the previous states are read in the same transaction just before the update.
+the previous states are read in the same transaction just before the update,
+after a no-op ``UPDATE`` has taken the write lock (the driver begins a
+transaction only at the first write, so a read alone would hold no lock).
 
 Example (the reference service's spam capture)::
 
