@@ -34,7 +34,7 @@ def report() -> Report:
     """One short harness run, shared by the tests that read it (about 12 s)."""
     scenario = Scenario(phase_seconds=0.8, concurrency=6, rate=120.0, reset_timeout=RESET, seed=11)
     return asyncio.run(
-        run_harness(scenario=scenario, tasks=60, messages=300, rules=30, pool_size=8, seed=3)
+        run_harness(scenario=scenario, tasks=60, messages=300, rules=30, pool_size=16, seed=3)
     )
 
 
