@@ -197,6 +197,9 @@ def test_capture_moves_exactly_the_matching_messages(client: TestClient) -> None
     assert queue["total"] == len(expected)
     assert len(queue["messages"]) == 5
     assert all(m["matchedPatterns"] for m in queue["messages"])
+    assert all(
+        len(set(m["matchedPatterns"])) == len(m["matchedPatterns"]) for m in queue["messages"]
+    )
 
 
 @pytest.mark.parametrize("size", [0, 10_001, "x"])

@@ -113,8 +113,10 @@ def test_a_dead_database_opens_the_breaker_then_heals(client: TestClient, clock:
         assert waited <= RESET + 1.0
     assert clock.now() - opened_at <= RESET + 1.0
     assert svc.breaker.stats().state.value == "closed"
-    events = [e["event"] for e in client.get("/api/dashboard").json()["recent"]]
+    dashboard = client.get("/api/dashboard").json()
+    events = [e["event"] for e in dashboard["recent"]]
     assert "BreakerStateChanged" in events
+    assert dashboard["breakers"][0]["times_opened"] == 1  # kept after it closed again
 
 
 def test_an_exhausted_pool_sheds_then_recovers(client: TestClient) -> None:

@@ -498,7 +498,8 @@ class Service:
         def match(rows: list[Any]) -> dict[int, dict[str, Any]]:
             found = matcher.match_batch([(row.brand, row.text) for row in rows])
             return {
-                row.id: {"matched_patterns": "\n".join(by_id[i] for i in ids)}
+                # two rules may share a pattern (say, one per brand): list it once
+                row.id: {"matched_patterns": "\n".join(dict.fromkeys(by_id[i] for i in ids))}
                 for row, ids in zip(rows, found, strict=True)
                 if ids
             }
@@ -597,7 +598,11 @@ class Service:
         return {
             "success": True,
             "at": self.clock.wall(),
-            "breakers": [stats.as_dict()],
+            # ``open_count`` restarts when the breaker closes; the dashboard shows how
+            # often it opened since the app started.
+            "breakers": [
+                {**stats.as_dict(), "times_opened": self.telemetry.totals["breaker_opened"]}
+            ],
             "pool": {
                 "level": self.monitor.level.name,
                 "fraction": usage.fraction if usage is not None else None,
