@@ -421,6 +421,17 @@ async def test_block_form_async() -> None:
     assert clock.sleeps == [1.0]
 
 
+async def test_block_form_cancellation_propagates_untouched() -> None:
+    clock = FakeClock()
+    script = Script([ConnectionError(), asyncio.CancelledError(), "ok"])
+    with pytest.raises(asyncio.CancelledError) as info:
+        async for attempt in Retry(clock=clock, jitter="none").attempts():
+            with attempt:
+                script.step()
+    assert script.calls == 2  # not retried
+    assert not getattr(info.value, "__notes__", [])  # and not annotated either
+
+
 def test_attempts_is_a_number_too() -> None:
     policy = Retry(attempts=7)
     assert policy.attempts == 7

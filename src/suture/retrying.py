@@ -460,7 +460,9 @@ class _CallState:
     def next_delay(self, exc: BaseException) -> float | None:
         """The wait before the next attempt, or ``None``: give up and raise ``exc``."""
         policy = self.policy
-        if not isinstance(exc, Exception) or isinstance(exc, _NEVER_RETRIED) or not policy.on(exc):
+        if not isinstance(exc, Exception):
+            return None  # cancellation, KeyboardInterrupt, SystemExit: left untouched
+        if isinstance(exc, _NEVER_RETRIED) or not policy.on(exc):
             if self.attempt > 1:
                 self._note(exc, "the error is not retryable")
             return None
