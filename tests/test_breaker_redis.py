@@ -162,6 +162,31 @@ def test_outage_degrades_to_local_state_and_heals(redis_url: str, prefix: str) -
     assert CircuitBreaker("flaky-redis", store=observer, clock=clock).state is OPEN
 
 
+class ReadOnlyRedis(CountingRedis):
+    """A real client whose server turns into a read-only replica (a failover)."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self.down:
+            self.commands += 1
+            raise redis.exceptions.ReadOnlyError("You can't write against a read only replica.")
+        return super().execute_command(*args, **options)
+
+
+def test_an_error_reply_degrades_instead_of_replacing_the_callers_error(
+    redis_url: str, prefix: str
+) -> None:
+    conn: ReadOnlyRedis = ReadOnlyRedis.from_url(redis_url, socket_timeout=1.0)  # type: ignore[assignment]
+    store = RedisBreakerStore(conn, prefix=prefix, background=False)
+    breaker = CircuitBreaker("failover", failure_threshold=2, store=store, clock=FakeClock())
+    conn.down = True
+    trip(breaker, 2)  # each call raises its own ConnectionError, not Redis's ReadOnlyError
+    assert store.degraded
+    assert breaker.state is OPEN
+    conn.down = False
+    store.poll()  # heals: the local record is written back
+    assert not store.degraded
+
+
 def test_background_poller_delivers_remote_changes(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
     writer = RedisBreakerStore(client(redis_url), prefix=prefix, background=False)

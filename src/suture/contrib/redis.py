@@ -71,7 +71,10 @@ redis.call('SET', KEYS[1], ARGV[2])
 return ARGV[2]
 """
 
-_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+# Any Redis failure degrades to local state: unreachable, a timeout, and also an
+# error reply (READONLY from a replica during a failover, OOM): a state change
+# must never replace the caller's own error with Redis's.
+_ERRORS = (redis.RedisError, OSError)
 
 
 def _encode(record: BreakerRecord) -> str:
@@ -338,7 +341,7 @@ return {taken, ft, fr, deposits, spent, refused}
 
 # A budget must never break the call it guards: any Redis failure (unreachable,
 # timeout, READONLY during a failover, a key of the wrong type) means "use local".
-_BUDGET_ERRORS = (redis.RedisError, OSError)
+_BUDGET_ERRORS = _ERRORS
 
 
 class RedisRetryBudget:
