@@ -249,6 +249,28 @@ def test_close_folds_what_is_pending_and_stops_the_thread(redis_url: str, key: s
     assert reader.stats().deposits == 7
 
 
+def test_the_background_flush_folds_successes(redis_url: str, key: str) -> None:
+    # A worker that only succeeds still feeds the shared bucket: its flusher folds
+    # the local count every flush_interval (here 10 ms), without any retry asking.
+    shared = RedisRetryBudget(client(redis_url), key=key, flush_interval=0.01, min_per_second=0)
+    reader = redis.Redis.from_url(redis_url)
+    try:
+        for _ in range(5):
+            shared.deposit()
+        tick = threading.Event()
+        for _ in range(1000):  # up to 10 s on a loaded machine; usually one tick
+            if reader.hget(key, "deposits") == b"5":
+                break
+            tick.wait(0.01)
+        assert reader.hget(key, "deposits") == b"5"
+        sent = shared._client.commands  # type: ignore[attr-defined]
+        tick.wait(0.05)  # several more ticks with nothing new...
+        assert shared._client.commands == sent  # type: ignore[attr-defined]  # ...send nothing
+    finally:
+        shared.close()
+        reader.close()
+
+
 def test_bad_configuration(redis_url: str) -> None:
     with pytest.raises(ValueError, match="key=''"):
         RedisRetryBudget(redis_url, key="", background=False)
