@@ -67,12 +67,12 @@ def test_pure_functions() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"initial": -1}, "initial_delay=-1: must be 0 seconds or more"),
+        ({"initial": -1}, "initial=-1: must be 0 seconds or more"),
         ({"max_delay": -1}, "max_delay=-1"),
-        ({"initial": 5, "max_delay": 1}, "max_delay=1: must be >= initial_delay"),
+        ({"initial": 5, "max_delay": 1}, r"max_delay=1: must be >= initial \(5.0 seconds\)"),
         ({"multiplier": 0.5}, "multiplier=0.5: must be a number >= 1"),
         ({"jitter": "random"}, "jitter='random': must be one of 'none', 'full'"),
-        ({"initial": float("nan")}, "initial_delay=nan"),
+        ({"initial": float("nan")}, "initial=nan"),
     ],
 )
 def test_bad_configuration(kwargs: dict[str, object], match: str) -> None:

@@ -83,12 +83,10 @@ class Backoff:
         multiplier: float = 2.0,
         jitter: Jitter = "full",
     ) -> None:
-        init = check_seconds("initial_delay", initial)
+        init = check_seconds("initial", initial)
         cap = check_seconds("max_delay", max_delay)
         if cap < init:
-            raise ValueError(
-                f"max_delay={max_delay!r}: must be >= initial_delay ({init!r} seconds)"
-            )
+            raise ValueError(f"max_delay={max_delay!r}: must be >= initial ({init!r} seconds)")
         if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)):
             raise TypeError(f"multiplier={multiplier!r}: expected a number >= 1")
         if not multiplier >= 1:

@@ -229,6 +229,12 @@ class Retry(Decorator):
         name: str | None = None,
     ) -> None:
         check_int("attempts", attempts, minimum=1)
+        # Named as Retry names them (Backoff calls the first one ``initial``).
+        first = check_seconds("initial_delay", initial_delay)
+        if check_seconds("max_delay", max_delay) < first:
+            raise ValueError(
+                f"max_delay={max_delay!r}: must be >= initial_delay ({first!r} seconds)"
+            )
         backoff = Backoff(
             initial=initial_delay, max_delay=max_delay, multiplier=multiplier, jitter=jitter
         )
