@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import suture
-from suture import Retry, RetryBudgetExhausted
+from suture import Retry, RetryBudget, RetryBudgetExhausted
 from suture.contrib.redis import RedisRetryBudget
 from suture.testing import FakeClock, capture_events
 
@@ -110,6 +113,49 @@ def test_deposits_of_one_worker_let_the_other_retry(redis_url: str, key: str) ->
     assert policy_b.call(flaky) == "ok"
     assert flaky.calls == 2
     assert worker_b.stats().tokens == pytest.approx(0.1)  # the retried success deposited
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    ratio=st.sampled_from([0.1, 0.25, 0.3, 1.0]),
+    capacity=st.sampled_from([1.0, 2.5, 10.0]),
+    steps=st.lists(
+        st.tuples(st.sampled_from(["deposit", "deposit", "spend", "flush"]), st.integers(0, 1)),
+        max_size=60,
+    ),
+)
+def test_two_workers_behave_as_one_local_budget(
+    redis_url: str, ratio: float, capacity: float, steps: list[tuple[str, int]]
+) -> None:
+    """The shared bucket answers exactly as one local RetryBudget would, given that a
+    worker's successes reach it when that worker spends or flushes."""
+    key = f"suture-test:budget:model:{uuid.uuid4().hex[:12]}"
+    workers = [budget(redis_url, key, ratio=ratio, capacity=capacity) for _ in range(2)]
+    model = RetryBudget(ratio=ratio, capacity=capacity, min_per_second=0, clock=FakeClock())
+    pending = [0, 0]
+    try:
+        for op, w in steps:
+            if op == "deposit":
+                workers[w].deposit()
+                pending[w] += 1
+                continue
+            model._credit(pending[w])
+            pending[w] = 0
+            if op == "spend":
+                assert workers[w].try_spend() == model.try_spend()
+            else:
+                workers[w].flush()
+        shared = workers[0].stats()  # folds worker 0's pending successes...
+        model._credit(pending[0])  # ...so the model does too
+        local = model.stats()
+        assert shared.tokens == pytest.approx(local.tokens, abs=1e-9)
+        assert (shared.spent, shared.refused) == (local.spent, local.refused)
+    finally:
+        cleanup = redis.Redis.from_url(redis_url)
+        cleanup.delete(key)
+        cleanup.close()
+        for worker in workers:
+            worker._client.close()
 
 
 def test_the_success_path_sends_no_redis_command(redis_url: str, key: str) -> None:
