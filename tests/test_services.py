@@ -31,3 +31,15 @@ def test_redis_answers(redis_url: str, unique_name: str) -> None:
         client.delete(unique_name)
     finally:
         client.close()
+
+
+def test_a_missing_service_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    import conftest
+
+    monkeypatch.setattr(conftest, "_reachable", lambda host, port: False)
+    monkeypatch.setattr(conftest, "IN_CI", True)
+    with pytest.raises(pytest.fail.Exception, match="CI must provide it"):
+        conftest.require_service("Redis", "127.0.0.1", 6379)
+    monkeypatch.setattr(conftest, "IN_CI", False)
+    with pytest.raises(pytest.skip.Exception, match="not reachable"):
+        conftest.require_service("Redis", "127.0.0.1", 6379)
