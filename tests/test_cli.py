@@ -99,6 +99,8 @@ def test_demo_prints_its_urls_and_serves(
     assert "error rate 30%" in out
     assert served["host"] == "127.0.0.1"
     assert served["port"] == 8123
+    # the peer address is the TCP peer's: X-Forwarded-For cannot make a request local
+    assert served["proxy_headers"] is False
     settings = served["app"].state.service.settings
     assert settings.database_url == url
     assert settings.chaos is True
@@ -132,3 +134,10 @@ def test_database_url_from_the_environment(
     monkeypatch.setenv("DATABASE_URL", url)
     assert cli.main(["demo"]) == 0
     assert served["app"].state.service.settings.database_url == url
+
+
+def test_demo_refuses_to_hold_more_connections_than_the_pool_has(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["demo", "--pool-size", "4", "--hold", "5"]) == 2
+    assert "--hold 5 is more than the pool's 4 connections" in capsys.readouterr().err

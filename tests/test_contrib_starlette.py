@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 import pytest
+from fastapi import Body, FastAPI, Query
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -278,3 +280,128 @@ def test_health_route_reports_breakers_and_pools() -> None:
     monitor.sample()
     assert client.get("/health").json()["pools"]["db"]["level"] == "CRITICAL"
     assert client.get("/ready").status_code == 503
+
+
+# --- the framework's own errors, in the same shape ------------------------------------
+
+
+def test_unknown_routes_and_wrong_methods_use_the_error_shape(client: TestClient) -> None:
+    r = client.get("/no/such/page")
+    assert r.status_code == 404
+    assert r.json() == {
+        "success": False,
+        "error": "There is nothing at this address.",
+        "code": "not_found",
+    }
+    assert r.headers[REQUEST_ID_HEADER]
+    r = client.post("/ok")
+    assert r.status_code == 405
+    assert r.json()["code"] == "method_not_allowed"
+    assert r.json()["success"] is False
+    assert "GET" in r.headers["allow"]  # the framework's header is kept
+
+
+def test_an_application_http_exception_keeps_its_own_message() -> None:
+    from starlette.exceptions import HTTPException
+
+    app = Starlette(
+        routes=[
+            Route("/teapot", boom(HTTPException(418, "I only brew tea."))),
+            Route("/down", boom(HTTPException(503, "Maintenance."))),
+            Route("/moved", boom(HTTPException(304))),
+        ]
+    )
+    install(app)
+    c = TestClient(app, raise_server_exceptions=False)
+    r = c.get("/teapot")
+    assert (r.status_code, r.json()) == (
+        418,
+        {"success": False, "error": "I only brew tea.", "code": "http_418"},
+    )
+    r = c.get("/down")  # every 503 carries Retry-After, in the header and the body
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "2"
+    assert r.json()["retryAfter"] == 2
+    r = c.get("/moved")
+    assert r.status_code == 304
+    assert r.content == b""
+
+
+def test_fastapi_validation_errors_name_fields_and_never_echo_the_input() -> None:
+    app = FastAPI()
+
+    @app.post("/items/{item_id}")
+    async def create(
+        item_id: int,
+        name: Annotated[str, Body(embed=True, max_length=10)],
+        size: Annotated[int, Query(ge=1)] = 1,
+    ) -> dict[str, object]:
+        return {"success": True}
+
+    install(app)
+    c = TestClient(app, raise_server_exceptions=False)
+    r = c.post("/items/7?size=0", json={"name": SECRET * 1000})
+    assert r.status_code == 422
+    body = r.json()
+    assert body["success"] is False
+    assert body["code"] == "invalid_request"
+    assert {(f["field"], f["in"]) for f in body["fields"]} == {("name", "body"), ("size", "query")}
+    assert body["error"].startswith("The request is not valid: ")
+    assert "hunter2" not in r.text  # FastAPI's own answer repeats the input ("input": ...)
+    assert len(r.content) < 1000
+    r = c.post("/items/x", json={"name": "ok"})
+    assert r.json()["fields"] == [
+        {
+            "field": "item_id",
+            "in": "path",
+            "problem": "Input should be a valid integer, unable to parse string as an integer",
+        }
+    ]
+    # malformed JSON: no parser position or message
+    r = c.post(
+        "/items/7", content=b'{"name": hunter2', headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422
+    assert r.json()["error"] == "The request body is not valid JSON."
+    assert "hunter2" not in r.text
+    assert "Expecting" not in r.text
+
+
+def test_a_body_over_the_limit_is_a_413_before_it_is_read() -> None:
+    seen: list[int] = []
+
+    async def echo(request: Request) -> JSONResponse:
+        seen.append(len(await request.body()))
+        return JSONResponse({"success": True})
+
+    app = Starlette(routes=[Route("/echo", echo, methods=["POST"])])
+    install(app, max_body_bytes=1000)
+    c = TestClient(app, raise_server_exceptions=False)
+    assert c.post("/echo", content=b"x" * 1000).status_code == 200
+    r = c.post("/echo", content=b"x" * 1001)  # declared by Content-Length
+    assert r.status_code == 413
+    assert r.json() == {
+        "success": False,
+        "error": "The request body is too large.",
+        "code": "too_large",
+    }
+    assert seen == [1000]  # the app never ran
+    r = c.post("/echo", content=iter([b"x" * 600, b"x" * 600]))  # streamed, no length
+    assert r.status_code == 413
+    assert r.json()["code"] == "too_large"
+    r = c.post("/echo", content=b"{}", headers={"content-length": "many"})
+    assert r.status_code == 400
+    assert r.json()["error"] == "The Content-Length header is not valid."
+    with pytest.raises(ValueError, match="max_body_bytes=-1"):
+        install(Starlette(), max_body_bytes=-1)
+
+
+def test_an_error_inside_a_middleware_is_a_generic_500() -> None:
+    def broken_admit(priority: object) -> None:
+        raise RuntimeError(SECRET)
+
+    app = make_app(admit=broken_admit, default_priority=Priority.NORMAL)
+    r = TestClient(app, raise_server_exceptions=False).get("/ok")
+    assert r.status_code == 500
+    assert r.json()["code"] == "internal_error"
+    assert "hunter2" not in r.text

@@ -144,6 +144,22 @@ def test_respond_errors(client: TestClient) -> None:
         client.post("/api/manager/assistance/1/respond", json={"response": ""}).status_code == 422
     )
     assert client.post("/api/manager/assistance/1/respond", json={}).status_code == 422
+    # a blank answer is no answer
+    r = client.post(f"/api/manager/assistance/{done}/respond", json={"response": "  \n "})
+    assert assert_error(r, 422, "invalid_request")["fields"][0]["field"] == "response"
+
+
+def test_only_a_task_that_asked_for_help_can_be_answered(client: TestClient) -> None:
+    # OPEN -> IN_PROGRESS is in the task table (the agent starts work), but it is not
+    # the manager's move: a task that never asked for help cannot be "answered".
+    task = run(client, sa.text("SELECT id FROM demo_task WHERE status = 'OPEN' LIMIT 1"))[0][0]
+    r = client.post(f"/api/manager/assistance/{task}/respond", json={"response": "hi"})
+    body = assert_error(r, 409, "invalid_transition")
+    assert body["error"] == "This record is OPEN and cannot be moved to IN_PROGRESS."
+    status = run(
+        client, sa.text(f"SELECT status, manager_response FROM demo_task WHERE id = {task}")
+    )
+    assert tuple(status[0]) == ("OPEN", None)
 
 
 # --- spam -----------------------------------------------------------------------------
@@ -294,6 +310,66 @@ def test_an_unexpected_error_is_a_generic_500(
     assert body["requestId"] == r.headers["X-Request-ID"]
 
 
+def test_no_error_response_carries_internals(client: TestClient) -> None:
+    """Every way a request can fail answers {"success": false, "error", "code"}, nothing more."""
+    big = "x" * 100_000
+    failures = [
+        (client.get("/no/such/page"), 404, "not_found"),
+        (client.get("/api/nope"), 404, "not_found"),
+        (client.get("/static/../app.py"), 404, "not_found"),
+        (client.put("/api/manager/assistance"), 405, "method_not_allowed"),
+        (client.post("/api/manager/spam/abc/release"), 422, "invalid_request"),
+        (client.post("/api/manager/spam/0/archive"), 422, "invalid_request"),
+        # past 64 bits: the database would overflow (a 500 with a traceback in the log)
+        (client.post(f"/api/messages/{2**63}/promote"), 422, "invalid_request"),
+        (client.post(f"/api/manager/spam/{10**30}/release"), 422, "invalid_request"),
+        (
+            client.post(
+                "/api/manager/assistance/1/respond",
+                content=b'{"response": "secret',
+                headers={"content-type": "application/json"},
+            ),
+            422,
+            "invalid_request",
+        ),
+        (
+            client.post("/api/manager/assistance/1/respond", json={"response": {"a": "secret"}}),
+            422,
+            "invalid_request",
+        ),
+        (
+            client.post("/api/manager/assistance/1/respond", json={"response": "secret" * 1000}),
+            422,
+            "invalid_request",
+        ),
+        # a body past the limit is refused before it is read: declared, and streamed
+        (
+            client.post(
+                "/api/manager/assistance/1/respond",
+                json={"response": big + "secret"},
+            ),
+            413,
+            "too_large",
+        ),
+        (
+            client.post(
+                "/api/manager/assistance/1/respond",
+                content=iter([b'{"response": "', big.encode(), b'secret"}']),
+                headers={"content-type": "application/json"},
+            ),
+            413,
+            "too_large",
+        ),
+        (client.get("/api/messages", params={"status": "<b>secret</b>"}), 422, "invalid_request"),
+        (client.post("/api/admin/chaos", json={"errorRate": "secret"}), 422, "invalid_request"),
+    ]
+    for r, status, code in failures:
+        body = assert_error(r, status, code)
+        assert "secret" not in r.text, r.text
+        assert "detail" not in body and "input" not in r.text, r.text
+        assert len(r.content) < 2000
+
+
 # --- the chaos admin endpoint ---------------------------------------------------------
 
 
@@ -306,6 +382,35 @@ def test_chaos_admin_endpoint(client: TestClient) -> None:
     assert_error(bad, 400, "bad_chaos_config")
     r = client.post("/api/admin/chaos", json={"clear": True})
     assert r.json()["chaos"]["database"]["error_rate"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # an unknown target would be stored forever and injected nowhere
+        ({"target": "x" * 10_000, "errorRate": 0.1}, "target: unknown"),
+        # more connections than the pool has: tasks waiting on a pool that never frees
+        ({"hold": 11}, "hold=11: at most 10 here"),
+        ({"hold": 10**9}, "at most 10 here"),
+        ({"latency": 1e9}, "latency=1000000000.0: at most 60 here"),
+        ({"hold": -1}, "hold=-1"),
+        ({"traffic": 1e9}, "rate="),
+    ],
+)
+def test_chaos_admin_refuses_bad_input(client: TestClient, body: Any, message: str) -> None:
+    r = client.post("/api/admin/chaos", json=body)
+    assert message in assert_error(r, 400, "bad_chaos_config")["error"]
+    assert not service(client).chaos.active
+    assert len(r.content) < 500
+
+
+def test_chaos_admin_refuses_a_relayed_request(database: dict[str, Any]) -> None:
+    with make_client(database, admin_hosts=("testclient",)) as c:
+        assert c.get("/api/admin/chaos").status_code == 200
+        for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+            r = c.post("/api/admin/chaos", json={"errorRate": 1.0}, headers={header: "127.0.0.1"})
+            assert_error(r, 403)
+        assert not service(c).chaos.active
 
 
 @pytest.mark.parametrize("chaos", [False, True])

@@ -249,6 +249,13 @@ def _demo(args: argparse.Namespace) -> int:
     if args.reset_timeout <= 0:
         print("suture demo: --reset-timeout must be more than 0 seconds", file=sys.stderr)
         return 2
+    if args.hold > args.pool_size:
+        print(
+            f"suture demo: --hold {args.hold} is more than the pool's {args.pool_size} "
+            "connections (--pool-size)",
+            file=sys.stderr,
+        )
+        return 2
 
     uvicorn = importlib.import_module("uvicorn")
     from suture.demo.app import DEFAULT_DATABASE_URL, Settings, create_app
@@ -303,7 +310,9 @@ def _demo(args: argparse.Namespace) -> int:
     # Each applied transition is an INFO event: one line per spam batch is noise at INFO.
     logging.getLogger("suture").setLevel(level if level <= logging.DEBUG else max(level, 30))
     logging.getLogger("suture.demo").setLevel(level)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # proxy_headers=False: the client address is the TCP peer's, so an X-Forwarded-For
+    # header cannot make a request look local to the chaos admin endpoint.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False)
     return 0
 
 

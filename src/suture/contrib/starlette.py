@@ -9,7 +9,12 @@
   is missing); a transient error that escaped its retries a ``503`` with a
   short ``Retry-After``; any other error a ``500`` with a generic message and a
   request id (the traceback goes to the log under that id, never into the
-  response);
+  response). The framework's own errors take the same shape: an unknown route
+  (``404``), a wrong method (``405``), any ``HTTPException``, and FastAPI's
+  request validation (``422`` naming the fields and what is wrong with them,
+  never echoing the input back);
+* **a body limit** (``max_body_bytes``): a larger request body is a ``413``
+  before it is read into memory;
 * **admission**: :class:`AdmissionMiddleware` asks an admission function (a
   ``suture.PoolMonitor``'s ``admit``) before each request, with a priority
   chosen per route, and sheds with the same ``503`` shape;
@@ -29,17 +34,19 @@ import importlib.resources
 import logging
 import math
 import re
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from suture.classify import is_transient
+from suture.classify import is_transient, reason_phrase
 from suture.errors import BreakerOpen, InvalidTransition, Overloaded
 
 __all__ = [
@@ -47,11 +54,13 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "TRANSIENT_RETRY_AFTER",
     "AdmissionMiddleware",
+    "BodyLimitMiddleware",
     "TransientErrorMiddleware",
     "breaker_open_handler",
     "error_body",
     "health_report",
     "health_route",
+    "http_exception_handler",
     "install",
     "invalid_transition_handler",
     "overloaded_handler",
@@ -61,6 +70,7 @@ __all__ = [
     "suture_js_route",
     "unavailable_response",
     "unexpected_error_handler",
+    "validation_error_handler",
 ]
 
 logger = logging.getLogger("suture")
@@ -214,6 +224,163 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> Response
         status_code=500,
         headers={REQUEST_ID_HEADER: rid},
     )
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+}
+_HTTP_MESSAGES = {
+    404: "There is nothing at this address.",
+    405: "This address does not accept that method.",
+    413: "The request body is too large.",
+}
+#: At most this many fields are listed in a ``422`` body, each message at most this long.
+_MAX_FIELDS = 20
+_MAX_FIELD_TEXT = 200
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's ``HTTPException`` (unknown route, wrong method, ...) in suture's error shape.
+
+    The status and headers (``Allow`` on a ``405``) are kept; the message is the
+    exception's ``detail`` when it is a string an application chose, or a
+    sentence for the statuses the framework itself raises.
+    """
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    headers = dict(exc.headers or {})
+    if status in {204, 304} or status < 400:
+        return Response(status_code=status, headers=headers)
+    headers[REQUEST_ID_HEADER] = request_id(request)
+    detail = exc.detail if isinstance(exc.detail, str) else ""
+    generic = reason_phrase(status).split(" ", 1)[-1]
+    if status in _HTTP_MESSAGES and detail in ("", generic, "Content Too Large"):
+        message = _HTTP_MESSAGES[status]
+    else:
+        message = (detail or generic)[:_MAX_FIELD_TEXT]
+    code = _HTTP_CODES.get(status, f"http_{status}")
+    if status == 503:
+        headers.setdefault("Retry-After", str(_retry_seconds(TRANSIENT_RETRY_AFTER)))
+        seconds = int(headers["Retry-After"]) if headers["Retry-After"].isdigit() else None
+        return JSONResponse(
+            error_body(message, code=code, retryAfter=seconds), status_code=503, headers=headers
+        )
+    return JSONResponse(error_body(message, code=code), status_code=status, headers=headers)
+
+
+def _field_name(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if len(parts) > 1 and parts[0] in {"body", "query", "path", "header", "cookie"}:
+        parts = parts[1:]
+    return ".".join(parts)[:_MAX_FIELD_TEXT] or "request"
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> Response:
+    """FastAPI's ``RequestValidationError`` -> ``422`` naming the fields, never echoing the input.
+
+    FastAPI's own answer repeats every rejected value (``input``), however
+    large, and parser internals (``ctx``); this one lists each field (where
+    it was: ``body``, ``query``, ``path``...) with the validator's message.
+    """
+    raw = getattr(exc, "errors", None)
+    errors: list[Any] = list(raw()) if callable(raw) else []
+    fields: list[dict[str, str]] = []
+    malformed = False
+    for err in errors[:_MAX_FIELDS]:
+        if not isinstance(err, Mapping):
+            continue
+        loc = err.get("loc") or ()
+        loc = tuple(loc) if isinstance(loc, (list, tuple)) else (str(loc),)
+        if err.get("type") == "json_invalid":
+            malformed = True
+            continue
+        msg = err.get("msg")
+        fields.append(
+            {
+                "field": _field_name(loc),
+                "in": str(loc[0]) if loc else "request",
+                "problem": (msg if isinstance(msg, str) else "is not valid")[:_MAX_FIELD_TEXT],
+            }
+        )
+    if malformed:
+        message = "The request body is not valid JSON."
+    elif fields:
+        first = fields[0]
+        message = f"The request is not valid: {first['field']}: {first['problem']}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more)"
+    else:
+        message = "The request is not valid."
+    return JSONResponse(
+        error_body(message, code="invalid_request", fields=fields),
+        status_code=422,
+        headers={REQUEST_ID_HEADER: request_id(request)},
+    )
+
+
+# --- body limit -----------------------------------------------------------------
+
+
+class BodyLimitMiddleware:
+    """Refuses a request body larger than ``max_bytes`` with a ``413``, without reading it all.
+
+    A declared ``Content-Length`` over the limit is answered before the app
+    runs; a body streamed without one is counted as it arrives and the read
+    that passes the limit raises ``HTTPException(413)`` (answered by
+    :func:`http_exception_handler`).
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ValueError(f"max_bytes={max_bytes!r}: expected a whole number of bytes >= 0")
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = None
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                declared = value
+                break
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                size = -1
+            if size < 0 or size > self.max_bytes:
+                if size < 0:
+                    exc = HTTPException(400, "The Content-Length header is not valid.")
+                else:
+                    exc = HTTPException(413, "")
+                response = await http_exception_handler(Request(scope), exc)
+                await response(scope, receive, send)
+                return
+        seen = 0
+        limit = self.max_bytes
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise HTTPException(413, "")
+            return message
+
+        await self.app(scope, limited_receive, send)
 
 
 # --- admission -----------------------------------------------------------------
@@ -424,6 +591,7 @@ def install(
     priorities: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
     default_priority: Any = None,
     js_path: str | None = "/suture.js",
+    max_body_bytes: int | None = None,
 ) -> Starlette:
     """Add suture's error handlers, optional admission, and the ``suture.js`` route to ``app``.
 
@@ -433,8 +601,19 @@ def install(
     apps. ``admit`` is usually ``monitor.admit`` of a ``suture.PoolMonitor``;
     ``default_priority`` is the priority of routes not listed in ``priorities``
     (required with ``admit``).
-    The ``suture.js`` route is exempt from admission. Returns ``app``.
+    The ``suture.js`` route is exempt from admission. ``max_body_bytes`` adds
+    :class:`BodyLimitMiddleware` (``None``: no limit). The framework's own
+    errors (``HTTPException``: 404, 405...; FastAPI's ``RequestValidationError``)
+    are answered in the same JSON shape. Returns ``app``.
     """
+    if max_body_bytes is not None and (
+        isinstance(max_body_bytes, bool)
+        or not isinstance(max_body_bytes, int)
+        or max_body_bytes < 0
+    ):
+        raise ValueError(
+            f"max_body_bytes={max_body_bytes!r}: expected a whole number of bytes >= 0, or None"
+        )
     if app.debug:
         logger.warning(
             "suture: app.debug is on: Starlette answers unhandled errors with a traceback"
@@ -443,9 +622,17 @@ def install(
     app.add_exception_handler(Overloaded, overloaded_handler)
     app.add_exception_handler(InvalidTransition, invalid_transition_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
+    app.add_exception_handler(HTTPException, http_exception_handler)
+    # FastAPI's validation error, when the app is a FastAPI one (already imported then).
+    fastapi_exceptions = sys.modules.get("fastapi.exceptions")
+    validation_error = getattr(fastapi_exceptions, "RequestValidationError", None)
+    if isinstance(validation_error, type):
+        app.add_exception_handler(validation_error, validation_error_handler)
     if js_path is not None:
         app.router.routes.append(suture_js_route(js_path))
     app.add_middleware(TransientErrorMiddleware)
+    if max_body_bytes is not None:
+        app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     if admit is not None:
         if default_priority is None:
             raise ValueError(

@@ -27,6 +27,7 @@ from typing import Annotated, Any, TypeVar
 
 import sqlalchemy as sa
 from fastapi import Body, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import event
@@ -47,8 +48,8 @@ from suture.contrib.prometheus import PrometheusListener, metrics_response
 from suture.contrib.sqlalchemy import atransition
 from suture.contrib.sqlalchemy_pool import SQLAlchemyPoolSource
 from suture.demo.models import (
+    MANAGER_RESPONSE,
     MESSAGE_TRANSITIONS,
-    TASK_TRANSITIONS,
     Base,
     MessageStatus,
     RawMessage,
@@ -72,6 +73,18 @@ T = TypeVar("T")
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./suture-demo.db"
 MAX_BATCH = 10_000
+#: Ids are 64-bit integers in both databases: a larger one in a URL is a 422, not a 500.
+MAX_ID = 2**63 - 1
+#: The longest manager response, in characters.
+MAX_RESPONSE = 4000
+#: Request bodies past this size are a 413 before they are read (the largest legal
+#: one, a 4000-character response, is well under it even with every character escaped).
+MAX_BODY_BYTES = 64 * 1024
+#: The chaos admin endpoint's ceiling on added latency, in seconds.
+MAX_CHAOS_LATENCY = 60.0
+#: Headers that mean a proxy relayed the request: the chaos admin then refuses it,
+#: since the real client is not the loopback peer.
+_FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host")
 #: Spam capture reads this many READY messages at a time (at least one batch).
 READ_CHUNK = 2_000
 #: Guarded UPDATEs one capture runs at once (each on its own pooled connection).
@@ -227,6 +240,12 @@ class Service:
         self.hog = AsyncConnectionHog(self.engine.connect)
         self._matcher: SpamMatcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        #: The targets this service injects faults on (the chaos admin refuses others).
+        self.chaos_targets = frozenset({DB})
+
+    def chaos_limits(self) -> dict[str, float]:
+        """Ceilings of the chaos admin endpoint: added latency, and connections held."""
+        return {"latency": MAX_CHAOS_LATENCY, "hold": float(self.settings.pool_size)}
 
     def _engine(self) -> AsyncEngine:
         s = self.settings
@@ -383,7 +402,7 @@ class Service:
             await atransition(
                 session,
                 Task,
-                TASK_TRANSITIONS,
+                MANAGER_RESPONSE,  # only from ASSISTANCE_REQUIRED: answering an OPEN task is a 409
                 TaskStatus.IN_PROGRESS,
                 key=task_id,
                 values={"manager_response": response, "responded_at": now, "updated_at": now},
@@ -663,6 +682,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "/api/docs": suture_web.EXEMPT,
         },
         default_priority=suture_web.EXEMPT,
+        max_body_bytes=MAX_BODY_BYTES,
     )
     app.mount(
         "/static",
@@ -672,6 +692,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.prometheus = service.prometheus
     _routes(app, service, service.prometheus)
     return app
+
+
+Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+
+
+def _invalid(field: str, problem: str) -> JSONResponse:
+    """A ``422`` in the shape of :func:`suture.contrib.starlette.validation_error_handler`."""
+    return JSONResponse(
+        suture_web.error_body(
+            f"The request is not valid: {field}: {problem}",
+            code="invalid_request",
+            fields=[{"field": field, "in": "body", "problem": problem}],
+        ),
+        status_code=422,
+    )
 
 
 def _routes(app: FastAPI, service: Service, prometheus: PrometheusListener) -> None:
@@ -690,12 +725,15 @@ def _routes(app: FastAPI, service: Service, prometheus: PrometheusListener) -> N
         requests = await service.assistance_queue()
         return {"success": True, "requests": requests, "count": len(requests)}
 
-    @app.post("/api/manager/assistance/{task_id}/respond")
+    @app.post("/api/manager/assistance/{task_id}/respond", response_model=None)
     async def respond(
-        task_id: int,
-        response: Annotated[str, Body(embed=True, min_length=1, max_length=4000)],
-    ) -> dict[str, Any]:
-        task = await service.respond(task_id, response.strip() or response)
+        task_id: Id,
+        response: Annotated[str, Body(embed=True, min_length=1, max_length=MAX_RESPONSE)],
+    ) -> dict[str, Any] | JSONResponse:
+        text = response.strip()
+        if not text:
+            return _invalid("response", "String should have at least 1 character besides spaces")
+        task = await service.respond(task_id, text)
         return {"success": True, "task": task}
 
     @app.post("/api/manager/spam/capture")
@@ -718,17 +756,17 @@ def _routes(app: FastAPI, service: Service, prometheus: PrometheusListener) -> N
         return {"success": True, "messages": items, "total": total}
 
     @app.post("/api/manager/spam/{message_id}/release")
-    async def release(message_id: int) -> dict[str, Any]:
+    async def release(message_id: Id) -> dict[str, Any]:
         msg = await service.move_message(message_id, MessageStatus.READY, "spam-release")
         return {"success": True, "message": msg}
 
     @app.post("/api/manager/spam/{message_id}/archive")
-    async def archive(message_id: int) -> dict[str, Any]:
+    async def archive(message_id: Id) -> dict[str, Any]:
         msg = await service.move_message(message_id, MessageStatus.SPAM_ARCHIVED, "spam-archive")
         return {"success": True, "message": msg}
 
     @app.post("/api/messages/{message_id}/promote")
-    async def promote(message_id: int) -> dict[str, Any]:
+    async def promote(message_id: Id) -> dict[str, Any]:
         msg = await service.move_message(message_id, MessageStatus.PROMOTED, "promote")
         return {"success": True, "message": msg}
 
@@ -767,6 +805,25 @@ def _routes(app: FastAPI, service: Service, prometheus: PrometheusListener) -> N
         ) -> Response:
             if not _local(request, settings):
                 return _forbidden()
+            if target not in service.chaos_targets:
+                known = ", ".join(sorted(service.chaos_targets))
+                return JSONResponse(
+                    suture_web.error_body(
+                        f"target: unknown; this service injects faults on: {known}",
+                        code="bad_chaos_config",
+                    ),
+                    status_code=400,
+                )
+            limits = service.chaos_limits()
+            for name, value in (("latency", latency), ("hold", hold)):
+                if value is not None and value > limits[name]:
+                    return JSONResponse(
+                        suture_web.error_body(
+                            f"{name}={value!r}: at most {limits[name]:g} here",
+                            code="bad_chaos_config",
+                        ),
+                        status_code=400,
+                    )
             try:
                 if traffic is not None:  # synthetic requests per second (0 pauses)
                     app.state.traffic.set_rate(traffic)
@@ -793,6 +850,14 @@ def _traffic_rate(app: FastAPI) -> float | None:
 
 
 def _local(request: Request, settings: Settings) -> bool:
+    """True for a request from this machine that no proxy relayed.
+
+    The peer address is the TCP peer's (``suture demo`` runs uvicorn without
+    proxy headers); a request carrying forwarding headers came through a proxy,
+    so its real client is somewhere else, and is refused too.
+    """
+    if any(name in request.headers for name in _FORWARDING_HEADERS):
+        return False
     host = request.client.host if request.client is not None else ""
     return host in settings.admin_hosts
 

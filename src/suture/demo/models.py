@@ -22,6 +22,7 @@ from suture.demo.spam import RuleMode
 from suture.transitions import Transitions
 
 __all__ = [
+    "MANAGER_RESPONSE",
     "MESSAGE_TRANSITIONS",
     "TASK_TRANSITIONS",
     "Base",
@@ -58,6 +59,15 @@ TASK_TRANSITIONS: Transitions[TaskStatus] = Transitions(
     name="task",
 )
 """A task asks for help, gets an answer (back to IN_PROGRESS), and is done at the end."""
+
+MANAGER_RESPONSE: Transitions[TaskStatus] = Transitions(
+    {TaskStatus.ASSISTANCE_REQUIRED: {TaskStatus.IN_PROGRESS}},
+    states=TaskStatus,
+    name="task",
+)
+"""The one edge of :data:`TASK_TRANSITIONS` a manager's answer takes: only a task that
+asked for help can be answered (an OPEN task moving to IN_PROGRESS is the agent's
+move, not the manager's)."""
 
 MESSAGE_TRANSITIONS: Transitions[MessageStatus] = Transitions(
     {
