@@ -255,3 +255,23 @@ async def test_async_connection_hog_holds_until_released() -> None:
     await hog.aclose()
     assert inside == 0
     assert hog.held == 0
+
+
+async def test_a_hold_the_pool_cannot_serve_is_one_warning_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @asynccontextmanager
+    async def exhausted() -> AsyncIterator[None]:
+        raise TimeoutError("QueuePool limit of size 10 overflow 0 reached")
+        yield  # pragma: no cover
+
+    hog = AsyncConnectionHog(exhausted)
+    with caplog.at_level("WARNING", logger="suture"):
+        await hog.aset_held(2)
+        await asyncio.sleep(0)
+        await hog.aclose()
+    lines = [r for r in caplog.records if "could not take a connection" in r.getMessage()]
+    assert len(lines) == 2
+    assert all(r.levelname == "WARNING" and r.exc_info is None for r in lines)
+    assert "TimeoutError: QueuePool limit" in lines[0].getMessage()
+    assert hog.held == 0

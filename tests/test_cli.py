@@ -101,6 +101,10 @@ def test_demo_prints_its_urls_and_serves(
     assert served["port"] == 8123
     # the peer address is the TCP peer's: X-Forwarded-For cannot make a request local
     assert served["proxy_headers"] is False
+    # --traffic's in-process requests are not logged one line each
+    import logging
+
+    assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
     settings = served["app"].state.service.settings
     assert settings.database_url == url
     assert settings.chaos is True

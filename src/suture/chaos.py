@@ -388,8 +388,13 @@ class AsyncConnectionHog:
         except asyncio.CancelledError:
             self._notify()
             raise
-        except Exception:
-            logger.exception("suture chaos: could not take a connection to hold")
+        except Exception as exc:
+            # Expected when the pool is already exhausted (its timeout): one line, no traceback.
+            logger.warning(
+                "suture chaos: could not take a connection to hold: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
             self._notify()
 
     async def aclose(self) -> None:

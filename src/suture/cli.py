@@ -310,6 +310,8 @@ def _demo(args: argparse.Namespace) -> int:
     # Each applied transition is an INFO event: one line per spam batch is noise at INFO.
     logging.getLogger("suture").setLevel(level if level <= logging.DEBUG else max(level, 30))
     logging.getLogger("suture.demo").setLevel(level)
+    # --traffic sends its requests through httpx, which logs each one at INFO.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
     # proxy_headers=False: the client address is the TCP peer's, so an X-Forwarded-For
     # header cannot make a request look local to the chaos admin endpoint.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False)

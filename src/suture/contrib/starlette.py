@@ -208,7 +208,7 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> Response
         # and the retries are spent: tell the client to come back soon, not "bug".
         return _transient_response(request, exc, TRANSIENT_RETRY_AFTER)
     logger.error(
-        "suture: unhandled %s on %s %s (request id %s)",
+        "unhandled %s on %s %s (request id %s)",
         type(exc).__name__,
         request.method,
         request.url.path,
@@ -479,7 +479,7 @@ class TransientErrorMiddleware:
 def _transient_response(request: Request, exc: Exception, retry_after: float) -> JSONResponse:
     rid = request_id(request)
     logger.warning(
-        "suture: %s %s failed with a transient %s (request id %s)",
+        "%s %s failed with a transient %s (request id %s)",
         request.method,
         request.url.path,
         type(exc).__name__,
@@ -615,9 +615,7 @@ def install(
             f"max_body_bytes={max_body_bytes!r}: expected a whole number of bytes >= 0, or None"
         )
     if app.debug:
-        logger.warning(
-            "suture: app.debug is on: Starlette answers unhandled errors with a traceback"
-        )
+        logger.warning("app.debug is on: Starlette answers unhandled errors with a traceback")
     app.add_exception_handler(BreakerOpen, breaker_open_handler)
     app.add_exception_handler(Overloaded, overloaded_handler)
     app.add_exception_handler(InvalidTransition, invalid_transition_handler)
