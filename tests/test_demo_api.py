@@ -430,3 +430,15 @@ def test_seeding_happens_once(database: dict[str, Any]) -> None:
     with make_client(database, messages=50) as c:
         assert c.get("/api/messages", params={"limit": 1}).json()["total"] == first
     assert first == SMALL["messages"]
+
+
+def test_the_pages_never_put_server_text_into_the_dom_as_html() -> None:
+    from importlib import resources
+
+    static = resources.files("suture.demo").joinpath("static")
+    scripts = [p for p in static.iterdir() if p.name.endswith((".js", ".html"))]
+    assert {p.name for p in scripts} >= {"manager.js", "dashboard.js", "minichart.js"}
+    for script in scripts:
+        text = script.read_text("utf-8")
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in text, f"{script.name} uses {sink}"

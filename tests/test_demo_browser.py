@@ -187,3 +187,39 @@ def test_dashboard_shows_the_breaker_opening_under_faults(server: str, page: Any
             screenshot(page, "dashboard.png")
         finally:
             client.post("/api/admin/chaos", json={"clear": True})
+
+
+def test_dashboard_polling_backs_off_and_honours_retry_after(server: str, page: Any) -> None:
+    """A failing dashboard API is not polled each second forever: Retry-After sets the pace.
+
+    The page's timers run on Playwright's fake clock, so the waits are exact, not timed.
+    """
+    seen: list[str] = []
+
+    def busy(route: Any) -> None:
+        seen.append(route.request.url)
+        route.fulfill(
+            status=503,
+            headers={"Retry-After": "5", "Content-Type": "application/json"},
+            body=json.dumps(
+                {"success": False, "error": "busy", "retryAfter": 5, "code": "overloaded"}
+            ),
+        )
+
+    page.clock.install()
+    page.route("**/api/dashboard", busy)
+    page.goto(f"{server}/dashboard")
+    page.wait_for_function("document.getElementById('live').dataset.failures === '1'")
+    assert "next try in 5 s" in page.text_content("#live")
+    page.clock.run_for(4_500)  # a healthy dashboard would have polled 4 more times
+    assert len(seen) == 1
+    with page.expect_request("**/api/dashboard"):
+        page.clock.run_for(1_000)
+    page.wait_for_function("document.getElementById('live').dataset.failures === '2'")
+    assert len(seen) == 2
+    # the API heals: polling goes back to once a second
+    page.unroute("**/api/dashboard")
+    with page.expect_request("**/api/dashboard"):
+        page.clock.run_for(5_100)
+    page.wait_for_function("document.getElementById('live').dataset.failures === '0'")
+    assert page.text_content("#live").startswith("live")

@@ -95,17 +95,47 @@ function renderTraffic(rate) {
   toggle.dataset.chaos = JSON.stringify({ traffic: on ? 0 : 5 });
 }
 
+// Polling, not retrying forever: one request a second while the tab is visible. After
+// a failure the next poll waits longer each time (2, 4, 8... at most 30 s), and never
+// less than the server's Retry-After; a hidden tab does not poll at all.
+const POLL_MS = 1000;
+const MAX_BACKOFF_MS = 30000;
+let failures = 0;
+let polling = false; // a poll is running or scheduled
+
+function nextDelay(outcome) {
+  if (outcome.ok) return POLL_MS;
+  let delay = Math.min(MAX_BACKOFF_MS, POLL_MS * 2 ** failures);
+  if (typeof outcome.retryAfter === "number" && Number.isFinite(outcome.retryAfter)) {
+    delay = Math.max(delay, Math.min(outcome.retryAfter, 3600) * 1000);
+  }
+  return delay;
+}
+
 async function tick() {
+  if (document.hidden) {
+    polling = false; // visibilitychange starts it again
+    return;
+  }
+  polling = true;
   const outcome = await sutureFetch("/api/dashboard", { attempts: 1, timeout: 2500 });
   const live = $("live");
   if (outcome.ok) {
+    failures = 0;
     live.textContent = `live · ${new Date().toLocaleTimeString()}`;
     render(outcome.data);
   } else {
-    renderError(live, outcome, { fallback: "dashboard unreachable" });
+    failures += 1;
+    renderError(live, outcome, { fallback: "dashboard unreachable", hint: false });
+    live.append(` (next try in ${Math.ceil(nextDelay(outcome) / 1000)} s)`);
   }
-  setTimeout(tick, 1000);
+  live.dataset.failures = String(failures);
+  setTimeout(tick, nextDelay(outcome));
 }
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && !polling) tick();
+});
 
 for (const button of document.querySelectorAll("[data-chaos]")) {
   button.addEventListener("click", async () => {

@@ -32,6 +32,8 @@ async function load(url, statusEl) {
   setStatus(statusEl, "Loading...");
   const outcome = await sutureFetch(url, {
     attempts: 3,
+    // A Retry-After told to one tab holds back this list in every tab of the page.
+    shareBackoff: true,
     onRetry: (info) => setStatus(statusEl, retryMessage(info), "retrying"),
   });
   if (!outcome.ok) {
