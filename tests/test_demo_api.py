@@ -442,3 +442,30 @@ def test_the_pages_never_put_server_text_into_the_dom_as_html() -> None:
         text = script.read_text("utf-8")
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
             assert sink not in text, f"{script.name} uses {sink}"
+
+
+def test_building_the_app_starts_nothing(tmp_path: Any) -> None:
+    """No thread, timer, connection or file before the app starts (the spec's monitor did)."""
+    import json
+    import subprocess
+    import sys
+
+    db = tmp_path / "sub" / "never.db"
+    code = f"""
+import json, threading
+before = threading.active_count()
+from suture.demo.app import Settings, create_app
+app = create_app(Settings(database_url="sqlite+aiosqlite:///{db}", chaos=True))
+svc = app.state.service
+print(json.dumps({{
+    "threads": threading.active_count() - before,
+    "monitor": svc.monitor.running,
+    "checked_out": svc.engine.pool.checkedout(),
+    "file": {str(db)!r} and __import__("os").path.exists({str(db)!r}),
+}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    assert data == {"threads": 0, "monitor": False, "checked_out": 0, "file": False}

@@ -73,6 +73,8 @@ def test_a_dead_database_opens_the_breaker_then_heals(client: TestClient, clock:
     for _ in range(12):
         r = client.get("/api/manager/assistance")
         codes.append((r.status_code, r.json().get("code")))
+        if r.status_code == 503:  # every 503, a spent retry's too, says when to come back
+            assert r.json()["retryAfter"] == int(r.headers["Retry-After"]) >= 1
         if r.json().get("code") == "breaker_open":
             break
     # 10 consecutive failures open it. The retry budget (its floor holds one token at
