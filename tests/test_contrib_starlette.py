@@ -405,3 +405,27 @@ def test_an_error_inside_a_middleware_is_a_generic_500() -> None:
     assert r.status_code == 500
     assert r.json()["code"] == "internal_error"
     assert "hunter2" not in r.text
+
+
+def test_a_path_in_the_log_cannot_forge_a_line(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:  # fails on every path, even one no route could match
+        def __init__(self, app: object) -> None:
+            pass
+
+        async def __call__(self, scope: object, receive: object, send: object) -> None:
+            raise RuntimeError("bug")
+
+    app = Starlette()
+    install(app)
+    app.add_middleware(Broken)
+    with caplog.at_level("ERROR", logger="suture"):
+        r = TestClient(app, raise_server_exceptions=False).get("/x%0AERROR%20forged%1b[31m")
+    assert r.status_code == 500
+    (record,) = [rec for rec in caplog.records if "unhandled" in rec.getMessage()]
+    message = record.getMessage()
+    assert "\n" not in message and "\x1b" not in message
+    assert "ERROR forged\\x1b[31m" in message  # (the client already drops the newline)
+    from suture.contrib.starlette import _loggable
+
+    assert _loggable("/a\nERROR b") == "/a\\x0aERROR b"
+    assert _loggable("/" + "x" * 500) == "/" + "x" * 199 + "..."

@@ -111,6 +111,15 @@ def request_id(request: Request) -> str:
     return rid
 
 
+def _loggable(text: str, limit: int = 200) -> str:
+    """A client-chosen string fit for one log line: control characters escaped, bounded.
+
+    A path is percent-decoded: ``/x%0AERROR ...`` would otherwise forge a log line.
+    """
+    clean = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text[:limit])
+    return clean + ("..." if len(text) > limit else "")
+
+
 def _retry_seconds(retry_after: float) -> int:
     """Whole seconds for ``Retry-After`` (at least 1: 0 would invite a tight loop)."""
     if not math.isfinite(retry_after):
@@ -211,7 +220,7 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> Response
         "unhandled %s on %s %s (request id %s)",
         type(exc).__name__,
         request.method,
-        request.url.path,
+        _loggable(request.url.path),
         rid,
         exc_info=(type(exc), exc, exc.__traceback__),
     )
@@ -481,7 +490,7 @@ def _transient_response(request: Request, exc: Exception, retry_after: float) ->
     logger.warning(
         "%s %s failed with a transient %s (request id %s)",
         request.method,
-        request.url.path,
+        _loggable(request.url.path),
         type(exc).__name__,
         rid,
     )

@@ -864,6 +864,8 @@ def _local(request: Request, settings: Settings) -> bool:
 
 def _forbidden() -> JSONResponse:
     return JSONResponse(
-        suture_web.error_body("The chaos admin endpoint only answers local requests."),
+        suture_web.error_body(
+            "The chaos admin endpoint only answers local requests.", code="forbidden"
+        ),
         status_code=403,
     )
