@@ -119,6 +119,7 @@ def test_passwords_are_not_printed(
     import uvicorn
 
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    monkeypatch.setattr(cli, "_preflight", lambda url: None)  # no such database here
     url = "postgresql+psycopg://app:s3cret@127.0.0.1:5432/demo"
     assert cli.main(["demo", "--database-url", url, "--host", "0.0.0.0", "--chaos"]) == 0
     out = capsys.readouterr().out
@@ -145,3 +146,26 @@ def test_demo_refuses_to_hold_more_connections_than_the_pool_has(
 ) -> None:
     assert cli.main(["demo", "--pool-size", "4", "--hold", "5"]) == 2
     assert "--hold 5 is more than the pool's 4 connections" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("sqlite://", "in-memory SQLite database lives in one connection"),
+        ("not a url", "ArgumentError"),
+        ("postgresql+psycopg://postgres:s3cret@127.0.0.1:1/test", "OperationalError"),
+    ],
+)
+def test_a_database_the_demo_cannot_use_is_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, reason: str
+) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("must not serve"))
+    assert cli.main(["demo", "--database-url", url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("suture demo: cannot use the database ")
+    assert reason in err
+    assert "Traceback" not in err
+    assert "s3cret" not in err
+    assert len(err.strip().splitlines()) == 1

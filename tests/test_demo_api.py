@@ -469,3 +469,10 @@ print(json.dumps({{
     )
     data = json.loads(out.stdout.strip().splitlines()[-1])
     assert data == {"threads": 0, "monitor": False, "checked_out": 0, "file": False}
+
+
+@pytest.mark.parametrize("url", ["sqlite+aiosqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_sqlite_database_is_refused_by_name(url: str) -> None:
+    # each pooled connection would get its own empty database ("no such table")
+    with pytest.raises(ValueError, match="in-memory SQLite database lives in one connection"):
+        create_app(Settings(database_url=url))

@@ -233,6 +233,34 @@ def _display_url(url: str) -> str:
         return url
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _preflight(url: str) -> str | None:
+    """Connect once to the demo's database; the reason in one line when that fails."""
+    import asyncio
+
+    from suture.demo.app import async_url
+
+    sa_async = importlib.import_module("sqlalchemy.ext.asyncio")
+
+    async def check() -> None:
+        engine = sa_async.create_async_engine(async_url(url))
+        try:
+            async with engine.connect():
+                pass
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(check())
+    except Exception as exc:
+        return _one_line(exc)
+    return None
+
+
 def _demo(args: argparse.Namespace) -> int:
     missing = missing_demo_modules()
     if missing:
@@ -275,7 +303,18 @@ def _demo(args: argparse.Namespace) -> int:
         seed=not args.no_seed,
         traffic=args.traffic,
     )
-    app = create_app(settings)
+    # A database the demo cannot use is one clear line, not a traceback from the
+    # engine (a bad URL, a driver not installed, a server that does not answer).
+    try:
+        app = create_app(settings)
+        problem = _preflight(url)
+    except Exception as exc:
+        problem = _one_line(exc)
+    if problem is not None:
+        print(
+            f"suture demo: cannot use the database {_display_url(url)}: {problem}", file=sys.stderr
+        )
+        return 2
     shown = f"[{args.host}]" if ":" in args.host else args.host
     base = f"http://{shown}:{args.port}"
     lines = [

@@ -257,9 +257,14 @@ class Service:
             "pool_pre_ping": False,
         }
         if url.get_backend_name() == "sqlite":
+            if not url.database or url.database == ":memory:" or "mode=memory" in str(url):
+                raise ValueError(
+                    f"database_url={s.database_url!r}: an in-memory SQLite database lives in "
+                    f"one connection and this service pools {s.pool_size}; use a file, "
+                    "e.g. sqlite+aiosqlite:///./suture-demo.db"
+                )
             kwargs["connect_args"] = {"timeout": 30}
-            if url.database and url.database != ":memory:":
-                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         elif s.schema:
             kwargs["connect_args"] = {"options": f"-c search_path={s.schema}"}
         engine = create_async_engine(url, **kwargs)
