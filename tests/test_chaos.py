@@ -275,3 +275,22 @@ async def test_a_hold_the_pool_cannot_serve_is_one_warning_line(
     assert all(r.levelname == "WARNING" and r.exc_info is None for r in lines)
     assert "TimeoutError: QueuePool limit" in lines[0].getMessage()
     assert hog.held == 0
+
+
+def test_a_blocking_pool_that_cannot_serve_a_hold_is_one_warning_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def acquire() -> int:
+        raise TimeoutError("QueuePool limit of size 5 overflow 0 reached")
+
+    hog: ConnectionHog[int] = ConnectionHog(acquire, lambda conn: None)
+    with caplog.at_level("WARNING", logger="suture"):
+        hog.set_held(2)
+        for thread in threading.enumerate():
+            if thread.name == "suture-chaos-hog":
+                thread.join(timeout=30)
+    (record,) = [r for r in caplog.records if "could not take a connection" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert record.exc_info is None
+    assert "TimeoutError: QueuePool limit" in record.getMessage()
+    assert hog.held == 0

@@ -168,7 +168,7 @@ class Chaos:
         if holder is not None and new.hold != old.hold:
             holder.set_held(new.hold)
         if new != old:
-            logger.warning("suture chaos: %s faults now %s", target, new.as_dict())
+            logger.warning("chaos %s: faults now %s", target, new.as_dict())
         return new
 
     def clear(self, target: str | None = None) -> None:
@@ -320,8 +320,13 @@ class ConnectionHog(Generic[C]):
                     return
             try:
                 conn = self._acquire()
-            except Exception:
-                logger.exception("suture chaos: could not take a connection to hold")
+            except Exception as exc:
+                # Expected when the pool is already exhausted: one line, no traceback.
+                logger.warning(
+                    "chaos: could not take a connection to hold: %s: %s",
+                    type(exc).__name__,
+                    exc,
+                )
                 return
             with self._lock:
                 keep = len(self._held) < self._want
@@ -391,7 +396,7 @@ class AsyncConnectionHog:
         except Exception as exc:
             # Expected when the pool is already exhausted (its timeout): one line, no traceback.
             logger.warning(
-                "suture chaos: could not take a connection to hold: %s: %s",
+                "chaos: could not take a connection to hold: %s: %s",
                 type(exc).__name__,
                 exc,
             )
