@@ -476,3 +476,26 @@ def test_an_in_memory_sqlite_database_is_refused_by_name(url: str) -> None:
     # each pooled connection would get its own empty database ("no such table")
     with pytest.raises(ValueError, match="in-memory SQLite database lives in one connection"):
         create_app(Settings(database_url=url))
+
+
+@pytest.mark.parametrize(
+    ("peer", "allowed"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),  # IPv4 loopback through a dual-stack socket
+        ("::ffff:10.0.0.7", False),
+        ("10.0.0.7", False),
+        ("localhost.evil.example", False),
+    ],
+)
+def test_chaos_admin_answers_loopback_peers_only(tmp_path: Any, peer: str, allowed: bool) -> None:
+    app = create_app(
+        Settings(
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'peer.db'}",
+            **{**SMALL, "background": False, "chaos": True, "clock": FakeClock()},
+        )
+    )
+    with TestClient(app, raise_server_exceptions=False, client=(peer, 5555)) as c:
+        r = c.get("/api/admin/chaos")
+        assert r.status_code == (200 if allowed else 403), r.text

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
 import os
 import random
@@ -864,6 +865,10 @@ def _local(request: Request, settings: Settings) -> bool:
     if any(name in request.headers for name in _FORWARDING_HEADERS):
         return False
     host = request.client.host if request.client is not None else ""
+    with suppress(ValueError):  # a dual-stack socket shows 127.0.0.1 as ::ffff:127.0.0.1
+        mapped = ipaddress.ip_address(host)
+        if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
+            host = str(mapped.ipv4_mapped)
     return host in settings.admin_hosts
 
 
