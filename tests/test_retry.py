@@ -631,3 +631,14 @@ def test_policy_is_immutable_and_replaceable() -> None:
 def test_decorating_a_non_callable_is_an_error() -> None:
     with pytest.raises(TypeError, match="expected a function"):
         Retry()(42)  # type: ignore[call-overload]
+
+
+def test_event_messages_name_an_error_without_text() -> None:
+    event = RetryScheduled(
+        name="f", attempt=1, attempts=3, delay=1.0, error=TimeoutError(), elapsed=0.0
+    )
+    assert "failed with TimeoutError; next attempt in 1.000s" in event.message()
+    event2 = RetryScheduled(
+        name="f", attempt=1, attempts=3, delay=1.0, error=ConnectionError("refused"), elapsed=0.0
+    )
+    assert "failed with ConnectionError: refused;" in event2.message()

@@ -75,6 +75,12 @@ class Event:
 # --- retry -------------------------------------------------------------------------
 
 
+def _describe(error: BaseException) -> str:
+    """``"ConnectionError: refused"``, or just ``"TimeoutError"`` when there is no message."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryScheduled(Event):
     """An attempt failed with a transient error and another one is scheduled after ``delay``."""
@@ -90,7 +96,7 @@ class RetryScheduled(Event):
     def message(self) -> str:
         return (
             f"retry {self.name}: attempt {self.attempt}/{self.attempts} failed with "
-            f"{type(self.error).__name__}: {self.error}; next attempt in {self.delay:.3f}s "
+            f"{_describe(self.error)}; next attempt in {self.delay:.3f}s "
             f"(elapsed {self.elapsed:.3f}s)"
         )
 
@@ -114,7 +120,7 @@ class RetryGaveUp(Event):
     def message(self) -> str:
         return (
             f"retry {self.name}: giving up after {self.attempts} attempt(s) over "
-            f"{self.elapsed:.3f}s ({self.reason}): {type(self.error).__name__}: {self.error}"
+            f"{self.elapsed:.3f}s ({self.reason}): {_describe(self.error)}"
         )
 
 
