@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 from typing import Any
 
 import pytest
@@ -169,3 +170,67 @@ def test_a_database_the_demo_cannot_use_is_one_clear_line(
     assert "Traceback" not in err
     assert "s3cret" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_redis_url_is_shown_without_its_password_and_a_dead_redis_is_not_fatal(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Any,
+) -> None:
+    import socket
+
+    import uvicorn
+
+    served: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app))
+    with socket.socket() as sock:  # a local port nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    redis_url = f"redis://:s3cret@127.0.0.1:{port}/0"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'redis.db'}"
+    with caplog.at_level(logging.WARNING, logger="suture"):
+        code = cli.main(["demo", "--database-url", url, "--redis-url", redis_url])
+    assert code == 0
+    service = served["app"].state.service
+    try:
+        out = capsys.readouterr().out
+        assert "s3cret" not in out
+        assert f"redis://:***@127.0.0.1:{port}/0  (not answering: local state" in out
+        assert service.settings.redis_url == redis_url
+        assert service.state_store()["degraded"] is True
+        warnings = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+        assert len(warnings) == 1, warnings
+        assert "s3cret" not in warnings[0]
+    finally:
+        service.close_state_store()
+
+
+def test_redis_url_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    import uvicorn
+
+    served: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app))
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'env-redis.db'}"
+    assert cli.main(["demo", "--database-url", url]) == 0
+    service = served["app"].state.service
+    service.close_state_store()
+    assert service.settings.redis_url == "redis://127.0.0.1:1/0"
+    assert "shared state   redis://127.0.0.1:1/0" in capsys.readouterr().out
+
+
+def test_without_redis_the_state_is_this_process_memory(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    import uvicorn
+
+    served: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app))
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'memory.db'}"
+    assert cli.main(["demo", "--database-url", url]) == 0
+    assert served["app"].state.service.settings.redis_url is None
+    assert "shared state   none" in capsys.readouterr().out

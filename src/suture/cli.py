@@ -3,7 +3,7 @@
 ``suture demo`` serves the reference service (the ``demo`` extra):
 
     suture demo [--host 127.0.0.1] [--port 8000] [--database-url URL] [--chaos]
-                [--error-rate X] [--latency S] [--hold N] [--traffic N]
+                [--redis-url URL] [--error-rate X] [--latency S] [--hold N] [--traffic N]
 
 ``suture chaos`` breaks it on purpose and reports how it healed:
 
@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -121,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db "
         "(default: $DATABASE_URL, else sqlite+aiosqlite:///./suture-demo.db)",
+    )
+    demo.add_argument(
+        "--redis-url",
+        default=None,
+        help="share the database breaker and retry budget with every 'suture demo' "
+        "using this Redis, e.g. redis://127.0.0.1:6379/0 (default: $REDIS_URL, else "
+        "this process's memory)",
     )
     demo.add_argument(
         "--chaos",
@@ -233,6 +241,21 @@ def _display_url(url: str) -> str:
         return url
 
 
+def _display_redis_url(url: str) -> str:
+    """The Redis URL without its password."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+        user = urllib.parse.quote(parts.username or "", safe="")
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        port = f":{parts.port}" if parts.port is not None else ""
+        return parts._replace(netloc=f"{user}:***@{host}{port}").geturl()
+    except ValueError:  # an unparsable URL: show nothing that might be a secret
+        return "(unparsable Redis URL)"
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -285,6 +308,15 @@ def _demo(args: argparse.Namespace) -> int:
         )
         return 2
 
+    redis_url = args.redis_url or os.environ.get("REDIS_URL") or None
+    if redis_url and importlib.util.find_spec("redis") is None:
+        print(
+            "suture demo: --redis-url needs the 'redis' package (in the 'demo' extra): "
+            "pip install 'suture[demo]'",
+            file=sys.stderr,
+        )
+        return 2
+
     uvicorn = importlib.import_module("uvicorn")
     from suture.demo.app import DEFAULT_DATABASE_URL, Settings, create_app
 
@@ -302,7 +334,17 @@ def _demo(args: argparse.Namespace) -> int:
         rules=args.rules,
         seed=not args.no_seed,
         traffic=args.traffic,
+        redis_url=redis_url,
     )
+    # suture's events (retries, breaker changes, shed requests) and the seeding note;
+    # configured first, so a Redis that does not answer at start is one logged warning.
+    level = getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(levelname)s:     %(name)s: %(message)s")
+    # Each applied transition is an INFO event: one line per spam batch is noise at INFO.
+    logging.getLogger("suture").setLevel(level if level <= logging.DEBUG else max(level, 30))
+    logging.getLogger("suture.demo").setLevel(level)
+    # --traffic sends its requests through httpx, which logs each one at INFO.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
     # A database the demo cannot use is one clear line, not a traceback from the
     # engine (a bad URL, a driver not installed, a server that does not answer).
     try:
@@ -326,6 +368,16 @@ def _demo(args: argparse.Namespace) -> int:
         f"  metrics        {base}/metrics",
         f"  database       {_display_url(url)}",
     ]
+    if redis_url:
+        store = app.state.service.state_store()
+        note = (
+            "  (not answering: local state until it does)"
+            if store["degraded"]
+            else f"  (keys {store['prefix']}*)"
+        )
+        lines.append(f"  shared state   {_display_redis_url(redis_url)}{note}")
+    else:
+        lines.append("  shared state   none (this process's memory; --redis-url to share)")
     if args.chaos:
         lines.append(f"  chaos admin    {base}/api/admin/chaos  (local clients only)")
         if not _is_loopback(args.host):
@@ -343,14 +395,6 @@ def _demo(args: argparse.Namespace) -> int:
             f"  traffic        {args.traffic:g} requests/s to the app's own API (in-process)"
         )
     print("\n".join(lines), flush=True)
-    # suture's events (retries, breaker changes, shed requests) and the seeding note.
-    level = getattr(logging, args.log_level.upper())
-    logging.basicConfig(level=level, format="%(levelname)s:     %(name)s: %(message)s")
-    # Each applied transition is an INFO event: one line per spam batch is noise at INFO.
-    logging.getLogger("suture").setLevel(level if level <= logging.DEBUG else max(level, 30))
-    logging.getLogger("suture.demo").setLevel(level)
-    # --traffic sends its requests through httpx, which logs each one at INFO.
-    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
     # proxy_headers=False: the client address is the TCP peer's, so an X-Forwarded-For
     # header cannot make a request look local to the chaos admin endpoint.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False)

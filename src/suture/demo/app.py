@@ -18,13 +18,14 @@ import ipaddress
 import logging
 import os
 import random
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import sqlalchemy as sa
 from fastapi import Body, FastAPI, Query, Request
@@ -41,7 +42,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from suture.breaker import CircuitBreaker
-from suture.budget import RetryBudget
+from suture.budget import Budget, RetryBudget
 from suture.chaos import AsyncConnectionHog, Chaos
 from suture.clock import SYSTEM_CLOCK, Clock
 from suture.contrib import starlette as suture_web
@@ -66,6 +67,11 @@ from suture.policy import Policy
 from suture.pool import PoolMonitor, Priority
 from suture.retrying import Retry
 
+if TYPE_CHECKING:  # the redis extra is imported only when Settings.redis_url is set
+    import redis
+
+    from suture.contrib.redis import RedisBreakerStore, RedisRetryBudget
+
 __all__ = ["DEFAULT_DATABASE_URL", "Service", "Settings", "create_app"]
 
 logger = logging.getLogger("suture.demo")
@@ -88,9 +94,14 @@ MAX_CHAOS_LATENCY = 60.0
 _FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host")
 #: Spam capture reads this many READY messages at a time (at least one batch).
 READ_CHUNK = 2_000
+#: The retry budget's bucket: at most this many earned retries saved up.
+BUDGET_CAPACITY = 50
 #: Guarded UPDATEs one capture runs at once (each on its own pooled connection).
 WRITERS = 3
 DB = "database"  # the breaker's and the chaos target's name
+#: Socket timeouts of the demo's Redis client, in seconds: while Redis does not
+#: answer, a breaker state change or a retry waits at most this long for it.
+REDIS_TIMEOUT = 0.2
 
 
 def _default_url() -> str:
@@ -151,6 +162,13 @@ class Settings:
     traffic: float = 0.0
     clock: Clock = SYSTEM_CLOCK
     rand: random.Random | None = None
+    #: Share the ``database`` breaker and its retry budget with every worker that
+    #: names the same Redis and prefix (``redis://host:6379/0``); ``None``: this
+    #: process's memory. An unreachable Redis degrades to local state, never an error.
+    redis_url: str | None = None
+    #: Key prefix in Redis: the breaker lives at ``<prefix>breaker:database``, the
+    #: retry budget at ``<prefix>budget:database``.
+    redis_prefix: str = "suture-demo:"
 
 
 def _now(clock: Clock) -> datetime:
@@ -201,12 +219,30 @@ class Service:
         self.engine = self._engine()
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.chaos = Chaos(rand=rng.random, clock=s.clock)
+        #: Set only with ``redis_url``: the client, the breaker's store, the shared budget.
+        self.redis: redis.Redis | None = None
+        self.breaker_store: RedisBreakerStore | None = None
+        self.shared_budget: RedisRetryBudget | None = None
+        if s.redis_url:
+            self.redis, self.breaker_store, self.shared_budget = self._share_through_redis(
+                s.redis_url
+            )
         self.breaker = CircuitBreaker(
-            DB, failure_threshold=s.failure_threshold, reset_timeout=s.reset_timeout, clock=s.clock
+            DB,
+            failure_threshold=s.failure_threshold,
+            reset_timeout=s.reset_timeout,
+            clock=s.clock,
+            store=self.breaker_store,
         )
-        self.retry_budget = RetryBudget(
+        if self.breaker_store is not None:
+            # Workaround: a breaker's origin is "<name>#<its number in this process>", so
+            # the first "database" breaker of every worker has the same origin, and a
+            # breaker ignores store records of its own origin: the workers would never
+            # see each other's changes. One origin per worker, until the library's is.
+            self.breaker._origin = f"{DB}#{uuid.uuid4().hex}"
+        self.retry_budget: Budget = self.shared_budget or RetryBudget(
             ratio=s.retry_budget_ratio,
-            capacity=50,
+            capacity=BUDGET_CAPACITY,
             min_per_second=s.retry_budget_floor,
             name=DB,
             clock=s.clock,
@@ -243,6 +279,54 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         #: The targets this service injects faults on (the chaos admin refuses others).
         self.chaos_targets = frozenset({DB})
+
+    def _share_through_redis(
+        self, url: str
+    ) -> tuple[redis.Redis, RedisBreakerStore, RedisRetryBudget]:
+        """The Redis client, the breaker store and the shared budget (the ``redis`` extra)."""
+        import redis
+
+        from suture.contrib.redis import RedisBreakerStore, RedisRetryBudget
+
+        s = self.settings
+        client = redis.Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+        )
+        # Polled by the store's own thread (started when the breaker subscribes).
+        store = RedisBreakerStore(client, prefix=f"{s.redis_prefix}breaker:")
+        budget = RedisRetryBudget(
+            client,
+            key=f"{s.redis_prefix}budget:{DB}",
+            ratio=s.retry_budget_ratio,
+            capacity=BUDGET_CAPACITY,
+            min_per_second=s.retry_budget_floor,
+            name=DB,
+            clock=s.clock,
+        )
+        return client, store, budget
+
+    def state_store(self) -> dict[str, Any]:
+        """Where the breaker and the retry budget keep their state, and whether it is shared.
+
+        ``degraded`` is True while Redis does not answer: each worker then uses its
+        own memory until it does again.
+        """
+        if self.breaker_store is None or self.shared_budget is None:
+            return {"backend": "memory", "degraded": False}
+        return {
+            "backend": "redis",
+            "degraded": self.breaker_store.degraded or self.shared_budget.degraded,
+            "prefix": self.settings.redis_prefix,
+        }
+
+    def close_state_store(self) -> None:
+        """Stop the Redis store's and budget's threads and close the client (idempotent)."""
+        if self.breaker_store is not None:
+            self.breaker_store.close()
+        if self.shared_budget is not None:
+            self.shared_budget.close()
+        if self.redis is not None:
+            self.redis.close()
 
     def chaos_limits(self) -> dict[str, float]:
         """Ceilings of the chaos admin endpoint: added latency, and connections held."""
@@ -347,6 +431,8 @@ class Service:
         self.telemetry.stop()
         self.prometheus.close()
         self.pool_source.close()
+        # Joins the store's and budget's threads (at most a poll interval): off the loop.
+        await asyncio.to_thread(self.close_state_store)
         await self.engine.dispose()
 
     async def _create_schema(self) -> None:
@@ -614,6 +700,7 @@ class Service:
         report = suture_web.health_report(breakers=[self.breaker], monitors=[self.monitor])
         report["pool"] = report["pools"][self.monitor.name]
         report["chaos"] = self._chaos_view()
+        report["stateStore"] = self.state_store()
         return report
 
     def dashboard(self) -> dict[str, Any]:
@@ -640,6 +727,7 @@ class Service:
             "series": self.telemetry.series(300),
             "recent": list(self.telemetry.recent)[:30],
             "chaos": self._chaos_view(),
+            "stateStore": self.state_store(),
         }
 
 
