@@ -11,6 +11,12 @@ import pytest
 from suture import cli
 
 
+@pytest.fixture(autouse=True)
+def _no_redis_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A REDIS_URL in the caller's environment must not make these demos share state."""
+    monkeypatch.delenv("REDIS_URL", raising=False)
+
+
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([]) == 2
     assert "demo" in capsys.readouterr().out
@@ -229,7 +235,6 @@ def test_without_redis_the_state_is_this_process_memory(
 
     served: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app))
-    monkeypatch.delenv("REDIS_URL", raising=False)
     url = f"sqlite+aiosqlite:///{tmp_path / 'memory.db'}"
     assert cli.main(["demo", "--database-url", url]) == 0
     assert served["app"].state.service.settings.redis_url is None
