@@ -209,3 +209,20 @@ def test_bad_configuration(redis_url: str) -> None:
         RedisBreakerStore(conn, poll_interval=0)
     with pytest.raises(ValueError, match="prefix=''"):
         RedisBreakerStore(conn, prefix="")
+
+
+def test_breakers_of_the_same_name_in_two_processes_have_different_origins() -> None:
+    """A breaker ignores the store records it wrote itself; two workers' breakers of one
+    name must therefore never share an origin (a per-process counter once did)."""
+    import subprocess
+    import sys
+
+    code = "import suture; print(suture.CircuitBreaker('database')._origin)"
+    origins = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        ).stdout.strip()
+        for _ in range(2)
+    }
+    assert len(origins) == 2
+    assert all(o.startswith("database#") for o in origins)

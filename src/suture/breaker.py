@@ -34,6 +34,7 @@ import itertools
 import logging
 import math
 import threading
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, ParamSpec, Protocol, TypedDict, TypeVar, Unpack, cast
@@ -398,8 +399,6 @@ class BreakerStats:
 
 # --- the breaker -------------------------------------------------------------------
 
-_instance_ids = itertools.count(1)
-
 
 _ONLY_LOG: Final = (log_event,)
 _DEBUG: Final = logging.DEBUG
@@ -473,7 +472,9 @@ class CircuitBreaker(Decorator):
         self._store: BreakerStore = (
             config.store if config.store is not None else MemoryBreakerStore()
         )
-        self._origin = f"{name}#{next(_instance_ids)}"
+        # Unique across threads, processes (forked workers included) and hosts: a
+        # breaker ignores the store records it wrote itself, and only those.
+        self._origin = f"{name}#{uuid.uuid4().hex[:16]}"
         self._lock = threading.Lock()
         self._on: ExceptionClassifier = config.on
         self._fallback: BreakerFallback | None = config.fallback

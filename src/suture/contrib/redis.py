@@ -157,14 +157,12 @@ class RedisBreakerStore:
 
     def _down(self, what: str, exc: BaseException) -> None:
         if not self._degraded:
-            logger.warning(
-                "suture: redis breaker store unreachable (%s: %s); using local state", what, exc
-            )
+            logger.warning("redis breaker store unreachable (%s: %s); using local state", what, exc)
         self._degraded = True
 
     def _up(self) -> None:
         if self._degraded:
-            logger.warning("suture: redis breaker store reachable again; state shared again")
+            logger.warning("redis breaker store reachable again; state shared again")
         self._degraded = False
 
     # --- the BreakerStore protocol ----------------------------------------------------
@@ -276,7 +274,7 @@ class RedisBreakerStore:
             try:
                 self.poll()
             except Exception:  # the poller must survive anything; it is logged
-                logger.exception("suture: redis breaker store poll failed")
+                logger.exception("redis breaker store poll failed")
 
     def close(self) -> None:
         """Stop the polling thread (the client stays open: it is yours)."""
@@ -524,7 +522,7 @@ class RedisRetryBudget:
             self._local._credit(pending)
             if not self._degraded:
                 logger.warning(
-                    "suture: redis retry budget %r unreachable (%s: %s); using a local budget",
+                    "redis retry budget %r unreachable (%s: %s); using a local budget",
                     self.name,
                     type(exc).__name__,
                     exc,
@@ -533,7 +531,7 @@ class RedisRetryBudget:
             self._down_until = self._clock.now() + self._reconnect_after
             return None
         if self._degraded:
-            logger.warning("suture: redis retry budget %r reachable again; shared again", self.name)
+            logger.warning("redis retry budget %r reachable again; shared again", self.name)
             self._degraded = False
         return reply
 
@@ -542,7 +540,7 @@ class RedisRetryBudget:
             try:
                 self.flush()
             except Exception:  # the flusher must survive anything; it is logged
-                logger.exception("suture: redis retry budget flush failed")
+                logger.exception("redis retry budget flush failed")
 
     def close(self) -> None:
         """Stop the flush thread, fold what is pending, and close the client if it is ours."""

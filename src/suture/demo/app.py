@@ -18,7 +18,6 @@ import ipaddress
 import logging
 import os
 import random
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -234,12 +233,6 @@ class Service:
             clock=s.clock,
             store=self.breaker_store,
         )
-        if self.breaker_store is not None:
-            # Workaround: a breaker's origin is "<name>#<its number in this process>", so
-            # the first "database" breaker of every worker has the same origin, and a
-            # breaker ignores store records of its own origin: the workers would never
-            # see each other's changes. One origin per worker, until the library's is.
-            self.breaker._origin = f"{DB}#{uuid.uuid4().hex}"
         self.retry_budget: Budget = self.shared_budget or RetryBudget(
             ratio=s.retry_budget_ratio,
             capacity=BUDGET_CAPACITY,
