@@ -1059,3 +1059,19 @@ def test_multi_member_gzip_and_corrupt_bodies() -> None:
     outcome = validate_response(response)  # never raises: what was decoded is used
     assert not outcome.ok
     assert outcome.error
+
+
+def test_a_page_of_nothing_but_tags_stops_at_the_tag_budget() -> None:
+    """``<title>`` repeated has no text to find; the reader gives up after a bounded
+    number of tags instead of tokenizing all of the first 64 KiB (the error is then
+    the status fallback)."""
+    from suture.responses import _MAX_TAGS
+
+    hostile = b"<title>" * 40_000
+    outcome = validate_response(SimpleResponse(502, {"content-type": "text/html"}, hostile))
+    assert not outcome.ok
+    assert outcome.error == "HTTP 502 Bad Gateway"
+    # A real page says what it has to say well within the budget.
+    normal = b"<html><head><title>Upstream down</title></head>" + b"<p>x</p>" * _MAX_TAGS
+    outcome = validate_response(SimpleResponse(502, {"content-type": "text/html"}, normal))
+    assert outcome.error == "Upstream down"
