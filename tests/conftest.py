@@ -1,15 +1,19 @@
-"""Shared fixtures: the real PostgreSQL and Redis, and the CI rule.
+"""Shared fixtures: the real PostgreSQL and Redis, headless Chromium, and the CI rule.
 
-Integration tests talk to real services. Outside CI a missing service skips
-those tests with a clear reason; in CI (``CI=true``) it fails them, because
-``.ci/run`` is responsible for starting every service the suite needs.
+Integration tests talk to real services. Outside CI a missing service (or a
+missing browser) skips those tests with a clear reason; in CI (``CI=true``) it
+fails them, because ``.ci/run`` is responsible for providing everything the
+suite needs.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -27,14 +31,48 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+def require(condition: bool, reason: str) -> None:
+    """The CI rule: unless ``condition``, skip (locally) or fail (in CI) with ``reason``."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason}; CI must provide it (.ci/run does)", pytrace=False)
+    pytest.skip(reason)
+
+
 def require_service(name: str, host: str, port: int) -> None:
     """Skip (locally) or fail (in CI) when a service does not answer."""
-    if _reachable(host, port):
+    require(_reachable(host, port), f"{name} is not reachable at {host}:{port}")
+
+
+# Playwright cannot download its own browser here: Debian's chromium, launched so
+# that it makes no connection of its own.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium through Playwright's sync API, one per test module."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - depends on the environment
+        require(False, "playwright is not installed (the dev extra has it)")
         return
-    message = f"{name} is not reachable at {host}:{port}"
-    if IN_CI:
-        pytest.fail(f"{message}; CI must provide it (.ci/run starts it)", pytrace=False)
-    pytest.skip(message)
+    executable = shutil.which("chromium")
+    require(executable is not None, "chromium is not installed (Debian package 'chromium')")
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 
+from redis_support import CountingRedis
 from suture import BreakerOpen, BreakerState, CircuitBreaker
 from suture.contrib.redis import RedisBreakerStore
 from suture.testing import FakeClock
@@ -18,21 +19,6 @@ from suture.testing import FakeClock
 pytestmark = pytest.mark.redis
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
-
-
-class CountingRedis(redis.Redis):
-    """A real client that counts its commands and can pretend Redis is down."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.commands = 0
-        self.down = False
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.commands += 1
-        if self.down:
-            raise redis.ConnectionError("injected outage")
-        return super().execute_command(*args, **options)
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import os
-import shutil
 import threading
 import time
 from collections import Counter
@@ -25,15 +23,6 @@ import pytest
 from suture import validate_response
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 SUTURE_JS = importlib.resources.files("suture").joinpath("static/suture.js").read_bytes()
 
@@ -189,23 +178,6 @@ def server() -> Iterator[tuple[str, State]]:
     finally:
         httpd.shutdown()
         httpd.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        reason = "Chromium is not installed (apt-get install chromium); suture.js tests need it"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; in CI it must be present")
-        pytest.skip(reason)
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @pytest.fixture(scope="module")

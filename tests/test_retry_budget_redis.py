@@ -16,26 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import suture
+from redis_support import CountingRedis
 from suture import Retry, RetryBudget, RetryBudgetExhausted
 from suture.contrib.redis import RedisRetryBudget
 from suture.testing import FakeClock, capture_events
 
 pytestmark = pytest.mark.redis
-
-
-class CountingRedis(redis.Redis):
-    """A real client that counts its commands and can pretend Redis is down."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.commands = 0
-        self.down = False
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.commands += 1
-        if self.down:
-            raise redis.ConnectionError("injected outage")
-        return super().execute_command(*args, **options)
 
 
 def client(redis_url: str) -> CountingRedis:
