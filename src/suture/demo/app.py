@@ -19,7 +19,7 @@ import logging
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -76,6 +76,7 @@ __all__ = ["DEFAULT_DATABASE_URL", "Service", "Settings", "create_app"]
 logger = logging.getLogger("suture.demo")
 
 T = TypeVar("T")
+H = TypeVar("H")  # what a transaction hands to an operation: a session or a connection
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./suture-demo.db"
 MAX_BATCH = 10_000
@@ -360,35 +361,39 @@ class Service:
 
     # --- the database edge -----------------------------------------------------------
 
-    async def _attempt(self, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    async def _attempt_with(
+        self,
+        begin: Callable[[], AbstractAsyncContextManager[H]],
+        op: Callable[[H], Awaitable[T]],
+    ) -> T:
         """One attempt: chaos first (as a flaky network would), then one transaction."""
         error: BaseException | None = None
         try:
             await self.chaos.ainject(DB)
-            async with self.sessions() as session, session.begin():
-                return await op(session)
+            async with begin() as handle:
+                return await op(handle)
         except Exception as exc:
             error = exc
             raise
         finally:
             self.telemetry.db_call(error)
+
+    @asynccontextmanager
+    async def _session_transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def _attempt(self, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """One attempt in an ORM session's transaction."""
+        return await self._attempt_with(self._session_transaction, op)
 
     async def db(self, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run ``op`` in a transaction under the policy: retry, breaker, timeout."""
         return await self._guarded(op)
 
     async def _attempt_core(self, op: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """:meth:`_attempt` on a bare connection: no ORM session to set up (bulk work)."""
-        error: BaseException | None = None
-        try:
-            await self.chaos.ainject(DB)
-            async with self.engine.begin() as conn:
-                return await op(conn)
-        except Exception as exc:
-            error = exc
-            raise
-        finally:
-            self.telemetry.db_call(error)
+        """One attempt on a bare connection: no ORM session to set up (bulk work)."""
+        return await self._attempt_with(self.engine.begin, op)
 
     async def db_core(self, op: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """:meth:`db` with a Core connection instead of a session."""
