@@ -187,6 +187,24 @@ def test_probe_failure_reopens_for_a_growing_duration_reset_on_close() -> None:
     assert info.value.retry_after == pytest.approx(10.0)
 
 
+def test_total_opens_outlives_the_open_run_and_reset_clears_it() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker("x", failure_threshold=1, reset_timeout=10, clock=clock)
+    dep = Dependency()
+    fail(breaker, dep, 1)  # CLOSED -> OPEN
+    clock.advance(10)
+    fail(breaker, dep, 1)  # HALF_OPEN -> OPEN
+    clock.advance(10)
+    assert breaker.call(dep) == 1  # the probe closes it
+    stats = breaker.stats()
+    assert (stats.state, stats.open_count, stats.total_opens) == (CLOSED, 0, 2)
+    assert stats.as_dict()["total_opens"] == 2
+    breaker.force_open()
+    assert breaker.stats().total_opens == 3
+    breaker.reset()
+    assert breaker.stats().total_opens == 0
+
+
 def test_success_threshold_needs_that_many_probes() -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(

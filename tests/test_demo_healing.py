@@ -118,7 +118,7 @@ def test_a_dead_database_opens_the_breaker_then_heals(client: TestClient, clock:
     dashboard = client.get("/api/dashboard").json()
     events = [e["event"] for e in dashboard["recent"]]
     assert "BreakerStateChanged" in events
-    assert dashboard["breakers"][0]["times_opened"] == 1  # kept after it closed again
+    assert dashboard["breakers"][0]["total_opens"] == 1  # kept after it closed again
 
 
 def test_an_exhausted_pool_sheds_then_recovers(client: TestClient) -> None:

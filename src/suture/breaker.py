@@ -367,7 +367,10 @@ class BreakerStats:
     ``total_calls`` is every call that reached the breaker, the sum of the
     successes, failures, ignored calls and rejections. ``opened_at`` is wall-clock
     time; ``retry_after`` the seconds until a probe is admitted (``None`` when
-    closed or forced open, 0 when half-open).
+    closed or forced open, 0 when half-open). ``open_count`` is the current run
+    of openings (it grows the open duration and restarts on close);
+    ``total_opens`` counts every move to OPEN this breaker saw, its own and
+    those delivered by a shared store, since creation (or ``reset()``).
     """
 
     name: str
@@ -389,6 +392,7 @@ class BreakerStats:
     retry_after: float | None = field(default=None)
     open_count: int = 0
     forced: bool = False
+    total_opens: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (the state as its value, e.g. ``"half_open"``)."""
@@ -498,6 +502,7 @@ class CircuitBreaker(Decorator):
         self._retry_at = 0.0  # monotonic: when OPEN admits a probe
         self._half_open_deadline = 0.0
         self._open_count = 0
+        self._total_opens = 0
         self._permits = 0
         self._probe_successes = 0
         self._consecutive = 0
@@ -551,6 +556,7 @@ class CircuitBreaker(Decorator):
                 self._failures,
             )
             self._open_count = 0
+            self._total_opens = 0
         self._manual(CLOSED, "reset", forced=False)
 
     def close(self) -> None:
@@ -603,6 +609,7 @@ class CircuitBreaker(Decorator):
                 retry_after=retry_after,
                 open_count=self._open_count,
                 forced=self._forced,
+                total_opens=self._total_opens,
             )
         for event in events:
             emit(event)
@@ -1186,6 +1193,8 @@ class CircuitBreaker(Decorator):
             if self._window is not None:
                 self._window.clear()
         elif record.state is OPEN:
+            if source is not OPEN:
+                self._total_opens += 1
             self._opened_wall = record.opened_at
             self._opened_at = now - (wall - record.opened_at) if record.opened_at else now
             retry_wall = record.retry_at if record.retry_at is not None else wall

@@ -708,11 +708,7 @@ class Service:
         return {
             "success": True,
             "at": self.clock.wall(),
-            # ``open_count`` restarts when the breaker closes; the dashboard shows how
-            # often it opened since the app started.
-            "breakers": [
-                {**stats.as_dict(), "times_opened": self.telemetry.totals["breaker_opened"]}
-            ],
+            "breakers": [stats.as_dict()],
             "pool": {
                 "level": self.monitor.level.name,
                 "fraction": usage.fraction if usage is not None else None,

@@ -39,7 +39,6 @@ _COUNTERS = (
     "rejected_transitions",
     "applied_transitions",
     "breaker_rejections",
-    "breaker_opened",
     "faults",
     "db_calls",
     "db_failures",
@@ -52,10 +51,6 @@ _RECENT = (
     TransitionRejected,
     TransitionApplied,
 )
-
-
-def _name(state: object) -> object:
-    return getattr(state, "name", state)
 
 
 @dataclass(slots=True)
@@ -124,8 +119,6 @@ class Telemetry:
             self.count("applied_transitions", max(0, event.count))
         elif isinstance(event, BreakerRejected):
             self.count("breaker_rejections")
-        elif isinstance(event, BreakerStateChanged) and _name(event.target) == "OPEN":
-            self.count("breaker_opened")
         elif isinstance(event, FaultInjected):
             self.count("faults")
         if isinstance(event, _RECENT):

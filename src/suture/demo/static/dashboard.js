@@ -28,7 +28,7 @@ function renderBreakers(breakers) {
           b.retry_after ? h("span", { class: "meta" }, `probe in ${Math.ceil(b.retry_after)} s`) : ""),
         h("div", { class: "stats", style: "margin-top:0.5rem" },
           ...[["calls", b.total_calls], ["failures", b.total_failures], ["rejected", b.total_rejections],
-              ["opened", b.times_opened ?? b.open_count], ["failure rate (window)", pct(b.failure_rate)]]
+              ["opened", b.total_opens], ["failure rate (window)", pct(b.failure_rate)]]
             .map(([k, v]) => h("div", { class: "stat" }, h("span", {}, k), h("b", {}, v)))),
       ),
     ),
