@@ -7,11 +7,14 @@ value and what is allowed.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import timedelta
 
 from suture.clock import Clock
 
 __all__ = [
+    "ExceptionClassifier",
+    "ExceptionSpec",
     "Seconds",
     "check_clock",
     "check_fraction",
@@ -19,11 +22,50 @@ __all__ = [
     "check_name",
     "check_number",
     "check_seconds",
+    "exception_classifier",
     "seconds",
 ]
 
 Seconds = float | int | timedelta
 """A duration: seconds as a number, or a ``timedelta``."""
+
+ExceptionClassifier = Callable[[BaseException], bool]
+"""Answers a question about an error: worth retrying? a failure? handled here?"""
+
+ExceptionSpec = ExceptionClassifier | type[BaseException] | tuple[type[BaseException], ...]
+"""What an ``on=`` option takes: a classifier, an exception type, or a tuple of them."""
+
+
+def exception_classifier(value: ExceptionSpec, name: str = "on") -> ExceptionClassifier:
+    """The one normaliser of ``on=`` and friends: types become an ``isinstance`` check.
+
+    A classifier is returned as it is; an exception type or a tuple of them
+    becomes a classifier named after them. Anything else is a ``TypeError``
+    naming the parameter, the value and what is allowed.
+    """
+    if isinstance(value, type):
+        if not issubclass(value, BaseException):
+            raise TypeError(f"{name}={value!r}: expected a classifier or exception type(s)")
+        types: tuple[type[BaseException], ...] = (value,)
+    elif isinstance(value, tuple):
+        for item in value:
+            if not (isinstance(item, type) and issubclass(item, BaseException)):
+                raise TypeError(
+                    f"{name}={value!r}: every item must be an exception type, got {item!r}"
+                )
+        types = value
+    elif callable(value):
+        return value
+    else:
+        raise TypeError(
+            f"{name}={value!r}: expected a classifier (exc -> bool) or exception type(s)"
+        )
+
+    def classify(exc: BaseException) -> bool:
+        return isinstance(exc, types)
+
+    classify.__qualname__ = f"{name}{types!r}"
+    return classify
 
 
 def seconds(name: str, value: Seconds) -> float:

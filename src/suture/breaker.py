@@ -37,10 +37,17 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final, ParamSpec, Protocol, TypedDict, TypeVar, Unpack, cast
+from typing import Any, Final, ParamSpec, Protocol, TypedDict, TypeVar, Unpack
 
 from suture import events as _events
-from suture._config import Seconds, check_clock, check_fraction, check_int, check_seconds
+from suture._config import (
+    Seconds,
+    check_clock,
+    check_fraction,
+    check_int,
+    check_seconds,
+    exception_classifier,
+)
 from suture._decorator import Decorator
 from suture.classify import ExceptionClassifier, is_transient
 from suture.clock import SYSTEM_CLOCK, Clock
@@ -220,28 +227,6 @@ class BreakerOptions(TypedDict, total=False):
     store: BreakerStore | None
 
 
-def _classifier(
-    on: ExceptionClassifier | type[BaseException] | tuple[type[BaseException], ...],
-) -> ExceptionClassifier:
-    if isinstance(on, type) and issubclass(on, BaseException):
-        types: tuple[type[BaseException], ...] = (on,)
-    elif isinstance(on, tuple):
-        for item in on:
-            if not (isinstance(item, type) and issubclass(item, BaseException)):
-                raise TypeError(f"on={on!r}: every item must be an exception type, got {item!r}")
-        types = on
-    elif callable(on):
-        return cast(ExceptionClassifier, on)
-    else:
-        raise TypeError(f"on={on!r}: expected a classifier (exc -> bool) or exception type(s)")
-
-    def classify(exc: BaseException) -> bool:
-        return isinstance(exc, types)
-
-    classify.__qualname__ = f"on{types!r}"
-    return classify
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerConfig:
     """A breaker's validated configuration; two breakers with equal configs behave alike."""
@@ -326,7 +311,7 @@ class BreakerConfig:
                     f"({out['reset_timeout']!r}), or None for no cap"
                 )
         out["max_reset_timeout"] = cap
-        out["on"] = _classifier(o.get("on", is_transient))
+        out["on"] = exception_classifier(o.get("on", is_transient))
         ignore = o.get("ignore", ())
         if isinstance(ignore, type):
             ignore = (ignore,)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import email.utils
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC
 from http import HTTPStatus
 from typing import Final
 
+from suture._config import ExceptionClassifier
 from suture.clock import SYSTEM_CLOCK
 
 __all__ = [
@@ -34,8 +35,6 @@ __all__ = [
     "status_of",
 ]
 
-ExceptionClassifier = Callable[[BaseException], bool]
-"""Anything that answers "is this error worth another try?"."""
 
 TRANSIENT_STATUSES: Final = frozenset({408, 425, 429, *range(500, 600)})
 """HTTP statuses that may succeed when tried again."""

@@ -23,7 +23,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
-from suture._config import Seconds, check_seconds
+from suture._config import Seconds, check_seconds, exception_classifier
 from suture._decorator import Decorator
 from suture.breaker import CircuitBreaker
 from suture.classify import ExceptionClassifier
@@ -55,20 +55,7 @@ class Fallback:
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler={handler!r}: expected a callable (exc) -> result")
-        if isinstance(on, (type, tuple)):
-            types = on if isinstance(on, tuple) else (on,)
-            for t in types:
-                if not (isinstance(t, type) and issubclass(t, BaseException)):
-                    raise TypeError(f"on={on!r}: every item must be an exception type, got {t!r}")
-
-            def classify(exc: BaseException) -> bool:
-                return isinstance(exc, types)
-
-            self.on: ExceptionClassifier = classify
-        elif callable(on):
-            self.on = on
-        else:
-            raise TypeError(f"on={on!r}: expected a classifier or exception type(s)")
+        self.on: ExceptionClassifier = exception_classifier(on)
         self.handler = handler
 
     def __repr__(self) -> str:

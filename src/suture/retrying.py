@@ -17,7 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from types import TracebackType
 from typing import Any, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
-from suture._config import Seconds, check_clock, check_int, check_name, check_seconds
+from suture._config import (
+    Seconds,
+    check_clock,
+    check_int,
+    check_name,
+    check_seconds,
+    exception_classifier,
+)
 from suture._decorator import Decorator
 from suture.backoff import Backoff, Jitter
 from suture.budget import Budget
@@ -44,31 +51,6 @@ _REASONS = {
     "deadline": "the next wait would end at or past the deadline",
     "budget": "the retry budget is empty",
 }
-
-
-def _types_classifier(types: tuple[type[BaseException], ...]) -> ExceptionClassifier:
-    def classify(exc: BaseException) -> bool:
-        return isinstance(exc, types)
-
-    classify.__qualname__ = f"on{types!r}"
-    return classify
-
-
-def _normalise_on(
-    on: ExceptionClassifier | type[BaseException] | tuple[type[BaseException], ...],
-) -> ExceptionClassifier:
-    if isinstance(on, type):
-        if not issubclass(on, BaseException):
-            raise TypeError(f"on={on!r}: expected a classifier or exception type(s)")
-        return _types_classifier((on,))
-    if isinstance(on, tuple):
-        for item in on:
-            if not (isinstance(item, type) and issubclass(item, BaseException)):
-                raise TypeError(f"on={on!r}: every item must be an exception type, got {item!r}")
-        return _types_classifier(on)
-    if not callable(on):
-        raise TypeError(f"on={on!r}: expected a classifier (exc -> bool) or exception type(s)")
-    return on
 
 
 class RetryOptions(TypedDict, total=False):
@@ -257,7 +239,7 @@ class Retry(Decorator):
         setter(self, "multiplier", backoff.multiplier)
         setter(self, "jitter", jitter)
         setter(self, "deadline", dl)
-        setter(self, "on", _normalise_on(on))
+        setter(self, "on", exception_classifier(on))
         setter(self, "on_retry", on_retry)
         setter(self, "budget", budget)
         setter(self, "clock", clock)
