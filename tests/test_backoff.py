@@ -53,8 +53,19 @@ def test_decorrelated_jitter_bounds(initial: float, extra: float, draws: list[fl
     for retry in range(1, len(draws) + 1):
         delay = b.delay(retry, previous, lambda: next(it, 0.5))
         assert initial <= delay <= cap or delay == pytest.approx(cap)
-        assert delay <= max(initial, previous * 3) + 1e-9
+        # The published formula: uniform(initial, max(previous, initial) * 3), the first wait too.
+        assert delay <= max(initial, previous) * 3 + 1e-9
         previous = delay
+
+
+def test_decorrelated_first_wait_is_drawn_as_published() -> None:
+    """AWS's formula starts from ``sleep = base``: the first wait is uniform in [base, 3 base)."""
+    b = Backoff(initial=1.0, max_delay=100.0, jitter="decorrelated")
+    assert b.delay(1, 0.0, lambda: 0.0) == 1.0
+    assert b.delay(1, 0.0, lambda: 0.5) == 2.0
+    assert b.delay(1, 0.0, lambda: 0.999) == pytest.approx(2.998)
+    firsts = {b.delay(1, 0.0, lambda r=r: r) for r in (0.1, 0.4, 0.7)}
+    assert len(firsts) == 3  # clients failing together no longer wait together
 
 
 def test_pure_functions() -> None:

@@ -56,8 +56,14 @@ def equal_jitter(base: float, rand: Rand) -> float:
 
 
 def decorrelated_jitter(previous: float, *, initial: float, cap: float, rand: Rand) -> float:
-    """``min(cap, uniform(initial, previous * 3))``: each wait grows from the last one."""
-    high = max(initial, previous * 3.0)
+    """``min(cap, uniform(initial, max(previous, initial) * 3))``, as AWS published it.
+
+    Each wait grows from the last one; before the first wait ``previous`` is
+    ``initial`` itself (pass 0 or ``initial``), so the first wait is already drawn
+    from ``[initial, 3 * initial)`` and clients that failed together do not
+    retry together.
+    """
+    high = max(initial, previous) * 3.0
     return min(cap, initial + (high - initial) * rand())
 
 
@@ -102,8 +108,6 @@ class Backoff:
         """The wait before retry number ``retry`` (1-based); ``previous`` is the last wait."""
         jitter = self.jitter
         if jitter == "decorrelated":
-            if retry <= 1:
-                return self.initial
             return decorrelated_jitter(
                 previous, initial=self.initial, cap=self.max_delay, rand=rand
             )
