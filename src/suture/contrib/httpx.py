@@ -34,7 +34,12 @@ import threading
 from collections.abc import Iterable
 from typing import Any, Final, Literal
 
-import httpx
+from suture.contrib import missing_extra
+
+try:
+    import httpx
+except ImportError as _exc:  # pragma: no cover - depends on the installed extras
+    raise missing_extra(__name__, "http", _exc) from _exc
 
 from suture.breaker import BreakerConfig, CircuitBreaker
 from suture.clock import SYSTEM_CLOCK, Clock

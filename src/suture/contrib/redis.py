@@ -49,7 +49,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import redis
+from suture.contrib import missing_extra
+
+try:
+    import redis
+except ImportError as _exc:  # pragma: no cover - depends on the installed extras
+    raise missing_extra(__name__, "redis", _exc) from _exc
 
 from suture._config import Seconds, check_seconds
 from suture.breaker import BreakerRecord, BreakerState, MemoryBreakerStore, RecordListener

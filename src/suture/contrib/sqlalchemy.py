@@ -85,14 +85,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
-import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import Mapped, Mapper, Session, mapped_column
-from sqlalchemy.orm.attributes import InstrumentedAttribute
-from sqlalchemy.sql.elements import ColumnElement
+from suture.contrib import missing_extra
+
+try:
+    import sqlalchemy as sa
+    from sqlalchemy import event
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.engine import Connection, Dialect
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    from sqlalchemy.orm import Mapped, Mapper, Session, mapped_column
+    from sqlalchemy.orm.attributes import InstrumentedAttribute
+    from sqlalchemy.sql.elements import ColumnElement
+except ImportError as _exc:  # pragma: no cover - depends on the installed extras
+    raise missing_extra(__name__, "sql", _exc) from _exc
 
 from suture.clock import SYSTEM_CLOCK, Clock
 from suture.errors import InvalidTransition

@@ -25,10 +25,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import event, exc
-from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import Pool, QueuePool, SingletonThreadPool, StaticPool
+from suture.contrib import missing_extra
+
+try:
+    from sqlalchemy import event, exc
+    from sqlalchemy.engine import URL, Engine, make_url
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.pool import Pool, QueuePool, SingletonThreadPool, StaticPool
+except ImportError as _exc:  # pragma: no cover - depends on the installed extras
+    raise missing_extra(__name__, "sql", _exc) from _exc
 
 from suture._config import Seconds, check_int, check_seconds
 from suture.clock import SYSTEM_CLOCK, Clock

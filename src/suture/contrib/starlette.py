@@ -39,12 +39,17 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from suture.contrib import missing_extra
+
+try:
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+except ImportError as _exc:  # pragma: no cover - depends on the installed extras
+    raise missing_extra(__name__, "web", _exc) from _exc
 
 from suture.classify import is_transient, reason_phrase
 from suture.errors import BreakerOpen, InvalidTransition, Overloaded
