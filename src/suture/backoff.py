@@ -59,8 +59,8 @@ def decorrelated_jitter(previous: float, *, initial: float, cap: float, rand: Ra
     """``min(cap, uniform(initial, max(previous, initial) * 3))``, as AWS published it.
 
     Each wait grows from the last one; before the first wait ``previous`` is
-    ``initial`` itself (pass 0 or ``initial``), so the first wait is already drawn
-    from ``[initial, 3 * initial)`` and clients that failed together do not
+    ``initial`` itself (pass 0 or ``initial``), so the first wait is already a
+    draw in ``[initial, 3 * initial)`` and clients that failed together do not
     retry together.
     """
     high = max(initial, previous) * 3.0
