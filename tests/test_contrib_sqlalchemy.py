@@ -764,3 +764,83 @@ def test_sqlite_audit_source_is_the_state_the_row_really_had(
     assert state == {"1": "c", "2": "c"}
     engine.dispose()
     other.dispose()
+
+
+# --- who decided: the actor -------------------------------------------------------------
+
+
+def _actors(schema: Schema) -> list[tuple[str, str | None]]:
+    a = schema.audit
+    with schema.engine.connect() as conn:
+        rows = conn.execute(sa.select(a.c.record_key, a.c.actor).order_by(a.c.id)).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+@pytest.mark.parametrize("returning", [None, False], ids=["returning", "rowcount"])
+def test_the_actor_is_recorded_in_every_audit_row(schema: Schema, returning: bool | None) -> None:
+    schema.seed(3)
+    with capture_events() as events, schema.engine.begin() as conn:
+        transition(
+            conn, schema.Message, SPEC, Msg.SPAM_REVIEW, keys=[1, 2],
+            audit=schema.Audit, actor="alice", returning=returning,
+        )  # fmt: skip
+        transition(conn, schema.Message, SPEC, Msg.PROMOTED, key=3, audit=schema.Audit)
+    assert sorted(_actors(schema)) == [("1", "alice"), ("2", "alice"), ("3", None)]
+    applied = events.of(TransitionApplied)
+    assert [e.actor for e in applied] == ["alice", None]
+
+
+async def test_the_actor_is_recorded_through_asyncio(schema: Schema) -> None:
+    schema.seed(2)
+    engine = create_async_engine(schema.async_url)
+    try:
+        async with engine.begin() as conn:
+            await atransition(
+                conn, schema.Message, SPEC, Msg.PROMOTED, key=1, audit=schema.Audit, actor="bob"
+            )
+    finally:
+        await engine.dispose()
+    assert _actors(schema) == [("1", "bob")]
+
+
+def test_a_rejected_transition_names_its_actor(schema: Schema) -> None:
+    schema.seed(1, Msg.PROMOTED)
+    with capture_events() as events, pytest.raises(InvalidTransition):
+        with schema.engine.begin() as conn:
+            transition(
+                conn, schema.Message, SPEC, Msg.SPAM_REVIEW, key=1, audit=schema.Audit, actor="eve"
+            )
+    assert [e.actor for e in events.of(TransitionRejected)] == ["eve"]
+    assert _actors(schema) == []
+
+
+@pytest.mark.parametrize("actor", ["", "x" * 201, 42])
+def test_a_bad_actor_is_refused_naming_it(schema: Schema, actor: Any) -> None:
+    with schema.engine.connect() as conn:
+        with pytest.raises(ValueError, match=r"actor=.*non-empty string of at most 200"):
+            transition(conn, schema.Message, SPEC, Msg.PROMOTED, key=1, actor=actor)
+
+
+def test_an_actor_needs_an_audit_table_with_an_actor_column(schema: Schema) -> None:
+    md = sa.MetaData()
+    name = f"{schema.messages.name}_old_audit"
+    old = sa.Table(  # an audit table made before the actor column existed
+        name,
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        *(sa.Column(c, sa.String(200)) for c in ("entity", "record_key", "source", "target")),
+        sa.Column("context", sa.Text),
+        sa.Column("at", sa.DateTime(timezone=True)),
+    )
+    with schema.engine.connect() as conn:
+        with pytest.raises(ValueError, match=rf"actor='alice': the audit table '{name}' has no"):
+            transition(conn, schema.Message, SPEC, Msg.PROMOTED, key=1, audit=old, actor="alice")
+    # without an actor, an audit table from before the column still works
+    with schema.engine.begin() as conn:
+        md.create_all(conn)
+    try:
+        schema.seed(1)
+        with schema.engine.begin() as conn:
+            transition(conn, schema.Message, SPEC, Msg.PROMOTED, key=1, audit=old)
+    finally:
+        md.drop_all(schema.engine)

@@ -235,6 +235,7 @@ class TransitionApplied(Event):
     target: Any
     count: int
     context: Any = None
+    actor: str | None = None
 
     def message(self) -> str:
         tgt = getattr(self.target, "value", self.target)
@@ -251,6 +252,7 @@ class TransitionRejected(Event):
     target: Any
     reason: str
     context: Any = None
+    actor: str | None = None
 
     def message(self) -> str:
         src = getattr(self.source, "value", self.source)

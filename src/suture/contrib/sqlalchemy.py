@@ -178,6 +178,7 @@ def _audit_columns() -> list[sa.Column[Any]]:
         sa.Column("target", sa.String(100), nullable=False),
         sa.Column("context", sa.Text(), nullable=True),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.String(200), nullable=True),
     ]
 
 
@@ -206,9 +207,11 @@ class TransitionAuditMixin:
     target: Mapped[str] = mapped_column(sa.String(100))
     context: Mapped[str | None] = mapped_column(sa.Text())
     at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    actor: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
 
 
 _AUDIT_NAMES = ("entity", "record_key", "source", "target", "context", "at")
+_ACTOR_LIMIT = 200  # the audit column's length
 
 
 # --- the plan: statements built once, run by a sync or an async edge -----------------
@@ -284,6 +287,7 @@ class _Flow(Generic[S]):
         returning: bool | None,
         clock: Clock,
         same_state: SameState = "ok",
+        actor: str | None = None,
     ) -> None:
         if same_state not in ("ok", "reject"):
             raise ValueError(f"same_state={same_state!r}: must be 'ok' or 'reject'")
@@ -348,6 +352,19 @@ class _Flow(Generic[S]):
                     f"audit={audit!r}: the audit table lacks column(s) {missing} "
                     "(use audit_table() or TransitionAuditMixin)"
                 )
+        if actor is not None:
+            if not isinstance(actor, str) or not actor or len(actor) > _ACTOR_LIMIT:
+                raise ValueError(
+                    f"actor={actor!r}: expected a non-empty string of at most "
+                    f"{_ACTOR_LIMIT} characters (or None for the system)"
+                )
+            if self.audit is not None and "actor" not in self.audit.c:
+                raise ValueError(
+                    f"actor={actor!r}: the audit table {self.audit.name!r} has no 'actor' "
+                    "column (audit_table() and TransitionAuditMixin have one)"
+                )
+        self.actor = actor
+        self.audit_names = _AUDIT_NAMES + (("actor",) if actor is not None else ())
         self.sources = transitions.sources_of(self.target)
         self.decoded: dict[Any, S | None] = {}
 
@@ -471,7 +488,7 @@ class _Flow(Generic[S]):
         insert = (
             sa.insert(self.audit)
             .from_select(
-                list(_AUDIT_NAMES),
+                list(self.audit_names),
                 sa.select(
                     sa.literal(self.entity, sa.String),
                     key_text,
@@ -479,6 +496,7 @@ class _Flow(Generic[S]):
                     sa.literal(_label(self.target), sa.String),
                     sa.literal(ctx, sa.Text),
                     sa.literal(at, sa.DateTime(timezone=True)),
+                    *(() if self.actor is None else (sa.literal(self.actor, sa.String),)),
                 ).select_from(moved),
             )
             .cte("suture_audit")
@@ -627,6 +645,7 @@ class _Flow(Generic[S]):
                     "target": tgt,
                     "context": ctx,
                     "at": at,
+                    **({} if self.actor is None else {"actor": self.actor}),
                 }
                 for k in keys
             ]
@@ -639,7 +658,11 @@ class _Flow(Generic[S]):
         if keys:
             emit(
                 TransitionApplied(
-                    entity=self.entity, target=self.target, count=len(keys), context=self.context
+                    entity=self.entity,
+                    target=self.target,
+                    count=len(keys),
+                    context=self.context,
+                    actor=self.actor,
                 )
             )
         if requested is not None and self.key is None and len(keys) < requested:
@@ -653,6 +676,7 @@ class _Flow(Generic[S]):
                         f"a state that may move to {_label(self.target)}"
                     ),
                     context=self.context,
+                    actor=self.actor,
                 )
             )
         return outcome
@@ -663,7 +687,12 @@ class _Flow(Generic[S]):
             reason = f"{self.entity} {self.key!r} does not exist"
             emit(
                 TransitionRejected(
-                    entity=self.entity, source=None, target=self.target, reason=reason, context=ctx
+                    entity=self.entity,
+                    source=None,
+                    target=self.target,
+                    reason=reason,
+                    context=ctx,
+                    actor=self.actor,
                 )
             )
             raise RecordNotFound(None, self.target, ctx, reason=reason)
@@ -683,7 +712,12 @@ class _Flow(Generic[S]):
             )
         emit(
             TransitionRejected(
-                entity=self.entity, source=current, target=self.target, reason=reason, context=ctx
+                entity=self.entity,
+                source=current,
+                target=self.target,
+                reason=reason,
+                context=ctx,
+                actor=self.actor,
             )
         )
         raise InvalidTransition(current, self.target, ctx, reason=reason)
@@ -730,6 +764,7 @@ def transition(
     returning: bool | None = None,
     clock: Clock = SYSTEM_CLOCK,
     same_state: SameState = "ok",
+    actor: str | None = None,
 ) -> TransitionOutcome[S]:
     """Move the selected rows of ``model`` to ``target`` in one guarded statement.
 
@@ -749,7 +784,10 @@ def transition(
     row-count fallback. ``same_state="reject"`` makes a single row that is
     already in ``target`` an :class:`~suture.errors.InvalidTransition` too (for
     actions that must happen once, such as answering a request); the default,
-    ``"ok"``, keeps the table's rule that staying put is valid. Never commits.
+    ``"ok"``, keeps the table's rule that staying put is valid. ``actor`` says
+    who decided (a user's name, ``"capture"`` for a job; ``None``, the default,
+    for the system): it goes into the audit rows' ``actor`` column and the
+    events. Never commits.
     """
     flow = _Flow(
         model,
@@ -766,6 +804,7 @@ def transition(
         returning=returning,
         clock=clock,
         same_state=same_state,
+        actor=actor,
     )
     if isinstance(db, Session):
         dialect = db.get_bind(mapper=flow.mapper, clause=flow.table).dialect
@@ -806,6 +845,7 @@ async def atransition(
     returning: bool | None = None,
     clock: Clock = SYSTEM_CLOCK,
     same_state: SameState = "ok",
+    actor: str | None = None,
 ) -> TransitionOutcome[S]:
     """:func:`transition` for an ``AsyncSession`` or an ``AsyncConnection``."""
     flow = _Flow(
@@ -823,6 +863,7 @@ async def atransition(
         returning=returning,
         clock=clock,
         same_state=same_state,
+        actor=actor,
     )
     if isinstance(db, AsyncSession):
         dialect = db.sync_session.get_bind(mapper=flow.mapper, clause=flow.table).dialect
