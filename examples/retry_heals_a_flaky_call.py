@@ -1,6 +1,9 @@
 """Retry heals a flaky call, and says what happened.
 
-    python examples/retry_heals_a_flaky_call.py
+    .venv/bin/python examples/retry_heals_a_flaky_call.py
+
+(the virtual environment that ``scripts/test`` or ``scripts/demo`` made; or any
+environment where ``pip install suture`` was run).
 
 A fake upstream fails its first two calls (a refused connection, then a 503
 with Retry-After: 0.2), then answers. A 404 is not retried. A retry budget
