@@ -293,6 +293,7 @@ class _Run:
             requests=total,
             success_pct=percent(ok, total),
             status_503=s503,
+            other_5xx=other_5xx,
             no_500=other_5xx == 0 and tally.transport_errors == 0 and total > 0,
             retry_after_pct=percent(tally.with_retry_after, s503) if s503 else None,
             p50_503=percentile(tally.latencies_503, 50),

@@ -41,6 +41,8 @@ class Measurement:
     success_pct: float
     #: Answers that were 503.
     status_503: int
+    #: Answers that were a 5xx other than 503.
+    other_5xx: int
     #: No 5xx but 503, no transport error, and at least one answer.
     no_500: bool
     retry_after_pct: float | None
@@ -179,10 +181,9 @@ def judge_phase(phase: Phase, m: Measurement) -> Verdict:
     verdict = phase.judge(m)
     if m.no_500:
         return verdict
-    other_5xx = sum(n for s, n in m.tally.statuses.items() if s >= 500 and s != 503)
     return Verdict(
         healed=verdict.healed,
-        measured=f"{verdict.measured}; {other_5xx} other 5xx, "
+        measured=f"{verdict.measured}; {m.other_5xx} other 5xx, "
         f"{m.tally.transport_errors} transport errors",
         breaker_closed_after=verdict.breaker_closed_after,
         retry_after_kept=verdict.retry_after_kept,
