@@ -217,9 +217,9 @@ class _Run:
 
     async def phase(self, phase: Phase, *, settle: bool = True) -> PhaseResult:
         scenario = self.scenario
-        healed_phase = phase.until_closed
+        until_closed = phase.until_closed
         seconds = scenario.phase_seconds
-        if healed_phase:  # long enough to see the breaker close, then serve for a phase
+        if until_closed:  # long enough to see the breaker close, then serve for a phase
             seconds = self.target.reset_timeout + 2.0 + scenario.phase_seconds
         before = await self._counters()
         faults = dict(phase.faults)
@@ -231,7 +231,7 @@ class _Run:
         started_wall = self.clock.wall()
         seen: dict[str, float | None] = {"opened": None, "closed": None}
         watcher = asyncio.ensure_future(self._watch(stop, started_wall, states, levels, seen))
-        await self._chaos({"clear": True} if healed_phase or not faults else faults)
+        await self._chaos({"clear": True} if until_closed or not faults else faults)
         detected = None
         if faults.get("hold"):
             # Load starts once the holder has the connections and the pool monitor
@@ -249,7 +249,7 @@ class _Run:
             # The healed phase ends a phase's length after the breaker is seen CLOSED.
             closed = seen["closed"]
             return (
-                healed_phase
+                until_closed
                 and closed is not None
                 and now >= tally.started + closed + scenario.phase_seconds
             )
@@ -347,7 +347,7 @@ class _Run:
         results = []
         try:
             for n, phase in enumerate(phases):
-                # The healed phase starts the moment the faults before it stop.
+                # A phase that runs until_closed starts the moment the faults before it stop.
                 upcoming = phases[n + 1] if n + 1 < len(phases) else None
                 result = await self.phase(
                     phase, settle=upcoming is None or not upcoming.until_closed
