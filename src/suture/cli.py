@@ -38,7 +38,7 @@ DEMO_MODULES = (
 )
 _LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 #: Ceiling of ``suture demo --traffic`` (requests per second); kept in step with
-#: ``suture.demo.harness.MAX_TRAFFIC``.
+#: ``suture.demo.traffic.MAX_TRAFFIC``.
 MAX_TRAFFIC = 200.0
 
 
@@ -265,7 +265,7 @@ def _preflight(url: str) -> str | None:
     """Connect once to the demo's database; the reason in one line when that fails."""
     import asyncio
 
-    from suture.demo.app import async_url
+    from suture.demo.config import async_url
 
     sa_async = importlib.import_module("sqlalchemy.ext.asyncio")
 

@@ -1,3 +1,4 @@
+# Over ~400 lines on purpose: one algorithm (compile a rule set, scan batches) and its oracle.
 """Spam rules compiled once per rule set into one matcher per brand.
 
 The founding spec tried every rule on every message, one by one. Here a rule

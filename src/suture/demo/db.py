@@ -1,0 +1,248 @@
+"""The database edge: the engine, the one policy every call goes through, start-up.
+
+:func:`make_engine` is the only place that reads a database URL (the wiring
+passes it once); everything else receives the engine or a :class:`Database`.
+:func:`resilience` builds the ``database`` breaker, retry budget and retry into
+one :class:`suture.Policy` (retry outside, breaker inside, a per-attempt
+timeout innermost). :class:`Database` runs an operation in one transaction
+under that policy: :meth:`Database.run` hands it an ORM session,
+:meth:`Database.run_core` a bare connection, both through the one attempt
+routine (chaos first, as a flaky network would, then the transaction).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from suture.breaker import BreakerStore, CircuitBreaker
+from suture.budget import Budget, RetryBudget
+from suture.chaos import Chaos
+from suture.clock import Clock
+from suture.demo.config import Settings, async_url
+from suture.demo.models import Base, RawMessage, SpamRule, Task
+from suture.demo.seed import aseed, generate
+from suture.demo.telemetry import Telemetry
+from suture.policy import Policy
+from suture.retrying import Retry
+
+__all__ = [
+    "BUDGET_CAPACITY",
+    "DB",
+    "Database",
+    "Resilience",
+    "iso",
+    "make_engine",
+    "resilience",
+    "utcnow",
+]
+
+logger = logging.getLogger("suture.demo")
+
+T = TypeVar("T")
+H = TypeVar("H")  # what a transaction hands to an operation: a session or a connection
+
+DB = "database"  # the breaker's and the chaos target's name
+#: The retry budget's bucket: at most this many earned retries saved up.
+BUDGET_CAPACITY = 50
+
+
+def utcnow(clock: Clock) -> datetime:
+    """The clock's wall time as an aware UTC datetime (what the tables store)."""
+    return datetime.fromtimestamp(clock.wall(), UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """A stored time in ISO 8601, with its UTC offset."""
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; they were written in UTC
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat()
+
+
+def make_engine(
+    database_url: str, *, pool_size: int, pool_timeout: float, schema: str | None = None
+) -> AsyncEngine:
+    """The demo's engine: a fixed pool (no overflow, so the gauge is honest).
+
+    SQLite gets WAL and a busy timeout; PostgreSQL a ``search_path`` when
+    ``schema`` is set. An in-memory SQLite database is refused by name: each
+    pooled connection would see its own empty database.
+    """
+    url = sa.make_url(async_url(database_url))
+    kwargs: dict[str, Any] = {
+        "pool_size": pool_size,
+        "max_overflow": 0,
+        "pool_timeout": pool_timeout,
+        "pool_pre_ping": False,
+    }
+    sqlite = url.get_backend_name() == "sqlite"
+    if sqlite:
+        if not url.database or url.database == ":memory:" or "mode=memory" in str(url):
+            raise ValueError(
+                f"database_url={database_url!r}: an in-memory SQLite database lives in "
+                f"one connection and this service pools {pool_size}; use a file, "
+                "e.g. sqlite+aiosqlite:///./suture-demo.db"
+            )
+        kwargs["connect_args"] = {"timeout": 30}
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    elif schema:
+        kwargs["connect_args"] = {"options": f"-c search_path={schema}"}
+    engine = create_async_engine(url, **kwargs)
+    if sqlite:
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Resilience:
+    """The ``database`` breaker, retry budget and retry, and the policy made of them."""
+
+    breaker: CircuitBreaker
+    retry_budget: Budget
+    retry: Retry
+    policy: Policy
+
+
+def resilience(
+    settings: Settings,
+    *,
+    rand: random.Random,
+    store: BreakerStore | None = None,
+    budget: Budget | None = None,
+) -> Resilience:
+    """The policy of every database call; ``store`` and ``budget`` share state (Redis)."""
+    s = settings
+    breaker = CircuitBreaker(
+        DB,
+        failure_threshold=s.failure_threshold,
+        reset_timeout=s.reset_timeout,
+        clock=s.clock,
+        store=store,
+    )
+    retry_budget: Budget = budget or RetryBudget(
+        ratio=s.retry_budget_ratio,
+        capacity=BUDGET_CAPACITY,
+        min_per_second=s.retry_budget_floor,
+        name=DB,
+        clock=s.clock,
+    )
+    retry = Retry(
+        attempts=s.retry_attempts,
+        initial_delay=s.retry_initial_delay,
+        max_delay=s.retry_max_delay,
+        clock=s.clock,
+        rand=rand.random,
+        name=DB,
+        budget=retry_budget,
+    )
+    policy = Policy(retry=retry, breaker=breaker, timeout=s.db_timeout)
+    return Resilience(breaker=breaker, retry_budget=retry_budget, retry=retry, policy=policy)
+
+
+class Database:
+    """Runs operations on ``engine`` in one transaction each, under ``policy``.
+
+    Each attempt first asks ``chaos`` for a fault on :data:`DB` and reports to
+    ``telemetry`` how it went.
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, *, policy: Policy, chaos: Chaos, telemetry: Telemetry
+    ) -> None:
+        self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.policy = policy
+        self.chaos = chaos
+        self.telemetry = telemetry
+        self._guarded = policy(self._attempt)
+        self._guarded_core = policy(self._attempt_core)
+
+    async def run(self, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run ``op`` in a transaction under the policy: retry, breaker, timeout."""
+        return await self._guarded(op)
+
+    async def run_core(self, op: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """:meth:`run` with a Core connection instead of a session (bulk work)."""
+        return await self._guarded_core(op)
+
+    async def _attempt_with(
+        self,
+        begin: Callable[[], AbstractAsyncContextManager[H]],
+        op: Callable[[H], Awaitable[T]],
+    ) -> T:
+        """One attempt: chaos first (as a flaky network would), then one transaction."""
+        error: BaseException | None = None
+        try:
+            await self.chaos.ainject(DB)
+            async with begin() as handle:
+                return await op(handle)
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            self.telemetry.db_call(error)
+
+    @asynccontextmanager
+    async def _session_transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def _attempt(self, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """One attempt in an ORM session's transaction."""
+        return await self._attempt_with(self._session_transaction, op)
+
+    async def _attempt_core(self, op: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """One attempt on a bare connection: no ORM session to set up."""
+        return await self._attempt_with(self.engine.begin, op)
+
+    # --- start-up (outside the policy: a database that is not there is a start-up error)
+
+    async def create_schema(self, schema: str | None = None) -> None:
+        """The demo's tables (in ``schema`` on PostgreSQL, created if missing)."""
+        async with self.engine.begin() as conn:
+            if schema and conn.dialect.name == "postgresql":
+                await conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            await conn.run_sync(Base.metadata.create_all)
+
+    async def seed_if_empty(
+        self, *, tasks: int, messages: int, rules: int, seed: int, now: datetime
+    ) -> None:
+        """Seed generated rows, unless any table holds a row already (never seed twice)."""
+        async with self.engine.begin() as conn:
+            for table in (Task, RawMessage, SpamRule):
+                if await conn.scalar(sa.select(sa.literal(1)).select_from(table).limit(1)):
+                    return  # seeded before (or real data)
+            data = generate(tasks=tasks, messages=messages, rules=rules, seed=seed, now=now)
+            await aseed(conn, data)
+        logger.info(
+            "seeded %d tasks, %d messages, %d spam rules",
+            len(data.tasks),
+            len(data.messages),
+            len(data.rules),
+        )
