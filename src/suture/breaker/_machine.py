@@ -27,7 +27,7 @@ from suture.breaker.config import BreakerConfig, BreakerFallback
 from suture.breaker.store import BreakerRecord, BreakerState, BreakerStore, MemoryBreakerStore
 from suture.clock import Clock
 from suture.errors import BreakerOpen, InvalidTransition
-from suture.events import BreakerRejected, BreakerStateChanged, emit, listening, logger
+from suture.events import BreakerRejected, BreakerStateChanged, Event, emit, listening, logger
 from suture.windows import FAILURE, SLOW, TimeWindow, WindowCounter, count_value
 
 __all__ = ["CLOSED", "HALF_OPEN", "OPEN", "TRANSITIONS", "BreakerCore"]
@@ -225,7 +225,7 @@ class BreakerCore:
         Returns the generation and state the call was admitted in, and the
         rejection (or ``None``), already announced.
         """
-        events: list[BreakerStateChanged | BreakerRejected] = []
+        events: list[Event] = []
         with self._lock:
             now = self._clock.now()
             self._sync(now, events)
@@ -239,9 +239,7 @@ class BreakerCore:
             emit(event)
         return gen, state, error
 
-    def _admit_probe(
-        self, now: float, events: list[BreakerStateChanged | BreakerRejected]
-    ) -> BreakerOpen | None:
+    def _admit_probe(self, now: float, events: list[Event]) -> BreakerOpen | None:
         """OPEN or HALF_OPEN: take a probe permit, or the rejection. Locked."""
         if self._state is HALF_OPEN:
             if self._permits < self.config.half_open_max_calls:
@@ -304,7 +302,7 @@ class BreakerCore:
 
     # --- state changes -------------------------------------------------------------------
 
-    def _sync(self, now: float, events: list[BreakerStateChanged | BreakerRejected]) -> None:
+    def _sync(self, now: float, events: list[Event]) -> None:
         """Apply a newer store record and an elapsed open timeout. Locked."""
         pending = self._pending
         if pending is not None and pending.version > self._version:
@@ -432,7 +430,7 @@ class BreakerCore:
         self._closed = False
 
     def _manual(self, target: BreakerState, reason: str, *, forced: bool) -> None:
-        events: list[BreakerStateChanged | BreakerRejected] = []
+        events: list[Event] = []
         with self._lock:
             now = self._clock.now()
             self._sync(now, events)

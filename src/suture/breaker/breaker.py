@@ -37,9 +37,9 @@ from typing import Any, Final, Literal, ParamSpec, TypeVar, Unpack
 from suture._decorator import Decorator
 from suture.breaker._machine import CLOSED, HALF_OPEN, OPEN, BreakerCore
 from suture.breaker.config import BreakerConfig, BreakerOptions
-from suture.breaker.store import BreakerState, BreakerStore
+from suture.breaker.store import BreakerState
 from suture.errors import BreakerOpen
-from suture.events import BreakerStateChanged, emit
+from suture.events import Event, emit
 from suture.windows import count_value
 
 __all__ = ["BreakerStats", "CircuitBreaker"]
@@ -91,8 +91,6 @@ class BreakerStats:
         out = asdict(self)
         out["state"] = self.state.value
         return out
-
-
 
 
 class CircuitBreaker(BreakerCore, Decorator):
@@ -147,7 +145,7 @@ class CircuitBreaker(BreakerCore, Decorator):
     def state(self) -> BreakerState:
         """The current state (an OPEN breaker whose timeout elapsed reports HALF_OPEN)."""
         if not self._closed:
-            events: list[BreakerStateChanged] = []
+            events: list[Event] = []
             with self._lock:
                 self._sync(self._clock.now(), events)
             for event in events:
@@ -184,7 +182,7 @@ class CircuitBreaker(BreakerCore, Decorator):
 
     def stats(self) -> BreakerStats:
         """A frozen snapshot of the state and the counts."""
-        events: list[BreakerStateChanged] = []
+        events: list[Event] = []
         with self._lock:
             now = self._clock.now()
             self._sync(now, events)
@@ -233,7 +231,6 @@ class CircuitBreaker(BreakerCore, Decorator):
         for event in events:
             emit(event)
         return stats
-
 
     # --- decorator and calls ---------------------------------------------------------
 

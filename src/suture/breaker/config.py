@@ -111,7 +111,9 @@ class BreakerConfig:
         """Check every field in the order of the fields; normalise in place."""
         put = object.__setattr__
         put(self, "failure_threshold", check_int("failure_threshold", self.failure_threshold))
-        put(self, "reset_timeout", check_seconds("reset_timeout", self.reset_timeout, positive=True))
+        put(
+            self, "reset_timeout", check_seconds("reset_timeout", self.reset_timeout, positive=True)
+        )
         put(
             self,
             "half_open_max_calls",
