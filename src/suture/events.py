@@ -7,7 +7,9 @@ change and transition is an event. Listeners are plain callables
 ``"suture"``; Prometheus metrics and the demo dashboard are listeners too.
 
 Events are only emitted off the healthy path (a failure, a state change), so
-the cost of a listener is never paid by a call that simply succeeds.
+the cost of a listener is never paid by a call that simply succeeds. Code that
+would emit at the rate of the calls (a breaker's rejections) first asks
+:func:`listening` whether anyone would see the event.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """The breaker's state logic: admission, the counting of outcomes, the state changes.
 
+(Over 400 lines: one lock guards all these fields, so the methods that keep them stay together.)
+
 :class:`BreakerCore` holds every decision and no loop: what a call that finds
 the breaker not CLOSED is allowed (``_admit``, ``_quick_reject``), how a
 finished call counts (``_closed_ok``, ``_closed_error``, ``_probe_done``),
