@@ -124,6 +124,9 @@ class CircuitBreaker(BreakerCore, Decorator):
     :param store: where the state lives; default: this breaker's own memory.
     """
 
+    # ``__dict__`` and ``__weakref__`` keep a breaker as open as a plain object is.
+    __slots__ = ("__dict__", "__weakref__", "_acall", "_call")
+
     _tag = "breaker"
 
     def __init__(self, name: str, /, **options: Unpack[BreakerOptions]) -> None:
@@ -344,7 +347,7 @@ rejection first, without the lock), the closed hot path otherwise.
 _MODES: Final = {
     # Consecutive failures: a success only clears the run (inline, no call).
     "consecutive": {
-        "start": "pass",
+        "start": "",
         "duration": "0.0",
         "success": "ok()\n        if breaker._consecutive:\n            breaker._consecutive = 0",
     },
