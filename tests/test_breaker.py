@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import pathlib
 import pickle
 import subprocess
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -62,63 +64,68 @@ def fail(breaker: CircuitBreaker, dep: Dependency, times: int) -> None:
 # --- the spec's scenario ---------------------------------------------------------------
 
 
-def test_spec_scenario_five_failures_open_then_one_probe_closes() -> None:
+def guard(breaker: CircuitBreaker, dep: Dependency, kind: str) -> Callable[..., Any]:
+    """``dep`` through the breaker's ``kind`` decorator, awaitable either way."""
+    if kind == "sync":
+        wrapped = breaker(dep)
+
+        async def sync(value: int = 1) -> int:
+            return wrapped(value)
+
+        return sync
+
+    @breaker
+    async def guarded(value: int = 1) -> int:
+        return await dep.acall(value)
+
+    return guarded
+
+
+async def through(breaker: CircuitBreaker, dep: Dependency, kind: str, value: int) -> int:
+    """``breaker.call`` or ``breaker.acall``, by ``kind``."""
+    if kind == "sync":
+        return breaker.call(dep, value)
+    return await breaker.acall(dep.acall, value)
+
+
+KINDS = pytest.mark.parametrize("kind", ["sync", "async"])
+
+
+@KINDS
+async def test_spec_scenario_five_failures_open_then_one_probe_closes(kind: str) -> None:
     clock = FakeClock()
     breaker = CircuitBreaker("payments", clock=clock)
     dep = Dependency()
-    guarded = breaker(dep)
+    guarded = guard(breaker, dep, kind)
 
     dep.down = True
     for _ in range(4):
         with pytest.raises(ConnectionError):
-            guarded()
+            await guarded()
     assert breaker.state is CLOSED
     with pytest.raises(ConnectionError):
-        guarded()
+        await guarded()
     assert breaker.state is OPEN
     assert dep.calls == 5
 
     dep.down = False
     for _ in range(3):
         with pytest.raises(BreakerOpen) as info:
-            guarded()
+            await guarded()
         assert info.value.name == "payments"
         assert info.value.retry_after == pytest.approx(30.0)
     assert dep.calls == 5, "an open breaker never reaches the function"
 
     clock.advance(29.9)
     with pytest.raises(BreakerOpen) as info:
-        guarded()
+        await guarded()
     assert info.value.retry_after == pytest.approx(0.1)
     clock.advance(0.1)
     assert breaker.state is HALF_OPEN
-    assert guarded(7) == 7
+    assert await guarded(7) == 7
     assert dep.calls == 6
     assert breaker.state is CLOSED
-
-
-async def test_spec_scenario_async() -> None:
-    clock = FakeClock()
-    breaker = CircuitBreaker("payments", clock=clock)
-    dep = Dependency()
-
-    @breaker
-    async def guarded(value: int = 1) -> int:
-        return await dep.acall(value)
-
-    dep.down = True
-    for _ in range(5):
-        with pytest.raises(ConnectionError):
-            await guarded()
-    assert breaker.state is OPEN
-    with pytest.raises(BreakerOpen):
-        await guarded()
-    assert dep.calls == 5
-    clock.advance(30)
-    dep.down = False
-    assert await guarded(3) == 3
-    assert breaker.state is CLOSED
-    assert await breaker.acall(dep.acall, 4) == 4
+    assert await through(breaker, dep, kind, 4) == 4
 
 
 def test_success_resets_the_consecutive_run() -> None:
@@ -272,50 +279,59 @@ def test_a_probe_that_never_finishes_does_not_leave_it_stuck() -> None:
 
 
 @pytest.mark.parametrize(
-    "error",
-    [asyncio.CancelledError(), KeyboardInterrupt(), KeyError("ignored")],
-    ids=["cancelled", "keyboard-interrupt", "ignored-type"],
+    ("kind", "error"),
+    [
+        ("sync", asyncio.CancelledError()),
+        ("sync", KeyboardInterrupt()),
+        ("sync", KeyError("ignored")),
+        ("async", asyncio.CancelledError()),
+        ("async", KeyError("ignored")),
+    ],
+    ids=[
+        "sync-cancelled",
+        "sync-keyboard-interrupt",
+        "sync-ignored-type",
+        "async-cancelled",
+        "async-ignored-type",
+    ],
 )
-def test_ignored_and_cancelled_probes_release_their_permit(error: BaseException) -> None:
+async def test_ignored_and_cancelled_probes_release_their_permit(
+    kind: str, error: BaseException
+) -> None:
+    """(An async probe cannot end in KeyboardInterrupt: asyncio stops the loop for it.)"""
     clock = FakeClock()
     breaker = CircuitBreaker("x", failure_threshold=1, ignore=(KeyError,), clock=clock)
     dep = Dependency()
     fail(breaker, dep, 1)
     clock.advance(30)
-    dep.down, dep.error = True, error
-    with pytest.raises(type(error)):
-        breaker.call(dep)
+    if kind == "sync":
+        dep.down, dep.error = True, error
+        with pytest.raises(type(error)):
+            breaker.call(dep)
+    else:
+        started, finish = asyncio.Event(), asyncio.Event()
+
+        @breaker
+        async def probe() -> int:
+            started.set()
+            await finish.wait()
+            raise error
+
+        task = asyncio.create_task(probe())
+        await started.wait()
+        with pytest.raises(BreakerOpen):  # the running probe holds the one permit
+            await breaker.acall(dep.acall)
+        if isinstance(error, asyncio.CancelledError):
+            task.cancel()
+        else:
+            finish.set()
+        with pytest.raises(type(error)):
+            await task
     assert breaker.state is HALF_OPEN, "counted neither way"
     dep.down = False
-    assert breaker.call(dep) == 1  # the permit came back: the next probe runs
+    assert await through(breaker, dep, kind, 5) == 5  # the permit came back: the next probe runs
     assert breaker.state is CLOSED
     assert breaker.stats().total_ignored == 1
-
-
-async def test_a_cancelled_async_probe_releases_its_permit() -> None:
-    clock = FakeClock()
-    breaker = CircuitBreaker("x", failure_threshold=1, clock=clock)
-    dep = Dependency()
-    fail(breaker, dep, 1)
-    clock.advance(30)
-    started = asyncio.Event()
-
-    @breaker
-    async def slow() -> int:
-        started.set()
-        await asyncio.Event().wait()
-        return 1
-
-    task = asyncio.create_task(slow())
-    await started.wait()
-    with pytest.raises(BreakerOpen):
-        await breaker.acall(dep.acall)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert breaker.state is HALF_OPEN
-    assert await breaker.acall(dep.acall, 5) == 5
-    assert breaker.state is CLOSED
 
 
 # --- what counts as a failure -----------------------------------------------------------
@@ -559,6 +575,73 @@ def test_breaker_open_error_is_typed_and_picklable() -> None:
     assert err.transient is False
     again = pickle.loads(pickle.dumps(err))
     assert (again.name, again.retry_after) == ("x", 30.0)
+
+
+def test_rejecting_builds_the_same_error_as_the_constructor() -> None:
+    fast, slow = BreakerOpen.rejecting("x", 2.5), BreakerOpen("x", 2.5)
+    assert type(fast) is BreakerOpen
+    assert (fast.args, fast.name, fast.retry_after) == (slow.args, slow.name, slow.retry_after)
+    assert str(fast) == str(slow)
+    again = pickle.loads(pickle.dumps(fast))
+    assert (again.name, again.retry_after) == ("x", 2.5)
+
+
+def test_a_traceback_through_the_breaker_shows_its_lines() -> None:
+    breaker = CircuitBreaker("x", clock=FakeClock())
+
+    @breaker
+    def broken() -> None:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError) as info:
+        broken()
+    lines = "".join(traceback.format_tb(info.tb))
+    assert "result = fn(*args, **kwargs)" in lines
+
+
+def test_rejections_are_built_only_for_someone_listening(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only the default logger listens at INFO: a rejection is counted, not announced."""
+    assert suture.events.listeners() == (suture.events.log_event,)
+    caplog.set_level(logging.INFO, logger="suture")
+    assert not suture.events.listening(BreakerRejected)
+    assert suture.events.listening(BreakerStateChanged)
+    breaker = CircuitBreaker("quiet", clock=FakeClock())
+    breaker.force_open()
+    with pytest.raises(BreakerOpen):
+        breaker.call(Dependency())
+    assert not [r for r in caplog.records if "rejected" in r.getMessage()]
+    caplog.set_level(logging.DEBUG, logger="suture")
+    assert suture.events.listening(BreakerRejected)
+    with capture_events() as events:
+        assert suture.events.listening(BreakerRejected)
+        with pytest.raises(BreakerOpen):
+            breaker.call(Dependency())
+    assert [type(e) for e in events] == [BreakerRejected]
+    assert breaker.stats().total_rejections == 2
+    remove = suture.events.subscribe(lambda event: None)
+    suture.events.unsubscribe(suture.events.log_event)
+    try:
+        assert suture.events.listening(BreakerRejected)
+    finally:
+        remove()
+        suture.events.subscribe(suture.events.log_event)
+    assert suture.events.listeners() == (suture.events.log_event,)
+
+
+def test_the_package_keeps_every_public_name_of_the_module() -> None:
+    import suture.breaker as package
+
+    names = {
+        "TRANSITIONS", "BreakerConfig", "BreakerFallback", "BreakerOptions", "BreakerRecord",
+        "BreakerRegistry", "BreakerState", "BreakerStats", "BreakerStore", "CircuitBreaker",
+        "MemoryBreakerStore", "RecordListener", "breakers",
+    }  # fmt: skip
+    assert set(package.__all__) == names
+    assert package.__all__ == sorted(package.__all__, key=lambda n: (not n.isupper(), n))
+    for name in names:
+        assert getattr(package, name) is not None
 
 
 # --- configuration -----------------------------------------------------------------------

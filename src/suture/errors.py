@@ -43,11 +43,27 @@ class BreakerOpen(SutureError):
         self.name = name
         self.retry_after = max(0.0, float(retry_after))
 
+    @classmethod
+    def rejecting(cls, name: str, retry_after: float) -> BreakerOpen:
+        """The error for a rejection, built for the rate of the calls.
+
+        Equal to ``BreakerOpen(name, retry_after)`` for a float ``retry_after``
+        >= 0, at about half the cost: no Python ``__init__`` runs (an open
+        breaker builds one on every call it refuses).
+        """
+        error = _new_breaker_open(cls, name, retry_after)
+        error.name = name
+        error.retry_after = retry_after
+        return error
+
     def __str__(self) -> str:
         return f"circuit breaker {self.name!r} is open; retry after {self.retry_after:.1f}s"
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.name, self.retry_after))
+
+
+_new_breaker_open = BreakerOpen.__new__
 
 
 class Overloaded(SutureError):

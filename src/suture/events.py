@@ -7,7 +7,9 @@ change and transition is an event. Listeners are plain callables
 ``"suture"``; Prometheus metrics and the demo dashboard are listeners too.
 
 Events are only emitted off the healthy path (a failure, a state change), so
-the cost of a listener is never paid by a call that simply succeeds.
+the cost of a listener is never paid by a call that simply succeeds. Code that
+would emit at the rate of the calls (a breaker's rejections) first asks
+:func:`listening` whether anyone would see the event.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "TransitionRejected",
     "emit",
     "listeners",
+    "listening",
     "log_event",
     "logger",
     "subscribe",
@@ -307,13 +310,36 @@ def log_event(event: Event) -> None:
 _lock = threading.Lock()
 # Copy-on-write tuple: emit() reads it without a lock.
 _listeners: tuple[Listener, ...] = (log_event,)
+# Whether the listeners are exactly the default logger: then an event is seen only
+# when the logger is enabled for its level. Written with ``_listeners``, under ``_lock``.
+_only_log = True
+_log_enabled = logger.isEnabledFor
+
+
+def listening(kind: type[Event] = Event) -> bool:
+    """Would an event of this kind reach anyone? Cheap enough for a hot path.
+
+    With only the default listener (:func:`log_event`), the answer is whether
+    the ``"suture"`` logger is enabled for the kind's ``log_level``; with any
+    other listener, yes; with none, no. Code that emits an event at the rate of
+    the calls (a rejection) asks first, so the event is not even built for nobody.
+    """
+    if _only_log:
+        return _log_enabled(kind.log_level)
+    return bool(_listeners)
+
+
+def _set_listeners(items: tuple[Listener, ...]) -> None:
+    """Swap the listener tuple. Called under ``_lock``."""
+    global _listeners, _only_log  # noqa: PLW0603 - the one registry, swapped atomically
+    _listeners = items
+    _only_log = items == (log_event,)
 
 
 def subscribe(listener: Listener) -> Callable[[], None]:
     """Add a listener; returns a function that removes it again."""
-    global _listeners  # noqa: PLW0603 - the one registry, swapped atomically
     with _lock:
-        _listeners = (*_listeners, listener)
+        _set_listeners((*_listeners, listener))
 
     def _unsubscribe() -> None:
         unsubscribe(listener)
@@ -323,12 +349,11 @@ def subscribe(listener: Listener) -> Callable[[], None]:
 
 def unsubscribe(listener: Listener) -> None:
     """Remove a listener (the first registration of it); unknown listeners are ignored."""
-    global _listeners  # noqa: PLW0603
     with _lock:
         items = list(_listeners)
         if listener in items:
             items.remove(listener)
-            _listeners = tuple(items)
+            _set_listeners(tuple(items))
 
 
 def listeners() -> tuple[Listener, ...]:
