@@ -903,10 +903,10 @@ def test_unterminated_markup_never_reaches_close_unbounded(
     # HTMLParser.close() re-reads an unterminated construct one character at a time,
     # at a cost that grows with the square of its length (46 s for 64 KiB of "<a ").
     # The tokenizer must never be left holding more than a short tail at close().
-    from suture import responses
+    from suture.responses import _html
 
     pending: list[int] = []
-    for cls in (responses._ErrorPage, responses._TextOnly):
+    for cls in (_html.ErrorPage, _html.TextOnly):
         original = cls.close
 
         def spy(self: Any, _original: Any = original) -> None:
@@ -922,7 +922,7 @@ def test_unterminated_markup_never_reaches_close_unbounded(
     json_body = json.dumps({"error": unit * 3000}).encode()
     assert not validate_response(resp(400, json_body, "application/json")).ok
     assert pending
-    assert max(pending) <= responses._MAX_TAIL
+    assert max(pending) <= _html.MAX_TAIL
 
 
 def test_title_with_unterminated_tag_after_it_is_kept() -> None:
@@ -963,10 +963,10 @@ def test_h1_after_a_long_tag_is_found() -> None:
 def test_h1_cut_by_a_tokenizer_chunk_is_found(shift: int) -> None:
     # Once the snippet is full the tokenizer skips ahead to the next tag that matters;
     # a "<" left pending at the end of a chunk must not make it skip past "<h1".
-    from suture import responses
+    from suture.responses import _html
 
     head = "<html><body><p>" + "filler text " * 40 + "</p>"
-    cut = responses._CHUNK - 1 + shift  # where the "<" of "<h1" falls
+    cut = _html.CHUNK - 1 + shift  # where the "<" of "<h1" falls
     markup = head + "y" * (cut - len(head)) + "<h1>Cut &amp; found</h1>" + "<p>z</p>" * 500
     assert markup.index("<h1") == cut
     assert validate_response(resp(500, markup.encode(), "text/html")).error == "Cut & found"
@@ -1065,7 +1065,7 @@ def test_a_page_of_nothing_but_tags_stops_at_the_tag_budget() -> None:
     """``<title>`` repeated has no text to find; the reader gives up after a bounded
     number of tags instead of tokenizing all of the first 64 KiB (the error is then
     the status fallback)."""
-    from suture.responses import _MAX_TAGS
+    from suture.responses._html import MAX_TAGS as _MAX_TAGS
 
     hostile = b"<title>" * 40_000
     outcome = validate_response(SimpleResponse(502, {"content-type": "text/html"}, hostile))
