@@ -105,10 +105,15 @@ class Plan:
         if status is None:
             self.wants_full_body = False
             self.outcome = self._failure("invalid response: no HTTP status", b"", transient=False)
-        elif status in NO_CONTENT:
-            # Nothing to read: a prefix of 0 bytes only releases the connection.
+        elif status in NO_CONTENT:  # nothing to read (the entry point releases it)
             self.wants_full_body = False
-            self.limit = 0
+            self.outcome = Outcome(
+                ok=True,
+                status=status,
+                retry_after=self._header_retry_after(),
+                content_type=self.content_type,
+                url=self.url,
+            )
         else:
             self.wants_full_body = 200 <= status < 300
         return self
@@ -159,20 +164,8 @@ class Plan:
             return "invalid response"
         return f"HTTP {reason_phrase(self.status)}"
 
-    def _no_content(self) -> Outcome:
-        return Outcome(
-            ok=True,
-            status=self.status,
-            retry_after=self._header_retry_after(),
-            content_type=self.content_type,
-            url=self.url,
-        )
-
     def read_failed(self, exc: Exception) -> None:
         """The body could not be read: a failed outcome that says why."""
-        if self.status in NO_CONTENT:  # the read only released the connection
-            self.outcome = self._no_content()
-            return
         name = type(exc).__name__
         detail = clean_text(str(exc), limit=200)
         message = f"could not read the response body ({name}: {detail})" if detail else name
@@ -185,9 +178,7 @@ class Plan:
         """The outcome of a response whose body (or its prefix) is ``body``."""
         status = self.status
         assert status is not None  # finish() is only reached with a status
-        if status in NO_CONTENT:
-            self.outcome = self._no_content()
-        elif self.wants_full_body:
+        if self.wants_full_body:
             self.outcome = self._success(body)
         else:
             self.outcome = self._error(body)

@@ -73,7 +73,8 @@ def read_prefix(response: object, limit: int) -> bytes:
 
     :raises AsyncStreamError: the body is an async stream (use :func:`aread_prefix`).
     """
-    check_int("limit", limit, minimum=0)
+    if type(limit) is not int or limit < 0:
+        check_int("limit", limit, minimum=0)
     try:
         step = _prefix_step(response, limit, asynchronous=False)
         assert step is not None  # every response can be read synchronously
@@ -85,7 +86,8 @@ def read_prefix(response: object, limit: int) -> bytes:
 async def aread_prefix(response: object, limit: int) -> bytes:
     """:func:`read_prefix` for a response of an async client (httpx, aiohttp); any
     other response is read as :func:`read_prefix` does."""
-    check_int("limit", limit, minimum=0)
+    if type(limit) is not int or limit < 0:
+        check_int("limit", limit, minimum=0)
     try:
         step = _prefix_step(response, limit, asynchronous=True)
         if step is not None:

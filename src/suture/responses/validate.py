@@ -11,9 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 from suture.clock import SYSTEM_CLOCK, Clock
-from suture.responses._plan import Plan
+from suture.responses._plan import NO_CONTENT, Plan
 from suture.responses.outcome import Expect, Outcome
-from suture.responses.reading import aread_body, aread_prefix, read_body, read_prefix
+from suture.responses.reading import (
+    aread_body,
+    aread_prefix,
+    close_quietly,
+    read_body,
+    read_prefix,
+)
 
 __all__ = ["avalidate_response", "validate_response"]
 
@@ -53,6 +59,8 @@ def validate_response(
             plan.read_failed(exc)
         else:
             plan.finish(body)
+    elif plan.status in NO_CONTENT:
+        close_quietly(response)
     return plan.result(emit_events)
 
 
@@ -83,4 +91,6 @@ async def avalidate_response(
             plan.read_failed(exc)
         else:
             plan.finish(body)
+    elif plan.status in NO_CONTENT:
+        close_quietly(response)  # as it always has (an async httpx stream refuses it)
     return plan.result(emit_events)
