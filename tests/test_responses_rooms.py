@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import gzip
+import inspect
 import pathlib
 import sys
 
@@ -138,3 +139,12 @@ def test_inflater_for_encoding() -> None:
     assert inflater is not None
     assert inflater.feed(gzip.compress(b"abcdef"))
     assert inflater.result() == b"abcd"
+
+
+def test_the_entry_points_take_the_same_options() -> None:
+    # Both public signatures are written out (help() and type checkers read them);
+    # this keeps their options and defaults from drifting apart.
+    sync = inspect.signature(suture.responses.validate_response)
+    asynchronous = inspect.signature(suture.responses.avalidate_response)
+    assert sync.parameters == asynchronous.parameters
+    assert inspect.iscoroutinefunction(suture.responses.avalidate_response)
