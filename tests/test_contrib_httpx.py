@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -58,15 +60,71 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def test_503_with_retry_after_is_retried_after_that_delay(clock: FakeClock) -> None:
+@pytest.fixture(params=["sync", "async"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class Either:
+    """A :class:`ResilientClient` or an :class:`AsyncResilientClient` on the same
+    scripted handler, awaited alike: one test covers both."""
+
+    def __init__(self, mode: str, handler: Handler, clock: FakeClock, **options: Any) -> None:
+        options.setdefault(
+            "retry", Retry(attempts=3, initial_delay=0.5, max_delay=10.0, clock=clock)
+        )
+        self.client: ResilientClient | AsyncResilientClient
+        if mode == "sync":
+            self.client = ResilientClient(
+                inner=httpx.MockTransport(handler), clock=clock, **options
+            )
+        else:
+
+            async def handle(request: httpx.Request) -> httpx.Response:
+                return handler(request)
+
+            self.client = AsyncResilientClient(
+                inner=httpx.MockTransport(handle), clock=clock, **options
+            )
+        self.resilient = self.client.resilient
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return await _awaited(self.client.request(method, url, **kwargs))
+
+    async def fetch(self, method: str, url: str, **kwargs: Any) -> Outcome:
+        return await _awaited(self.client.fetch(method, url, **kwargs))
+
+    async def __aenter__(self) -> Either:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await _awaited(
+            self.client.close()
+            if isinstance(self.client, ResilientClient)
+            else self.client.aclose()
+        )
+
+
+async def _awaited(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+async def test_503_with_retry_after_is_retried_after_that_delay(
+    mode: str, clock: FakeClock
+) -> None:
     server = Server(busy("4"), httpx.Response(200, json={"items": [1]}))
-    with client(server, clock) as c:
-        response = c.get("http://api.test/items")
+    async with Either(mode, server, clock) as c:
+        response = await c.request("GET", "http://api.test/items")
     assert response.status_code == 200
     assert server.calls == 2
     assert clock.sleeps == [4.0]
     outcome = outcome_of(response)
     assert (outcome.ok, outcome.data, outcome.attempts) == (True, {"items": [1]}, 2)
+    server = Server(busy("3"), httpx.Response(200, json={"v": 2}))
+    async with Either(mode, server, clock, retry=Retry(attempts=3, clock=clock)) as c:
+        outcome = await c.fetch("GET", "http://a.test/")
+    assert (outcome.ok, outcome.data, outcome.attempts) == (True, {"v": 2}, 2)
+    assert clock.sleeps == [4.0, 3.0]
 
 
 def test_retry_after_as_http_date(clock: FakeClock) -> None:
@@ -215,28 +273,58 @@ def test_breaker_scopes(clock: FakeClock) -> None:
         assert c.resilient.breakers == {}
 
 
-def test_error_bodies_are_read_only_up_to_the_limit(clock: FakeClock) -> None:
-    pulled: list[int] = []
+class Pulled(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A first chunk, then 40 MB more that must never be downloaded; counts what is pulled."""
 
-    def big() -> Iterator[bytes]:
-        yield b"<title>Huge failure</title>"
-        for _ in range(2560):  # 40 MB more, never downloaded
-            pulled.append(16384)
-            yield b"x" * 16384
+    def __init__(self, first: bytes, filler: bytes) -> None:
+        self.first = first
+        self.filler = filler * 16384
+        self.pulled = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.first
+        for _ in range(2560):
+            self.pulled += len(self.filler)
+            yield self.filler
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self:
+            yield chunk
+
+
+@pytest.mark.parametrize(
+    ("content_type", "first", "filler", "error", "limit"),
+    [
+        ("text/html", b"<title>Huge failure</title>", b"x", "Huge failure", 32768),
+        ("application/json", b'{"error": "too much"}' + b" " * 16000, b" ", "too much", None),
+    ],
+)
+async def test_error_bodies_are_read_only_up_to_the_limit(
+    mode: str,
+    clock: FakeClock,
+    content_type: str,
+    first: bytes,
+    filler: bytes,
+    error: str,
+    limit: int | None,
+) -> None:
+    streams: list[Pulled] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(500, headers={"content-type": "text/html"}, content=big())
+        streams.append(Pulled(first, filler))
+        status = 500 if content_type == "text/html" else 400
+        return httpx.Response(status, headers={"content-type": content_type}, stream=streams[-1])
 
-    with ResilientClient(
-        inner=httpx.MockTransport(handler),
-        clock=clock,
-        retry=Retry(attempts=1, clock=clock),
-        max_error_bytes=32768,
-    ) as c:
-        response = c.get("http://big.test/")
-        assert len(response.content) == 32768
-        assert outcome_of(response).error == "Huge failure"
-    assert sum(pulled) <= 32768 + 16384
+    options: dict[str, Any] = {"retry": Retry(attempts=1, clock=clock)}
+    if limit is not None:
+        options["max_error_bytes"] = limit
+    async with Either(mode, handler, clock, **options) as c:
+        response = await c.request("GET", "http://big.test/")
+        assert len(response.content) == (limit or 65536)
+        assert outcome_of(response).error == error
+        outcome = await c.fetch("GET", "http://big.test/")
+    assert outcome.error == error
+    assert all(s.pulled <= (limit or 65536) + 16384 for s in streams)
 
 
 def test_per_attempt_timeout_is_set_on_the_request(clock: FakeClock) -> None:
@@ -293,55 +381,33 @@ class AsyncServer(Server):
         return self(request)
 
 
-async def test_async_retry_after_and_outcome(clock: FakeClock) -> None:
-    server = AsyncServer(busy("3"), httpx.Response(200, json={"v": 2}))
-    async with AsyncResilientClient(
-        inner=httpx.MockTransport(server.handle),
-        clock=clock,
-        retry=Retry(attempts=3, clock=clock),
-    ) as c:
-        outcome = await c.fetch("GET", "http://a.test/")
-    assert (outcome.ok, outcome.data, outcome.attempts) == (True, {"v": 2}, 2)
-    assert clock.sleeps == [3.0]
-
-
-async def test_async_not_retried_and_breaker(clock: FakeClock) -> None:
+async def test_transport_in_a_plain_client_not_retried_and_breaker(
+    mode: str, clock: FakeClock
+) -> None:
     server = AsyncServer(busy("1"))
-    transport = AsyncResilientTransport(
-        httpx.MockTransport(server.handle),
-        retry=Retry(attempts=2, clock=clock),
-        breaker_options={"failure_threshold": 3},
-        clock=clock,
-    )
-    async with httpx.AsyncClient(transport=transport) as c:
-        assert (await c.post("http://a.test/")).status_code == 503  # 1 call, not retried
-        assert (await c.get("http://a.test/")).status_code == 503  # 2 calls: opens
-        assert server.calls == 3
-        with pytest.raises(BreakerOpen):
-            await c.get("http://a.test/")
-        assert server.calls == 3
+    options: dict[str, Any] = {
+        "retry": Retry(attempts=2, clock=clock),
+        "breaker_options": {"failure_threshold": 3},
+        "clock": clock,
+    }
+    c: httpx.Client | httpx.AsyncClient
+    if mode == "sync":
+        c = httpx.Client(transport=ResilientTransport(httpx.MockTransport(server), **options))
+    else:
+        transport = AsyncResilientTransport(httpx.MockTransport(server.handle), **options)
+        c = httpx.AsyncClient(transport=transport)
+    assert (await _awaited(c.post("http://a.test/"))).status_code == 503  # 1 call, not retried
+    assert (await _awaited(c.get("http://a.test/"))).status_code == 503  # 2 calls: opens
+    assert server.calls == 3
+    with pytest.raises(BreakerOpen):
+        await _awaited(c.get("http://a.test/"))
+    assert server.calls == 3
+    await _awaited(c.close() if isinstance(c, httpx.Client) else c.aclose())
 
 
-async def test_async_error_body_is_bounded(clock: FakeClock) -> None:
-    pulled = 0
-
-    async def big():  # type: ignore[no-untyped-def]
-        nonlocal pulled
-        yield b'{"error": "too much"}' + b" " * 16000
-        for _ in range(2560):
-            pulled += 16384
-            yield b" " * 16384
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(400, headers={"content-type": "application/json"}, content=big())
-
-    async with AsyncResilientClient(inner=httpx.MockTransport(handler), clock=clock) as c:
-        outcome = await c.fetch("GET", "http://a.test/")
-    assert outcome.error == "too much"
-    assert pulled <= 65536 + 16384
-
-
-def test_a_compressed_error_body_is_inflated_only_up_to_the_limit(clock: FakeClock) -> None:
+async def test_a_compressed_error_body_is_inflated_only_up_to_the_limit(
+    mode: str, clock: FakeClock
+) -> None:
     import gzip
     import tracemalloc
 
@@ -354,15 +420,16 @@ def test_a_compressed_error_body_is_inflated_only_up_to_the_limit(clock: FakeClo
             stream=httpx.ByteStream(bomb),
         )
 
-    with ResilientClient(
-        inner=httpx.MockTransport(handler),
-        clock=clock,
+    async with Either(
+        mode,
+        handler,
+        clock,
         retry=Retry(attempts=2, initial_delay=0.1, clock=clock),
         max_error_bytes=32768,
     ) as c:
         tracemalloc.start()
         try:
-            response = c.get("http://zipped.test/")
+            response = await c.request("GET", "http://zipped.test/")
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()

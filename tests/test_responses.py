@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, ClassVar
@@ -21,6 +22,8 @@ from suture.responses import clean_text
 from suture.testing import FakeClock, capture_events
 
 TAG = re.compile(r"<[A-Za-z/!?]")
+
+Validate = Callable[..., Awaitable[Outcome]]
 
 NGINX_502 = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -625,11 +628,24 @@ class CountingStream(httpx.SyncByteStream, httpx.AsyncByteStream):
         self.closed = True
 
 
-def test_streamed_40mb_error_page_reads_only_a_prefix() -> None:
+@pytest.fixture(params=["sync", "async"])
+def validate(request: pytest.FixtureRequest) -> Validate:
+    """``validate_response`` or ``avalidate_response``, awaited alike."""
+    if request.param == "sync":
+
+        async def sync(response: object, **options: Any) -> Outcome:
+            return validate_response(response, **options)
+
+        return sync
+    return avalidate_response
+
+
+async def test_streamed_40mb_error_page_reads_only_a_prefix(validate: Validate) -> None:
     stream = CountingStream()
-    response = httpx.Response(500, headers={"content-type": "text/html"}, stream=stream)
-    outcome = validate_response(response)
+    response = httpx.Response(503, headers={"content-type": "text/html"}, stream=stream)
+    outcome = await validate(response)
     assert outcome.error == "Big failure"
+    assert (outcome.error, outcome.transient) == ("Big failure", True)
     assert stream.pulled <= 65536 + len(stream.chunk)
     assert stream.closed
 
@@ -639,15 +655,6 @@ def test_streamed_error_with_smaller_limit() -> None:
     response = httpx.Response(500, headers={"content-type": "text/html"}, stream=stream)
     validate_response(response, max_error_bytes=1000)
     assert stream.pulled == len(stream.chunk)
-    assert stream.closed
-
-
-async def test_async_stream_40mb_reads_only_a_prefix() -> None:
-    stream = CountingStream()
-    response = httpx.Response(503, headers={"content-type": "text/html"}, stream=stream)
-    outcome = await avalidate_response(response)
-    assert (outcome.error, outcome.transient) == ("Big failure", True)
-    assert stream.pulled <= 65536 + len(stream.chunk)
     assert stream.closed
 
 
@@ -903,10 +910,10 @@ def test_unterminated_markup_never_reaches_close_unbounded(
     # HTMLParser.close() re-reads an unterminated construct one character at a time,
     # at a cost that grows with the square of its length (46 s for 64 KiB of "<a ").
     # The tokenizer must never be left holding more than a short tail at close().
-    from suture import responses
+    from suture.responses import _html
 
     pending: list[int] = []
-    for cls in (responses._ErrorPage, responses._TextOnly):
+    for cls in (_html.ErrorPage, _html.TextOnly):
         original = cls.close
 
         def spy(self: Any, _original: Any = original) -> None:
@@ -922,7 +929,7 @@ def test_unterminated_markup_never_reaches_close_unbounded(
     json_body = json.dumps({"error": unit * 3000}).encode()
     assert not validate_response(resp(400, json_body, "application/json")).ok
     assert pending
-    assert max(pending) <= responses._MAX_TAIL
+    assert max(pending) <= _html.MAX_TAIL
 
 
 def test_title_with_unterminated_tag_after_it_is_kept() -> None:
@@ -963,10 +970,10 @@ def test_h1_after_a_long_tag_is_found() -> None:
 def test_h1_cut_by_a_tokenizer_chunk_is_found(shift: int) -> None:
     # Once the snippet is full the tokenizer skips ahead to the next tag that matters;
     # a "<" left pending at the end of a chunk must not make it skip past "<h1".
-    from suture import responses
+    from suture.responses import _html
 
     head = "<html><body><p>" + "filler text " * 40 + "</p>"
-    cut = responses._CHUNK - 1 + shift  # where the "<" of "<h1" falls
+    cut = _html.CHUNK - 1 + shift  # where the "<" of "<h1" falls
     markup = head + "y" * (cut - len(head)) + "<h1>Cut &amp; found</h1>" + "<p>z</p>" * 500
     assert markup.index("<h1") == cut
     assert validate_response(resp(500, markup.encode(), "text/html")).error == "Cut & found"
@@ -977,6 +984,7 @@ def test_h1_cut_by_a_tokenizer_chunk_is_found(shift: int) -> None:
 # --- compressed error bodies: the prefix is bounded after decompression -----------------
 
 
+@functools.cache
 def _bomb(encoding: str, size: int = 40 * 1024 * 1024) -> bytes:
     import gzip
     import zlib
@@ -990,8 +998,35 @@ def _bomb(encoding: str, size: int = 40 * 1024 * 1024) -> bytes:
     return raw.compress(page) + raw.flush()
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
-def test_a_compressed_40mb_error_page_is_inflated_only_up_to_the_limit(encoding: str) -> None:
+class Chunks(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A body served in chunks of ``size`` bytes, to a sync or an async reader."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self.data = data
+        self.size = size
+
+    def __iter__(self) -> Iterator[bytes]:
+        for i in range(0, len(self.data), self.size):
+            yield self.data[i : i + self.size]
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self:
+            yield chunk
+
+
+@pytest.mark.parametrize(
+    ("encoding", "chunk", "max_error_bytes"),
+    [
+        # the whole body in one network read's worth: httpx would inflate it whole
+        ("gzip", 0, 65536),
+        ("deflate", 0, 65536),
+        ("raw-deflate", 0, 65536),
+        ("gzip", 4096, 1000),
+    ],
+)
+async def test_a_compressed_40mb_error_page_is_inflated_only_up_to_the_limit(
+    validate: Validate, encoding: str, chunk: int, max_error_bytes: int
+) -> None:
     import tracemalloc
 
     body = _bomb(encoding)
@@ -1000,43 +1035,16 @@ def test_a_compressed_40mb_error_page_is_inflated_only_up_to_the_limit(encoding:
     response = httpx.Response(
         503,
         headers={"content-type": "text/html", "content-encoding": header},
-        stream=httpx.ByteStream(body),
+        stream=Chunks(body, chunk or len(body)),
     )
     tracemalloc.start()
     try:
-        outcome = validate_response(response, emit_events=False)
+        outcome = await validate(response, emit_events=False, max_error_bytes=max_error_bytes)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert outcome.error == "Compressed outage"
     assert peak < 2 * 1024 * 1024  # not 40 MB
-    assert response.is_closed
-
-
-async def test_async_compressed_error_page_is_inflated_only_up_to_the_limit() -> None:
-    import tracemalloc
-
-    class Chunks(httpx.AsyncByteStream):
-        def __init__(self, data: bytes) -> None:
-            self.data = data
-
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            for i in range(0, len(self.data), 4096):
-                yield self.data[i : i + 4096]
-
-    response = httpx.Response(
-        503,
-        headers={"content-type": "text/html", "content-encoding": "gzip"},
-        stream=Chunks(_bomb("gzip")),
-    )
-    tracemalloc.start()
-    try:
-        outcome = await avalidate_response(response, emit_events=False, max_error_bytes=1000)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert outcome.error == "Compressed outage"
-    assert peak < 2 * 1024 * 1024
     assert response.is_closed
 
 
@@ -1065,7 +1073,7 @@ def test_a_page_of_nothing_but_tags_stops_at_the_tag_budget() -> None:
     """``<title>`` repeated has no text to find; the reader gives up after a bounded
     number of tags instead of tokenizing all of the first 64 KiB (the error is then
     the status fallback)."""
-    from suture.responses import _MAX_TAGS
+    from suture.responses._html import MAX_TAGS as _MAX_TAGS
 
     hostile = b"<title>" * 40_000
     outcome = validate_response(SimpleResponse(502, {"content-type": "text/html"}, hostile))

@@ -5,10 +5,7 @@ Callers branch on these types and their attributes, never on message text.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from suture.responses import Outcome
+from typing import Any
 
 __all__ = [
     "BreakerOpen",
@@ -133,7 +130,9 @@ class ResponseError(SutureError):
     """An HTTP response that was not a success, as a typed error.
 
     Raised by ``Outcome.raise_for_error()``. ``status`` and ``retry_after``
-    let retry and breaker classify it like any HTTP error.
+    let retry and breaker classify it like any HTTP error; ``outcome`` is the
+    :class:`suture.Outcome` it came from (or ``None``). It is typed ``Any``
+    because this room sits below ``suture.responses`` and imports nothing of it.
     """
 
     def __init__(
@@ -143,7 +142,7 @@ class ResponseError(SutureError):
         status: int | None,
         retry_after: float | None = None,
         transient: bool | None = None,
-        outcome: Outcome | None = None,
+        outcome: Any = None,
     ) -> None:
         self.status = status
         self.retry_after = retry_after

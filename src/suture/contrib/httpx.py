@@ -47,13 +47,12 @@ from suture.errors import BreakerOpen, ResponseError
 from suture.responses import (
     Expect,
     Outcome,
-    _aread_prefix,
-    _read_prefix,
     avalidate_response,
     outcome_from_exception,
     validate_response,
     with_attempts,
 )
+from suture.responses.reading import aread_prefix, read_prefix
 from suture.retrying import Retry
 
 __all__ = [
@@ -276,7 +275,7 @@ class ResilientTransport(httpx.BaseTransport, _Base):
         if response.status_code < 400:
             return response
         response.request = request
-        body = _read_prefix(response, self.max_error_bytes)
+        body = read_prefix(response, self.max_error_bytes)
         copy = self.rebuild(request, response, body)
         return self.judge(copy, validate_response(copy, clock=self.clock))
 
@@ -336,7 +335,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport, _Base):
         if response.status_code < 400:
             return response
         response.request = request
-        body = await _aread_prefix(response, self.max_error_bytes)
+        body = await aread_prefix(response, self.max_error_bytes)
         copy = self.rebuild(request, response, body)
         return self.judge(copy, await avalidate_response(copy, clock=self.clock))
 
