@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import Field, fields
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from suture.clock import Clock
 
 __all__ = [
     "ExceptionClassifier",
     "ExceptionSpec",
+    "Option",
     "Seconds",
     "check_clock",
     "check_fraction",
@@ -23,8 +26,12 @@ __all__ = [
     "check_number",
     "check_seconds",
     "exception_classifier",
+    "normalise_options",
     "seconds",
 ]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 Seconds = float | int | timedelta
 """A duration: seconds as a number, or a ``timedelta``."""
@@ -154,3 +161,53 @@ def check_name(name: str, value: object, *, optional: bool = False) -> None:
     if not isinstance(value, str):
         allowed = "a string or None" if optional else "a string"
         raise TypeError(f"{name}={value!r}: expected {allowed}, got {type(value).__name__}")
+
+
+class Option(Generic[In, Out]):
+    """A field of a frozen options dataclass that is taken as ``In`` and kept as ``Out``.
+
+    ``deadline: Option[Seconds | None, float | None] = Option(None, check_deadline)``:
+    the constructor accepts any ``In`` (a ``timedelta``, an exception type...),
+    :func:`normalise_options` (called from ``__post_init__``) replaces it once by
+    ``normalise(name, value)``, and reading the attribute afterwards is a plain
+    instance-dict lookup (this is a non-data descriptor: the instance value wins).
+    A type checker sees ``In`` in the constructor and ``Out`` on the instance.
+    """
+
+    __slots__ = ("default", "normalise")
+
+    def __init__(self, default: In, normalise: Callable[[str, In], Out]) -> None:
+        self.default = default
+        self.normalise = normalise
+
+    @overload
+    def __get__(self, obj: None, owner: object) -> In: ...
+
+    @overload
+    def __get__(self, obj: object, owner: object) -> Out: ...
+
+    def __get__(self, obj: object | None, owner: object) -> In | Out:
+        if obj is None:  # the dataclass machinery asking for the default
+            return self.default
+        raise AttributeError("the option is read before normalise_options() ran")
+
+    if TYPE_CHECKING:  # the constructor's parameter type; at run time the value lands in __dict__
+
+        def __set__(self, obj: object, value: In) -> None: ...
+
+
+def normalise_options(obj: Any) -> dict[str, Any]:
+    """Normalise every :class:`Option` field of the dataclass ``obj``, in field order.
+
+    Returns the values as given, by name, for error messages that quote them.
+    """
+    cls_dict = type(obj).__dict__
+    values = obj.__dict__
+    given: dict[str, Any] = {}
+    field: Field[Any]
+    for field in fields(obj):
+        option = cls_dict.get(field.name)
+        if isinstance(option, Option):
+            given[field.name] = value = values[field.name]
+            values[field.name] = option.normalise(field.name, value)
+    return given
