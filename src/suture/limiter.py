@@ -1,7 +1,7 @@
 """An adaptive concurrency limit: how many requests may be in flight, learnt from latency.
 
 :class:`AdaptiveLimiter` admits a request while the number in flight is below
-its limit (scaled by the request's :class:`~suture.pool.Priority`: LOW gets a
+its limit (scaled by the request's :class:`~suture.admission.Priority`: LOW gets a
 smaller share, CRITICAL may go a little past it) and raises
 :class:`suture.Overloaded` (``source="limiter"``) otherwise. Each completion
 reports its latency and whether it was a *drop* (an error the classifier calls
@@ -35,11 +35,11 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from suture._config import Seconds, check_fraction, check_int, check_seconds
+from suture.admission import Priority
 from suture.classify import ExceptionClassifier, is_transient
 from suture.clock import SYSTEM_CLOCK, Clock
 from suture.errors import Overloaded
 from suture.events import LimitChanged, RequestShed, emit
-from suture.pool import Priority
 
 __all__ = ["AdaptiveLimiter", "Permit"]
 

@@ -32,7 +32,7 @@ from sqlalchemy.pool import Pool, QueuePool, SingletonThreadPool, StaticPool
 
 from suture._config import Seconds, check_int, check_seconds
 from suture.clock import SYSTEM_CLOCK, Clock
-from suture.pool import Reading
+from suture.pool.sources import Reading
 
 __all__ = ["PostgresServerSource", "SQLAlchemyPoolSource"]
 
