@@ -5,6 +5,7 @@ monitoring with load shedding, and guarded status transitions; composable,
 observable and proven under injected faults.
 """
 
+from suture._version import __version__ as __version__
 from suture.admission import PressureLevel, Priority
 from suture.backoff import Backoff
 from suture.breaker import (
@@ -42,8 +43,6 @@ from suture.retrying import Attempt, Retry, retry
 from suture.timeouts import Timeout, timeout
 from suture.transitions import TransitionResult, Transitions
 from suture.windows import CountWindow, TimeWindow
-
-__version__ = "0.1.0"
 
 __all__ = [
     "SYSTEM_CLOCK",
