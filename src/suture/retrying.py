@@ -207,27 +207,13 @@ class Retry(Decorator):
     def _wrap_sync(self, fn: Callable[P, T], name: str) -> Callable[P, T]:
         run = self._run_sync
         deposit = None if self.budget is None else self.budget.deposit
-        if self.deadline is None:
-            # No clock on the way in: the elapsed time starts at the first failure.
-
-            @functools.wraps(fn)
-            def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-                try:
-                    result = fn(*args, **kwargs)
-                except Exception as e:
-                    exc = e
-                else:
-                    if deposit is not None:
-                        deposit()
-                    return result
-                return run(fn, args, kwargs, exc, None, name)
-
-            return wrapper
         now = self.clock.now
+        # Without a deadline no clock is read on the way in: elapsed starts at the first failure.
+        timed = self.deadline is not None
 
         @functools.wraps(fn)
-        def timed(*args: P.args, **kwargs: P.kwargs) -> T:
-            start = now()
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            start = now() if timed else None
             try:
                 result = fn(*args, **kwargs)
             except Exception as e:
@@ -238,7 +224,7 @@ class Retry(Decorator):
                 return result
             return run(fn, args, kwargs, exc, start, name)
 
-        return timed
+        return wrapper
 
     def _wrap_async(
         self, fn: Callable[P, Coroutine[Any, Any, T]], name: str
@@ -250,12 +236,11 @@ class Retry(Decorator):
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            start = None if deadline is None else now()
             try:
                 if deadline is None:
-                    start = None
                     result = await fn(*args, **kwargs)
                 else:
-                    start = now()
                     async with asyncio.timeout(deadline):
                         result = await fn(*args, **kwargs)
             except Exception as e:
