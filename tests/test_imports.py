@@ -197,3 +197,18 @@ def test_no_module_imports_the_package_root() -> None:
             if "suture" in set(_targets(module, node)):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert offenders == []
+
+
+def test_the_core_imports_only_the_standard_library() -> None:
+    """Every module outside contrib and the demo, in subpackages too (``suture.pool.*``):
+    any import, even inside a function, is the standard library or suture."""
+    offenders = []
+    for module, path in MODULES.items():
+        if module.startswith(("suture.contrib", "suture.demo")):
+            continue
+        for node in _all_imports(_tree(module)):
+            for target in _targets(module, node):
+                top = target.partition(".")[0]
+                if top not in {"suture", "__future__"} and top not in sys.stdlib_module_names:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {target}")
+    assert offenders == []
