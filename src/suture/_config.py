@@ -168,10 +168,11 @@ class Option(Generic[In, Out]):
 
     ``deadline: Option[Seconds | None, float | None] = Option(None, check_deadline)``:
     the constructor accepts any ``In`` (a ``timedelta``, an exception type...),
-    :func:`normalise_options` (called from ``__post_init__``) replaces it once by
-    ``normalise(name, value)``, and reading the attribute afterwards is a plain
-    instance-dict lookup (this is a non-data descriptor: the instance value wins).
-    A type checker sees ``In`` in the constructor and ``Out`` on the instance.
+    and :func:`normalise_options` (called from ``__post_init__``) replaces it once
+    by ``normalise(name, value)``. A type checker sees ``In`` in the constructor
+    and ``Out`` on the instance. The option registers itself on its class
+    (``__suture_options__``), so a slotted dataclass, whose slots replace the
+    descriptors, reads its options at the speed of a slot.
     """
 
     __slots__ = ("default", "normalise")
@@ -179,6 +180,13 @@ class Option(Generic[In, Out]):
     def __init__(self, default: In, normalise: Callable[[str, In], Out]) -> None:
         self.default = default
         self.normalise = normalise
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        registry = owner.__dict__.get("__suture_options__")
+        if registry is None:
+            registry = {}
+            setattr(owner, "__suture_options__", registry)  # noqa: B010 - a dunder name
+        registry[name] = self
 
     @overload
     def __get__(self, obj: None, owner: object) -> In: ...
@@ -189,25 +197,24 @@ class Option(Generic[In, Out]):
     def __get__(self, obj: object | None, owner: object) -> In | Out:
         if obj is None:  # the dataclass machinery asking for the default
             return self.default
-        raise AttributeError("the option is read before normalise_options() ran")
+        raise AttributeError("an Option field is read before normalise_options() ran")
 
-    if TYPE_CHECKING:  # the constructor's parameter type; at run time the value lands in __dict__
+    if TYPE_CHECKING:  # the constructor's parameter type; at run time the value lands in a slot
 
         def __set__(self, obj: object, value: In) -> None: ...
 
 
 def normalise_options(obj: Any) -> dict[str, Any]:
-    """Normalise every :class:`Option` field of the dataclass ``obj``, in field order.
+    """Normalise every :class:`Option` field of the frozen dataclass ``obj``, in field order.
 
     Returns the values as given, by name, for error messages that quote them.
     """
-    cls_dict = type(obj).__dict__
-    values = obj.__dict__
+    options: dict[str, Option[Any, Any]] = getattr(type(obj), "__suture_options__", {})
     given: dict[str, Any] = {}
     field: Field[Any]
     for field in fields(obj):
-        option = cls_dict.get(field.name)
-        if isinstance(option, Option):
-            given[field.name] = value = values[field.name]
-            values[field.name] = option.normalise(field.name, value)
+        option = options.get(field.name)
+        if option is not None:
+            given[field.name] = value = getattr(obj, field.name)
+            object.__setattr__(obj, field.name, option.normalise(field.name, value))
     return given

@@ -59,7 +59,7 @@ class CallState:
             return None
         clock = policy.clock
         elapsed = clock.now() - self.start
-        if self.attempt >= policy.attempts:
+        if self.attempt >= policy._attempts:
             return self._give_up(exc, elapsed, "attempts")
         delay = policy._backoff.delay(self.attempt, self.previous, policy.rand)
         hinted = retry_after(exc, now=clock.wall())
@@ -77,7 +77,7 @@ class CallState:
         event = RetryScheduled(
             name=self.name,
             attempt=self.attempt,
-            attempts=policy.attempts,
+            attempts=policy._attempts,
             delay=delay,
             error=exc,
             elapsed=elapsed,

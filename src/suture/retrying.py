@@ -98,7 +98,7 @@ def _classifier(name: str, value: ExceptionSpec) -> ExceptionClassifier:
     return exception_classifier(value, name)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class Retry(Decorator):
     """A retry policy. Immutable; use it as a decorator, or ``call``, or the block form.
 
@@ -129,9 +129,8 @@ class Retry(Decorator):
     :param rand: randomness for jitter, a callable returning a float in [0, 1).
     :param name: the name in events; default: the wrapped function's qualified name.
 
-    Durations are kept as float seconds and ``on`` as a classifier. Not slotted:
-    ``attempts`` and the other :class:`suture._config.Option` fields are descriptors
-    that a slot would replace.
+    Durations are kept as float seconds and ``on`` as a classifier (the
+    :class:`suture._config.Option` fields).
     """
 
     _tag = "retry"
@@ -152,11 +151,13 @@ class Retry(Decorator):
     name: str | None = None
     # Derived once.
     _backoff: Backoff = dataclasses.field(init=False, repr=False, compare=False)
+    _attempts: int = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         given = normalise_options(self)
-        values = self.__dict__
-        values["attempts"]._policy = self
+        set_ = object.__setattr__
+        self.attempts._policy = self
+        set_(self, "_attempts", int(self.attempts))
         first = self.initial_delay
         if self.max_delay < first:
             raise ValueError(
@@ -166,8 +167,8 @@ class Retry(Decorator):
         backoff = Backoff(
             initial=first, max_delay=self.max_delay, multiplier=self.multiplier, jitter=self.jitter
         )
-        values["multiplier"] = backoff.multiplier
-        values["_backoff"] = backoff
+        set_(self, "multiplier", backoff.multiplier)
+        set_(self, "_backoff", backoff)
         if self.on_retry is not None and not callable(self.on_retry):
             raise TypeError(f"on_retry={self.on_retry!r}: expected a callable or None")
         if not callable(self.rand):
