@@ -206,24 +206,47 @@ class Retry(Decorator):
         return qualname if isinstance(qualname, str) else repr(fn)
 
     def _wrap_sync(self, fn: Callable[P, T], name: str) -> Callable[P, T]:
+        # A closure per case, chosen once here: each success path runs only what it needs.
         run = self._run_sync
-        deposit = None if self.budget is None else self.budget.deposit
         now = self.clock.now
-        # Without a deadline no clock is read on the way in: elapsed starts at the first failure.
         timed = self.deadline is not None
+        if self.budget is not None:
+            deposit = self.budget.deposit
+
+            @functools.wraps(fn)
+            def deposits(*args: P.args, **kwargs: P.kwargs) -> T:
+                start = now() if timed else None
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as e:
+                    exc = e
+                else:
+                    deposit()
+                    return result
+                return run(fn, args, kwargs, exc, start, name)
+
+            return deposits
+        if timed:  # the deadline counts from the start of the first attempt
+
+            @functools.wraps(fn)
+            def timed_wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+                start = now()
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as e:
+                    exc = e
+                return run(fn, args, kwargs, exc, start, name)
+
+            return timed_wrapper
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            start = now() if timed else None
+            # No clock on the way in: the elapsed time starts at the first failure.
             try:
-                result = fn(*args, **kwargs)
+                return fn(*args, **kwargs)
             except Exception as e:
                 exc = e
-            else:
-                if deposit is not None:
-                    deposit()
-                return result
-            return run(fn, args, kwargs, exc, start, name)
+            return run(fn, args, kwargs, exc, None, name)
 
         return wrapper
 
