@@ -172,9 +172,14 @@ def main() -> None:
     print("\nsuture's success path / a bare pass-through wrapper (target <= 1.5x),")
     print("the two timed in turn, best of 21 rounds each")
     ours, floor = suture.retry(attempts=3)(bare), passthrough(bare)
+    aours, afloor = suture.retry(attempts=3)(abare), apassthrough(abare)
     for _ in range(21):
         sync_rows["bare wrapper"] = min(sync_rows["bare wrapper"], per_call_ns(floor, repeat=1))
         sync_rows["suture"] = min(sync_rows["suture"], per_call_ns(ours, repeat=1))
+        async_rows["bare wrapper"] = min(
+            async_rows["bare wrapper"], per_call_ns_async(afloor, repeat=1)
+        )
+        async_rows["suture"] = min(async_rows["suture"], per_call_ns_async(aours, repeat=1))
     for title, rows in (("sync", sync_rows), ("async", async_rows)):
         ratio = rows["suture"] / rows["bare wrapper"]
         print(f"  {title:<6}{rows['suture']:>8.0f} / {rows['bare wrapper']:.0f} ns = {ratio:.2f}x")
