@@ -5,13 +5,17 @@
 Cases: the success path (sync and async; sync also with a local and a Redis
 retry budget, whose deposits stay local), and a fail-once-then-succeed path
 with every wait skipped. Prints ns per call, ns added over a bare call, and
-each peer's added cost as a multiple of suture's.
+each peer's added cost as a multiple of suture's; and suture's success path
+as a multiple of a bare pass-through wrapper (a ``functools.wraps`` decorator
+that only calls the function), measured in the same run (target: <= 1.5x).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,6 +50,26 @@ async def abare() -> int:
     return 1
 
 
+def passthrough(fn: Callable[[], int]) -> Callable[[], int]:
+    """The least a decorator can be: the floor suture's wrapper is compared with."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> int:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def apassthrough(
+    fn: Callable[[], Coroutine[object, object, int]],
+) -> Callable[[], Coroutine[object, object, int]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: object, **kwargs: object) -> int:
+        return await fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _budget_rows() -> dict[str, float]:
     """The success path with a budget: a deposit is one local counter step, no lock;
     with the Redis budget, no command either (redis-py connects lazily, on a command)."""
@@ -70,6 +94,8 @@ def success_sync() -> dict[str, float]:
     b = backoff.on_exception(backoff.expo, ConnectionError, max_tries=3)(bare)
     return {
         "suture": per_call_ns(s),
+        "suture, deadline=30": per_call_ns(suture.retry(attempts=3, deadline=30)(bare)),
+        "bare wrapper": per_call_ns(passthrough(bare)),
         **_budget_rows(),
         "tenacity": per_call_ns(t, number=20_000),
         "stamina": per_call_ns(st, number=20_000),
@@ -84,6 +110,7 @@ def success_async() -> dict[str, float]:
     b = backoff.on_exception(backoff.expo, ConnectionError, max_tries=3)(abare)
     return {
         "suture": per_call_ns_async(s),
+        "bare wrapper": per_call_ns_async(apassthrough(abare)),
         "tenacity": per_call_ns_async(t, number=10_000),
         "stamina": per_call_ns_async(st, number=10_000),
         "backoff": per_call_ns_async(b, number=20_000),
@@ -137,9 +164,25 @@ def main() -> None:
     peers = ", ".join(f"{p} {version(p)}" for p in ("tenacity", "stamina", "backoff"))
     print(f"Python {sys.version.split()[0]}; {peers}; best of 7 runs, ns per call")
     base = per_call_ns(bare)
-    table("success path, sync", base, success_sync())
+    sync_rows = success_sync()
+    table("success path, sync", base, sync_rows)
     abase = per_call_ns_async(abare)
-    table("success path, async", abase, success_async())
+    async_rows = success_async()
+    table("success path, async", abase, async_rows)
+    print("\nsuture's success path / a bare pass-through wrapper (target <= 1.5x),")
+    print("the two timed in turn, best of 21 rounds each")
+    ours, floor = suture.retry(attempts=3)(bare), passthrough(bare)
+    aours, afloor = suture.retry(attempts=3)(abare), apassthrough(abare)
+    for _ in range(21):
+        sync_rows["bare wrapper"] = min(sync_rows["bare wrapper"], per_call_ns(floor, repeat=1))
+        sync_rows["suture"] = min(sync_rows["suture"], per_call_ns(ours, repeat=1))
+        async_rows["bare wrapper"] = min(
+            async_rows["bare wrapper"], per_call_ns_async(afloor, repeat=1)
+        )
+        async_rows["suture"] = min(async_rows["suture"], per_call_ns_async(aours, repeat=1))
+    for title, rows in (("sync", sync_rows), ("async", async_rows)):
+        ratio = rows["suture"] / rows["bare wrapper"]
+        print(f"  {title:<6}{rows['suture']:>8.0f} / {rows['bare wrapper']:.0f} ns = {ratio:.2f}x")
     table("fail once, then succeed (no waits), sync", base, fail_once())
 
 

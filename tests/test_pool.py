@@ -24,7 +24,8 @@ from suture import (
     Priority,
     RequestShed,
 )
-from suture.pool import Reading, _Pressure
+from suture.pool import Reading
+from suture.pool._pressure import _Pressure
 from suture.testing import FakeClock, capture_events
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -359,14 +360,15 @@ def test_no_wait_skips_waits_but_counts_attempts() -> None:
     assert clock.sleeps == []
 
 
-def test_call_and_acall() -> None:
+def test_call_and_acall(mode: str) -> None:
     policy = Retry(clock=FakeClock(), jitter="none")
     script = Script([ConnectionError(), "ok"])
-    assert policy.call(script.step) == "ok"
-    script2 = Script([ConnectionError(), "ok"])
+    if mode == "sync":
+        assert policy.call(script.step) == "ok"
+        return
 
     async def step() -> object:
-        return script2.step()
+        return script.step()
 
     assert asyncio.run(policy.acall(step)) == "ok"
 
@@ -374,16 +376,34 @@ def test_call_and_acall() -> None:
 # --- block form ---------------------------------------------------------------------
 
 
-def test_block_form_sync() -> None:
+def run_block(mode: str, policy: Retry, body: Any) -> None:
+    """``for attempt in policy.attempts(): with attempt: body(attempt)``, or with ``async for``."""
+    if mode == "sync":
+        for attempt in policy.attempts():
+            with attempt:
+                body(attempt)
+        return
+
+    async def main() -> None:
+        async for attempt in policy.attempts():
+            with attempt:
+                body(attempt)
+
+    asyncio.run(main())
+
+
+def test_block_form(mode: str) -> None:
     clock = FakeClock()
     policy = Retry(clock=clock, jitter="none", attempts=4)
     script = Script([ConnectionError(), ConnectionError(), "ok"])
     results = []
     numbers = []
-    for attempt in policy.attempts():
-        with attempt:
-            numbers.append(attempt.number)
-            results.append(script.step())
+
+    def body(attempt: suture.Attempt) -> None:
+        numbers.append(attempt.number)
+        results.append(script.step())
+
+    run_block(mode, policy, body)
     assert results == ["ok"]
     assert numbers == [1, 2, 3]
     assert clock.sleeps == [1.0, 2.0]
@@ -408,17 +428,6 @@ def test_block_form_non_transient_propagates_at_once() -> None:
                 runs += 1
                 raise ValueError("bad")
     assert runs == 1
-
-
-async def test_block_form_async() -> None:
-    clock = FakeClock()
-    script = Script([ConnectionError(), "ok"])
-    got = None
-    async for attempt in Retry(clock=clock, jitter="none").attempts():
-        with attempt:
-            got = script.step()
-    assert got == "ok"
-    assert clock.sleeps == [1.0]
 
 
 async def test_block_form_cancellation_propagates_untouched() -> None:
@@ -642,3 +651,86 @@ def test_event_messages_name_an_error_without_text() -> None:
         name="f", attempt=1, attempts=3, delay=1.0, error=ConnectionError("refused"), elapsed=0.0
     )
     assert "failed with ConnectionError: refused;" in event2.message()
+
+
+# --- the option list and the clock --------------------------------------------------
+
+
+def test_retry_options_are_the_dataclass_fields() -> None:
+    from suture.retrying import RetryOptions
+
+    fields = [f.name for f in dataclasses.fields(Retry) if f.init]
+    assert list(RetryOptions.__annotations__) == fields
+    assert Retry().replace(attempts=5, deadline=timedelta(seconds=3)) == Retry(
+        attempts=5, deadline=3.0
+    )
+
+
+def test_options_are_normalised_once() -> None:
+    policy = Retry(initial_delay=timedelta(milliseconds=500), deadline=timedelta(seconds=2))
+    assert (policy.initial_delay, policy.deadline) == (0.5, 2.0)
+    assert policy.on(ConnectionError()) and not policy.on(ValueError())
+    assert Retry(on=KeyError).on(KeyError()) and not Retry(on=KeyError).on(ValueError())
+    assert policy == Retry(initial_delay=0.5, deadline=2)
+    assert hash(policy) == hash(Retry(initial_delay=0.5, deadline=2))
+    with pytest.raises(AttributeError, match="immutable"):
+        del policy.name
+
+
+class CountingClock(FakeClock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def now(self) -> float:
+        self.reads += 1
+        return super().now()
+
+
+def test_the_success_path_reads_no_clock_without_a_deadline(mode: str) -> None:
+    clock = CountingClock()
+    assert run(mode, Retry(clock=clock), Script(["ok"])) == "ok"
+    assert clock.reads == 0
+    assert run(mode, Retry(clock=clock, budget=RetryBudget()), Script(["ok"])) == "ok"
+    assert clock.reads == 0
+    assert run(mode, Retry(clock=clock, deadline=5), Script(["ok"])) == "ok"
+    assert clock.reads == 1
+
+
+class SlowFirst(Script):
+    """Fails after ``took`` seconds of the fake clock, then succeeds."""
+
+    def __init__(self, clock: FakeClock, took: float) -> None:
+        super().__init__([ConnectionError("slow failure"), "ok"])
+        self.clock = clock
+        self.took = took
+
+    def step(self) -> object:
+        if self.calls == 0:
+            self.clock.advance(self.took)
+        return super().step()
+
+
+def test_elapsed_counts_from_the_first_attempt_with_a_deadline(mode: str) -> None:
+    clock = FakeClock()
+    policy = Retry(clock=clock, jitter="none", deadline=10)
+    with capture_events() as events:
+        assert run(mode, policy, SlowFirst(clock, 3.0)) == "ok"
+    assert [e.elapsed for e in events.of(RetryScheduled)] == [3.0]
+
+
+def test_the_deadline_counts_the_first_attempt(mode: str) -> None:
+    clock = FakeClock()
+    policy = Retry(clock=clock, jitter="none", deadline=4)
+    script = SlowFirst(clock, 3.0)
+    with pytest.raises(ConnectionError) as info:
+        run(mode, policy, script)  # 3 s gone + a 1 s wait would end at the deadline
+    assert script.calls == 1
+    assert "over 3.000s" in info.value.__notes__[0]
+
+
+def test_elapsed_counts_from_the_first_failure_without_a_deadline(mode: str) -> None:
+    clock = FakeClock()
+    with capture_events() as events:
+        assert run(mode, Retry(clock=clock, jitter="none"), SlowFirst(clock, 3.0)) == "ok"
+    assert [e.elapsed for e in events.of(RetryScheduled)] == [0.0]

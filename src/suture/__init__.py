@@ -5,6 +5,8 @@ monitoring with load shedding, and guarded status transitions; composable,
 observable and proven under injected faults.
 """
 
+from suture._version import __version__ as __version__
+from suture.admission import PressureLevel, Priority
 from suture.backoff import Backoff
 from suture.breaker import (
     BreakerRegistry,
@@ -35,14 +37,12 @@ from suture.events import (
 )
 from suture.limiter import AdaptiveLimiter
 from suture.policy import Fallback, Policy, compose
-from suture.pool import CallableSource, PoolMonitor, PressureLevel, Priority, Usage
+from suture.pool import CallableSource, PoolMonitor, Usage
 from suture.responses import Outcome, SimpleResponse, avalidate_response, validate_response
 from suture.retrying import Attempt, Retry, retry
 from suture.timeouts import Timeout, timeout
 from suture.transitions import TransitionResult, Transitions
 from suture.windows import CountWindow, TimeWindow
-
-__version__ = "0.1.0"
 
 __all__ = [
     "SYSTEM_CLOCK",

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import Field, fields
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from suture.clock import Clock
 
 __all__ = [
     "ExceptionClassifier",
     "ExceptionSpec",
+    "Option",
     "Seconds",
     "check_clock",
     "check_fraction",
@@ -23,8 +26,12 @@ __all__ = [
     "check_number",
     "check_seconds",
     "exception_classifier",
+    "normalise_options",
     "seconds",
 ]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 Seconds = float | int | timedelta
 """A duration: seconds as a number, or a ``timedelta``."""
@@ -154,3 +161,60 @@ def check_name(name: str, value: object, *, optional: bool = False) -> None:
     if not isinstance(value, str):
         allowed = "a string or None" if optional else "a string"
         raise TypeError(f"{name}={value!r}: expected {allowed}, got {type(value).__name__}")
+
+
+class Option(Generic[In, Out]):
+    """A field of a frozen options dataclass that is taken as ``In`` and kept as ``Out``.
+
+    ``deadline: Option[Seconds | None, float | None] = Option(None, check_deadline)``:
+    the constructor accepts any ``In`` (a ``timedelta``, an exception type...),
+    and :func:`normalise_options` (called from ``__post_init__``) replaces it once
+    by ``normalise(name, value)``. A type checker sees ``In`` in the constructor
+    and ``Out`` on the instance. The option registers itself on its class
+    (``__suture_options__``), so a slotted dataclass, whose slots replace the
+    descriptors, reads its options at the speed of a slot.
+    """
+
+    __slots__ = ("default", "normalise")
+
+    def __init__(self, default: In, normalise: Callable[[str, In], Out]) -> None:
+        self.default = default
+        self.normalise = normalise
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        registry = owner.__dict__.get("__suture_options__")
+        if registry is None:
+            registry = {}
+            setattr(owner, "__suture_options__", registry)  # noqa: B010 - a dunder name
+        registry[name] = self
+
+    @overload
+    def __get__(self, obj: None, owner: object) -> In: ...
+
+    @overload
+    def __get__(self, obj: object, owner: object) -> Out: ...
+
+    def __get__(self, obj: object | None, owner: object) -> In | Out:
+        if obj is None:  # the dataclass machinery asking for the default
+            return self.default
+        raise AttributeError("an Option field is read before normalise_options() ran")
+
+    if TYPE_CHECKING:  # the constructor's parameter type; at run time the value lands in a slot
+
+        def __set__(self, obj: object, value: In) -> None: ...
+
+
+def normalise_options(obj: Any) -> dict[str, Any]:
+    """Normalise every :class:`Option` field of the frozen dataclass ``obj``, in field order.
+
+    Returns the values as given, by name, for error messages that quote them.
+    """
+    options: dict[str, Option[Any, Any]] = getattr(type(obj), "__suture_options__", {})
+    given: dict[str, Any] = {}
+    field: Field[Any]
+    for field in fields(obj):
+        option = options.get(field.name)
+        if option is not None:
+            given[field.name] = value = getattr(obj, field.name)
+            object.__setattr__(obj, field.name, option.normalise(field.name, value))
+    return given

@@ -43,7 +43,7 @@ MAX_TRAFFIC = 200.0
 
 
 def _version() -> str:
-    from suture import __version__
+    from suture._version import __version__
 
     return __version__
 

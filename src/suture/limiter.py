@@ -1,7 +1,7 @@
 """An adaptive concurrency limit: how many requests may be in flight, learnt from latency.
 
 :class:`AdaptiveLimiter` admits a request while the number in flight is below
-its limit (scaled by the request's :class:`~suture.pool.Priority`: LOW gets a
+its limit (scaled by the request's :class:`~suture.admission.Priority`: LOW gets a
 smaller share, CRITICAL may go a little past it) and raises
 :class:`suture.Overloaded` (``source="limiter"``) otherwise. Each completion
 reports its latency and whether it was a *drop* (an error the classifier calls
@@ -21,25 +21,25 @@ transient, such as a timeout, or a latency past ``timeout``); the limit moves:
   service's knee latency grows, the gradient falls below 1 and the limit
   settles just past the knee. Drops back off multiplicatively as in AIMD.
 
-The logic is one pure state machine (:class:`_Aimd`, :class:`_Gradient`) under
+The logic is one pure state machine (``Aimd``, ``Gradient`` in :mod:`suture._limits`) under
 a lock; a :class:`Permit` is the sync and async context manager around a call.
 Time comes from the injected clock.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Literal, Self
 
 from suture._config import Seconds, check_fraction, check_int, check_seconds
+from suture._limits import Aimd, Gradient
+from suture.admission import Priority
 from suture.classify import ExceptionClassifier, is_transient
 from suture.clock import SYSTEM_CLOCK, Clock
 from suture.errors import Overloaded
 from suture.events import LimitChanged, RequestShed, emit
-from suture.pool import Priority
 
 __all__ = ["AdaptiveLimiter", "Permit"]
 
@@ -50,125 +50,6 @@ _DEFAULT_SHARES: Mapping[Priority, float] = {
     Priority.NORMAL: 1.0,
     Priority.CRITICAL: 1.25,
 }
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[(len(ordered) - 1) // 2]
-
-
-class _Aimd:
-    """Additive increase, multiplicative decrease; pure."""
-
-    __slots__ = ("backoff_ratio", "last_decrease")
-
-    def __init__(self, backoff_ratio: float) -> None:
-        self.backoff_ratio = backoff_ratio
-        self.last_decrease = -math.inf
-
-    def on_sample(
-        self, limit: float, *, now: float, started: float, rtt: float, inflight: int, drop: bool
-    ) -> tuple[float, str]:
-        if drop:
-            if started < self.last_decrease:
-                return limit, ""  # this round already backed off
-            self.last_decrease = now
-            return limit * self.backoff_ratio, "drop"
-        if inflight * 2 >= limit:  # not application-limited: the limit was in use
-            return limit + 1.0 / max(limit, 1.0), "increase"
-        return limit, ""
-
-
-class _Gradient:
-    """Latency gradient against a measured no-load latency; pure."""
-
-    __slots__ = (
-        "aimd",
-        "buffer",
-        "min_rtt",
-        "next_probe",
-        "probe_interval",
-        "probe_rtts",
-        "probe_samples",
-        "probe_started",
-        "probing",
-        "resume_limit",
-        "smoothing",
-        "window",
-        "window_inflight",
-        "window_rtts",
-        "window_start",
-    )
-
-    def __init__(
-        self,
-        *,
-        backoff_ratio: float,
-        buffer: float,
-        smoothing: float,
-        window: float,
-        probe_interval: float,
-        probe_samples: int,
-    ) -> None:
-        self.aimd = _Aimd(backoff_ratio)
-        self.buffer = buffer
-        self.smoothing = smoothing
-        self.window = window
-        self.probe_interval = probe_interval
-        self.probe_samples = probe_samples
-        self.min_rtt: float | None = None
-        self.probing = True  # the first thing to learn is the no-load latency
-        self.probe_rtts: list[float] = []
-        self.probe_started = -math.inf
-        self.resume_limit = 0.0
-        self.next_probe = math.inf
-        self.window_start = -math.inf
-        self.window_rtts: list[float] = []
-        self.window_inflight = 0
-
-    def on_sample(
-        self, limit: float, *, now: float, started: float, rtt: float, inflight: int, drop: bool
-    ) -> tuple[float, str]:
-        if drop:
-            return self.aimd.on_sample(
-                limit, now=now, started=started, rtt=rtt, inflight=inflight, drop=True
-            )
-        if self.probing:
-            if started < self.probe_started:
-                return limit, ""  # ran at the old concurrency: not a no-load latency
-            self.probe_rtts.append(rtt)
-            if len(self.probe_rtts) >= self.probe_samples:
-                self.min_rtt = _median(self.probe_rtts)
-                self.probe_rtts = []
-                self.probing = False
-                self.next_probe = now + self.probe_interval
-                self.window_start = now
-                self.window_rtts = []
-                self.window_inflight = 0
-                return max(limit, self.resume_limit), "min_rtt measured"
-            return limit, ""
-        if now >= self.next_probe:
-            self.probing = True
-            self.probe_started = now
-            self.resume_limit = limit
-            return limit, "probe"
-        self.window_rtts.append(rtt)
-        self.window_inflight = max(self.window_inflight, inflight)
-        if now - self.window_start < self.window or len(self.window_rtts) < 3:
-            return limit, ""
-        sample = _median(self.window_rtts)
-        busy = self.window_inflight * 2 >= limit
-        self.window_rtts = []
-        self.window_inflight = 0
-        self.window_start = now
-        base = sample if self.min_rtt is None else self.min_rtt
-        # No measurable latency at all (0/0): nothing is queueing, the gradient is high.
-        gradient = 2.0 if sample <= 0.0 else max(0.5, min(2.0, base * (1.0 + self.buffer) / sample))
-        if gradient >= 1.0 and not busy:
-            return limit, ""  # application-limited: no evidence the limit can grow
-        target = limit * gradient + math.sqrt(limit)
-        new = limit * (1.0 - self.smoothing) + target * self.smoothing
-        return new, "gradient"
 
 
 class AdaptiveLimiter:
@@ -243,11 +124,11 @@ class AdaptiveLimiter:
         self._lock = threading.Lock()
         self._estimate = float(self.initial)
         self._inflight = 0
-        self._algorithm: _Aimd | _Gradient
+        self._algorithm: Aimd | Gradient
         if mode == "aimd":
-            self._algorithm = _Aimd(self.backoff_ratio)
+            self._algorithm = Aimd(self.backoff_ratio)
         else:
-            self._algorithm = _Gradient(
+            self._algorithm = Gradient(
                 backoff_ratio=self.backoff_ratio,
                 buffer=self.buffer,
                 smoothing=self.smoothing,
@@ -269,7 +150,7 @@ class AdaptiveLimiter:
 
     def _current_limit(self) -> int:
         alg = self._algorithm
-        if isinstance(alg, _Gradient) and alg.probing:
+        if isinstance(alg, Gradient) and alg.probing:
             return max(self.min_limit, min(self.probe_limit, self.max_limit))
         return max(self.min_limit, int(self._estimate))
 
@@ -287,7 +168,7 @@ class AdaptiveLimiter:
     def min_rtt(self) -> float | None:
         """Gradient mode: the measured no-load latency (``None`` before the first probe)."""
         alg = self._algorithm
-        return alg.min_rtt if isinstance(alg, _Gradient) else None
+        return alg.min_rtt if isinstance(alg, Gradient) else None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly snapshot."""

@@ -27,7 +27,6 @@ from suture._config import Seconds, check_seconds, exception_classifier
 from suture._decorator import Decorator
 from suture.breaker import CircuitBreaker
 from suture.classify import ExceptionClassifier
-from suture.errors import BreakerOpen
 from suture.retrying import Retry
 from suture.timeouts import Timeout
 
@@ -97,14 +96,6 @@ class Fallback:
         return wrapper
 
 
-def _no_breaker_open(on: ExceptionClassifier) -> ExceptionClassifier:
-    def classify(exc: BaseException) -> bool:
-        return not isinstance(exc, BreakerOpen) and on(exc)
-
-    classify.__qualname__ = f"not_breaker_open({getattr(on, '__qualname__', on)!s})"
-    return classify
-
-
 class Policy(Decorator):
     """Fallback, retry, breaker and timeout applied outermost to innermost.
 
@@ -132,8 +123,9 @@ class Policy(Decorator):
             timeout = Timeout(check_seconds("timeout", timeout, positive=True))
         if fallback is not None and not isinstance(fallback, Fallback):
             fallback = Fallback(fallback)
-        # The retry never retries a rejection, whatever its own ``on`` says.
-        self.retry = None if retry is None else retry.replace(on=_no_breaker_open(retry.on))
+        # The retry's own rule (never retry BreakerOpen or Overloaded) keeps it off an
+        # open breaker, whatever its ``on`` says: nothing to add here.
+        self.retry = retry
         self.breaker = breaker
         self.timeout: Timeout | None = timeout
         self.fallback: Fallback | None = fallback

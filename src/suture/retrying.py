@@ -1,42 +1,45 @@
 """Retry with exponential backoff: a frozen policy that is also a decorator.
 
-The decision logic lives once, in :class:`_CallState` (no I/O: it only
-answers "wait this long" or "give up"); a thin sync loop and a thin async
-loop drive it, and so does the block form (``for attempt in
-policy.attempts(): with attempt: ...``).
+:class:`Retry` is one frozen dataclass: its fields are the option list, each
+validated once at construction. The decisions live once, in
+:class:`suture._retry_state.CallState` (no I/O: it only answers "wait this
+long" or "give up"); the thin sync and async loops here drive it, and so does
+the block form (``for attempt in policy.attempts(): with attempt: ...``, in
+:mod:`suture._retry_block`).
 
-The success path does the least it can: one clock read and a ``try``.
+The success path does the least it can: a ``try``, and one clock read only
+when the policy has a deadline. Without one, the elapsed time of the events
+and notes counts from the end of the first failed attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from types import TracebackType
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from suture._config import (
+    ExceptionSpec,
+    Option,
     Seconds,
     check_clock,
     check_int,
     check_name,
     check_seconds,
     exception_classifier,
+    normalise_options,
 )
 from suture._decorator import Decorator
+from suture._retry_block import Attempt, AttemptManager
+from suture._retry_state import CallState
 from suture.backoff import Backoff, Jitter
 from suture.budget import Budget
-from suture.classify import ExceptionClassifier, is_transient, retry_after
+from suture.classify import ExceptionClassifier, is_transient
 from suture.clock import _WAITS, SYSTEM_CLOCK, Clock
-from suture.errors import BreakerOpen, Overloaded
-from suture.events import (
-    RetryBudgetExhausted,
-    RetryGaveUp,
-    RetryScheduled,
-    emit,
-)
+from suture.events import RetryScheduled
 
 __all__ = ["Attempt", "AttemptManager", "Retry", "RetryHook", "RetryOptions", "retry"]
 
@@ -46,15 +49,13 @@ T = TypeVar("T")
 RetryHook = Callable[[RetryScheduled], None]
 """Called before each wait with the same frozen event the listeners receive."""
 
-_REASONS = {
-    "attempts": "all attempts used",
-    "deadline": "the next wait would end at or past the deadline",
-    "budget": "the retry budget is empty",
-}
-
 
 class RetryOptions(TypedDict, total=False):
-    """The keyword arguments of :class:`Retry` and :func:`retry`."""
+    """The keyword arguments of :class:`Retry` and :func:`retry`, for typing ``**options``.
+
+    Python cannot derive a ``TypedDict`` from a dataclass: a test checks that
+    these keys are exactly :class:`Retry`'s fields.
+    """
 
     attempts: int
     initial_delay: Seconds
@@ -62,7 +63,7 @@ class RetryOptions(TypedDict, total=False):
     multiplier: float
     jitter: Jitter
     deadline: Seconds | None
-    on: ExceptionClassifier | type[BaseException] | tuple[type[BaseException], ...]
+    on: ExceptionSpec
     on_retry: RetryHook | None
     budget: Budget | None
     clock: Clock
@@ -78,11 +79,6 @@ class _AttemptCount(int):
 
     _policy: Retry
 
-    def __new__(cls, value: int, policy: Retry) -> _AttemptCount:
-        self = super().__new__(cls, value)
-        self._policy = policy
-        return self
-
     def __call__(self, *, name: str | None = None) -> AttemptManager:
         return self._policy.block(name=name)
 
@@ -90,22 +86,19 @@ class _AttemptCount(int):
         return int.__repr__(self)
 
 
-_FIELDS = (
-    "attempts",
-    "initial_delay",
-    "max_delay",
-    "multiplier",
-    "jitter",
-    "deadline",
-    "on",
-    "on_retry",
-    "budget",
-    "clock",
-    "rand",
-    "name",
-)
+def _attempt_count(name: str, value: int) -> _AttemptCount:
+    return _AttemptCount(check_int(name, value, minimum=1))
 
 
+def _deadline(name: str, value: Seconds | None) -> float | None:
+    return None if value is None else check_seconds(name, value, positive=True)
+
+
+def _classifier(name: str, value: ExceptionSpec) -> ExceptionClassifier:
+    return exception_classifier(value, name)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class Retry(Decorator):
     """A retry policy. Immutable; use it as a decorator, or ``call``, or the block form.
 
@@ -126,6 +119,8 @@ class Retry(Decorator):
         seconds; no wait is started that would end at or past it. ``None``: no deadline.
     :param on: what is worth retrying: a classifier ``(exc) -> bool``, an
         exception type or a tuple of them. Default :data:`suture.is_transient`.
+        Whatever it says, :class:`suture.BreakerOpen` and :class:`suture.Overloaded`
+        are never retried.
     :param on_retry: a hook called before each wait with the :class:`RetryScheduled` event.
     :param budget: a :class:`suture.RetryBudget` (or any :class:`suture.Budget`, such as
         ``suture.contrib.redis.RedisRetryBudget``) shared by policies; when empty,
@@ -133,138 +128,66 @@ class Retry(Decorator):
     :param clock: where time comes from (tests pass ``FakeClock``).
     :param rand: randomness for jitter, a callable returning a float in [0, 1).
     :param name: the name in events; default: the wrapped function's qualified name.
+
+    Durations are kept as float seconds and ``on`` as a classifier (the
+    :class:`suture._config.Option` fields).
     """
 
     _tag = "retry"
-    __slots__ = (
-        "_attempts",
-        "_backoff",
-        "budget",
-        "clock",
-        "deadline",
-        "initial_delay",
-        "jitter",
-        "max_delay",
-        "multiplier",
-        "name",
-        "on",
-        "on_retry",
-        "rand",
-    )
 
-    initial_delay: float
-    max_delay: float
-    multiplier: float
-    jitter: Jitter
-    deadline: float | None
-    on: ExceptionClassifier
-    on_retry: RetryHook | None
-    budget: Budget | None
-    clock: Clock
-    rand: Callable[[], float]
-    name: str | None
-    _attempts: int
-    _backoff: Backoff
+    # The option list (the first six are shown by repr). An Option is a shared,
+    # immutable descriptor, not a mutable default (hence the RUF009 waivers).
+    attempts: Option[int, _AttemptCount] = Option(3, _attempt_count)  # noqa: RUF009
+    initial_delay: Option[Seconds, float] = Option(1.0, check_seconds)  # noqa: RUF009
+    max_delay: Option[Seconds, float] = Option(8.0, check_seconds)  # noqa: RUF009
+    multiplier: float = 2.0
+    jitter: Jitter = "full"
+    deadline: Option[Seconds | None, float | None] = Option(None, _deadline)  # noqa: RUF009
+    on: Option[ExceptionSpec, ExceptionClassifier] = Option(is_transient, _classifier)  # noqa: RUF009
+    on_retry: RetryHook | None = None
+    budget: Budget | None = None
+    clock: Clock = SYSTEM_CLOCK
+    rand: Callable[[], float] = random.random
+    name: str | None = None
+    # Derived once.
+    _backoff: Backoff = dataclasses.field(init=False, repr=False, compare=False)
+    _attempts: int = dataclasses.field(init=False, repr=False, compare=False)
 
-    @property
-    def attempts(self) -> _AttemptCount:
-        """The number of tries; call it for the block form."""
-        return _AttemptCount(self._attempts, self)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Retry is immutable; use policy.replace({name}=...)")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError("Retry is immutable")
-
-    def _key(self) -> tuple[object, ...]:
-        return tuple(getattr(self, f) for f in _FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Retry):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        parts = ", ".join(f"{f}={getattr(self, f)!r}" for f in _FIELDS[:6])
-        return f"Retry({parts})"
-
-    def __init__(
-        self,
-        *,
-        attempts: int = 3,
-        initial_delay: Seconds = 1.0,
-        max_delay: Seconds = 8.0,
-        multiplier: float = 2.0,
-        jitter: Jitter = "full",
-        deadline: Seconds | None = None,
-        on: ExceptionClassifier
-        | type[BaseException]
-        | tuple[type[BaseException], ...] = is_transient,
-        on_retry: RetryHook | None = None,
-        budget: Budget | None = None,
-        clock: Clock = SYSTEM_CLOCK,
-        rand: Callable[[], float] = random.random,
-        name: str | None = None,
-    ) -> None:
-        check_int("attempts", attempts, minimum=1)
-        # Named as Retry names them (Backoff calls the first one ``initial``).
-        first = check_seconds("initial_delay", initial_delay)
-        if check_seconds("max_delay", max_delay) < first:
+    def __post_init__(self) -> None:
+        given = normalise_options(self)
+        set_ = object.__setattr__
+        self.attempts._policy = self
+        set_(self, "_attempts", int(self.attempts))
+        first = self.initial_delay
+        if self.max_delay < first:
             raise ValueError(
-                f"max_delay={max_delay!r}: must be >= initial_delay ({first!r} seconds)"
+                f"max_delay={given['max_delay']!r}: must be >= initial_delay ({first!r} seconds)"
             )
+        # Named as Retry names them (Backoff calls the first one ``initial``).
         backoff = Backoff(
-            initial=initial_delay, max_delay=max_delay, multiplier=multiplier, jitter=jitter
+            initial=first, max_delay=self.max_delay, multiplier=self.multiplier, jitter=self.jitter
         )
-        dl = None if deadline is None else check_seconds("deadline", deadline, positive=True)
-        if on_retry is not None and not callable(on_retry):
-            raise TypeError(f"on_retry={on_retry!r}: expected a callable or None")
-        if not callable(rand):
-            raise TypeError(f"rand={rand!r}: expected a callable returning a float in [0, 1)")
-        check_name("name", name, optional=True)
-        check_clock(clock)
-        if budget is not None and not isinstance(budget, Budget):
+        set_(self, "multiplier", backoff.multiplier)
+        set_(self, "_backoff", backoff)
+        if self.on_retry is not None and not callable(self.on_retry):
+            raise TypeError(f"on_retry={self.on_retry!r}: expected a callable or None")
+        if not callable(self.rand):
+            raise TypeError(f"rand={self.rand!r}: expected a callable returning a float in [0, 1)")
+        check_name("name", self.name, optional=True)
+        check_clock(self.clock)
+        if self.budget is not None and not isinstance(self.budget, Budget):
             raise TypeError(
-                f"budget={budget!r}: expected a suture.RetryBudget (or any object with "
+                f"budget={self.budget!r}: expected a suture.RetryBudget (or any object with "
                 "name, deposit(), try_spend() and stats(): suture.Budget) or None"
             )
-        setter = object.__setattr__
-        setter(self, "_attempts", attempts)
-        setter(self, "initial_delay", backoff.initial)
-        setter(self, "max_delay", backoff.max_delay)
-        setter(self, "multiplier", backoff.multiplier)
-        setter(self, "jitter", jitter)
-        setter(self, "deadline", dl)
-        setter(self, "on", exception_classifier(on))
-        setter(self, "on_retry", on_retry)
-        setter(self, "budget", budget)
-        setter(self, "clock", clock)
-        setter(self, "rand", rand)
-        setter(self, "name", name)
-        setter(self, "_backoff", backoff)
+
+    def __repr__(self) -> str:
+        shown = dataclasses.fields(self)[:6]
+        return f"Retry({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
 
     def replace(self, **changes: Unpack[RetryOptions]) -> Retry:
         """A copy with some options changed."""
-        current: dict[str, Any] = {
-            "attempts": self._attempts,
-            "initial_delay": self.initial_delay,
-            "max_delay": self.max_delay,
-            "multiplier": self.multiplier,
-            "jitter": self.jitter,
-            "deadline": self.deadline,
-            "on": self.on,
-            "on_retry": self.on_retry,
-            "budget": self.budget,
-            "clock": self.clock,
-            "rand": self.rand,
-            "name": self.name,
-        }
-        current.update(changes)
-        return Retry(**current)
+        return dataclasses.replace(self, **changes)
 
     # --- decorator ---------------------------------------------------------------
 
@@ -283,27 +206,16 @@ class Retry(Decorator):
         return qualname if isinstance(qualname, str) else repr(fn)
 
     def _wrap_sync(self, fn: Callable[P, T], name: str) -> Callable[P, T]:
-        now = self.clock.now
-        budget = self.budget
+        # A closure per case, chosen once here: each success path runs only what it needs.
         run = self._run_sync
-
-        if budget is None:
-
-            @functools.wraps(fn)
-            def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-                start = now()
-                try:
-                    return fn(*args, **kwargs)
-                except Exception as e:
-                    exc = e
-                return run(fn, args, kwargs, exc, start, name)
-
-        else:
-            deposit = budget.deposit
+        now = self.clock.now
+        timed = self.deadline is not None
+        if self.budget is not None:
+            deposit = self.budget.deposit
 
             @functools.wraps(fn)
-            def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-                start = now()
+            def deposits(*args: P.args, **kwargs: P.kwargs) -> T:
+                start = now() if timed else None
                 try:
                     result = fn(*args, **kwargs)
                 except Exception as e:
@@ -312,6 +224,29 @@ class Retry(Decorator):
                     deposit()
                     return result
                 return run(fn, args, kwargs, exc, start, name)
+
+            return deposits
+        if timed:  # the deadline counts from the start of the first attempt
+
+            @functools.wraps(fn)
+            def timed_wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+                start = now()
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as e:
+                    exc = e
+                return run(fn, args, kwargs, exc, start, name)
+
+            return timed_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            # No clock on the way in: the elapsed time starts at the first failure.
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                exc = e
+            return run(fn, args, kwargs, exc, None, name)
 
         return wrapper
 
@@ -325,7 +260,7 @@ class Retry(Decorator):
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            start = now()
+            start = None if deadline is None else now()
             try:
                 if deadline is None:
                     result = await fn(*args, **kwargs)
@@ -350,10 +285,10 @@ class Retry(Decorator):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         exc: Exception,
-        start: float,
+        start: float | None,
         name: str,
     ) -> T:
-        state = _CallState(self, name, start)
+        state = CallState(self, name, start)
         sleep = self.clock.sleep
         while True:
             delay = state.next_delay(exc)
@@ -376,10 +311,10 @@ class Retry(Decorator):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         exc: Exception,
-        start: float,
+        start: float | None,
         name: str,
     ) -> T:
-        state = _CallState(self, name, start)
+        state = CallState(self, name, start)
         asleep = self.clock.asleep
         now = self.clock.now
         deadline = self.deadline
@@ -393,7 +328,7 @@ class Retry(Decorator):
                 if deadline is None:
                     result = await fn(*args, **kwargs)
                 else:
-                    remaining = max(0.0, deadline - (now() - start))
+                    remaining = max(0.0, deadline - (now() - state.start))
                     async with asyncio.timeout(remaining):
                         result = await fn(*args, **kwargs)
             except Exception as e:
@@ -428,179 +363,17 @@ class Retry(Decorator):
         return AttemptManager(self, name or self.name or "block")
 
 
-# Waiting is the breaker's and the shedder's job: whatever ``on`` says, a retry
-# never hammers an open breaker or a service that just shed the request.
-_NEVER_RETRIED = (BreakerOpen, Overloaded)
+def _refuse_set(self: Retry, name: str, value: object) -> None:
+    raise AttributeError(f"Retry is immutable; use policy.replace({name}=...)")
 
 
-class _CallState:
-    """The decisions of one retried call. No I/O: only arithmetic, events and hooks."""
-
-    __slots__ = ("attempt", "name", "policy", "previous", "start")
-
-    def __init__(self, policy: Retry, name: str, start: float, attempt: int = 1) -> None:
-        self.policy = policy
-        self.name = name
-        self.start = start
-        self.attempt = attempt  # the attempt that just failed
-        self.previous = 0.0
-
-    def next_delay(self, exc: BaseException) -> float | None:
-        """The wait before the next attempt, or ``None``: give up and raise ``exc``."""
-        policy = self.policy
-        if not isinstance(exc, Exception):
-            return None  # cancellation, KeyboardInterrupt, SystemExit: left untouched
-        if isinstance(exc, _NEVER_RETRIED) or not policy.on(exc):
-            if self.attempt > 1:
-                self._note(exc, "the error is not retryable")
-            return None
-        clock = policy.clock
-        elapsed = clock.now() - self.start
-        if self.attempt >= policy._attempts:
-            return self._give_up(exc, elapsed, "attempts")
-        delay = policy._backoff.delay(self.attempt, self.previous, policy.rand)
-        hinted = retry_after(exc, now=clock.wall())
-        if hinted is not None:
-            delay = min(hinted, policy.max_delay)
-        # A wait that ends at the deadline would start an attempt with no time left
-        # (in async code, cancelled at once, its TimeoutError replacing the real error).
-        if policy.deadline is not None and elapsed + delay >= policy.deadline:
-            return self._give_up(exc, elapsed, "deadline")
-        budget = policy.budget
-        if budget is not None and not budget.try_spend():
-            emit(RetryBudgetExhausted(name=self.name, budget=budget.name, error=exc))
-            return self._give_up(exc, elapsed, "budget")
-        self.previous = delay
-        event = RetryScheduled(
-            name=self.name,
-            attempt=self.attempt,
-            attempts=policy._attempts,
-            delay=delay,
-            error=exc,
-            elapsed=elapsed,
-        )
-        emit(event)
-        if policy.on_retry is not None:
-            policy.on_retry(event)
-        self.attempt += 1
-        return delay
-
-    def _note(self, exc: BaseException, reason: str) -> None:
-        elapsed = self.policy.clock.now() - self.start
-        exc.add_note(
-            f"suture.retry: gave up on {self.name} after {self.attempt} attempt(s) "
-            f"over {elapsed:.3f}s ({reason})"
-        )
-
-    def _give_up(self, exc: BaseException, elapsed: float, reason: str) -> float | None:
-        exc.add_note(
-            f"suture.retry: gave up on {self.name} after {self.attempt} attempt(s) "
-            f"over {elapsed:.3f}s ({_REASONS[reason]})"
-        )
-        emit(
-            RetryGaveUp(
-                name=self.name, attempts=self.attempt, elapsed=elapsed, reason=reason, error=exc
-            )
-        )
-        return None
+def _refuse_del(self: Retry, name: str) -> None:
+    raise AttributeError("Retry is immutable")
 
 
-class Attempt:
-    """One try in the block form: use it as ``with attempt:``."""
-
-    __slots__ = ("_manager", "number")
-
-    def __init__(self, manager: AttemptManager, number: int) -> None:
-        self._manager = manager
-        self.number = number  #: 1-based
-
-    def __enter__(self) -> Attempt:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        return self._manager._exit(exc)
-
-    def __repr__(self) -> str:
-        return f"<Attempt {self.number}>"
-
-
-class AttemptManager:
-    """Iterates attempts for code that is not a function.
-
-    >>> for attempt in policy.attempts():    # doctest: +SKIP
-    ...     with attempt:
-    ...         do_something()
-
-    ``async for attempt in policy.attempts():`` works the same in async code.
-    A transient error inside ``with attempt`` is swallowed and the loop goes
-    on after the wait; when the policy gives up, the error propagates out of
-    the ``with`` block unchanged.
-    """
-
-    __slots__ = ("_delay", "_done", "_number", "_policy", "_start", "_state", "name")
-
-    def __init__(self, policy: Retry, name: str) -> None:
-        self._policy = policy
-        self.name = name
-        self._start = policy.clock.now()
-        self._number = 0
-        self._delay: float | None = None
-        self._done = False
-        self._state: _CallState | None = None
-
-    def _exit(self, exc: BaseException | None) -> bool:
-        if exc is None:
-            self._done = True
-            if self._policy.budget is not None:
-                self._policy.budget.deposit()
-            return False
-        if self._state is None:
-            self._state = _CallState(self._policy, self.name, self._start, self._number)
-        delay = self._state.next_delay(exc)
-        if delay is None:
-            self._done = True
-            return False
-        self._delay = delay
-        return True
-
-    def _advance(self) -> bool:
-        """True when another attempt should run (and the wait, if any, is owed)."""
-        if self._done:
-            return False
-        if self._number and self._delay is None:
-            # The previous attempt was not entered, or finished without an error.
-            self._done = True
-            return False
-        return True
-
-    def __iter__(self) -> Iterator[Attempt]:
-        return self
-
-    def __next__(self) -> Attempt:
-        if not self._advance():
-            raise StopIteration
-        delay, self._delay = self._delay, None
-        if delay and not _WAITS.skip:
-            self._policy.clock.sleep(delay)
-        self._number += 1
-        return Attempt(self, self._number)
-
-    def __aiter__(self) -> AsyncIterator[Attempt]:
-        return self
-
-    async def __anext__(self) -> Attempt:
-        if not self._advance():
-            raise StopAsyncIteration
-        delay, self._delay = self._delay, None
-        if delay and not _WAITS.skip:
-            await self._policy.clock.asleep(delay)
-        self._number += 1
-        return Attempt(self, self._number)
+# Over the dataclass's own frozen guard: the same error type, a message that names replace().
+setattr(Retry, "__setattr__", _refuse_set)  # noqa: B010
+setattr(Retry, "__delattr__", _refuse_del)  # noqa: B010
 
 
 # --- the retry() decorator ---------------------------------------------------------

@@ -37,7 +37,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the installed extra
 
 from suture._config import Seconds, check_int, check_seconds
 from suture.clock import SYSTEM_CLOCK, Clock
-from suture.pool import Reading
+from suture.pool.sources import Reading
 
 __all__ = ["PostgresServerSource", "SQLAlchemyPoolSource"]
 

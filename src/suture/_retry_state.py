@@ -1,0 +1,106 @@
+"""The decisions of one retried call, with no I/O: "wait this long" or "give up".
+
+:class:`CallState` is driven by the sync and async loops of :mod:`suture.retrying`
+and by the block form (:mod:`suture._retry_block`); it only does arithmetic,
+emits events and calls the ``on_retry`` hook.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from suture.classify import retry_after
+from suture.errors import BreakerOpen, Overloaded
+from suture.events import RetryBudgetExhausted, RetryGaveUp, RetryScheduled, emit
+
+if TYPE_CHECKING:
+    from suture.retrying import Retry
+
+__all__ = ["NEVER_RETRIED", "CallState"]
+
+# Waiting is the breaker's and the shedder's job: whatever ``on`` says, a retry
+# never hammers an open breaker or a service that just shed the request.
+NEVER_RETRIED = (BreakerOpen, Overloaded)
+
+_REASONS = {
+    "attempts": "all attempts used",
+    "deadline": "the next wait would end at or past the deadline",
+    "budget": "the retry budget is empty",
+}
+
+
+class CallState:
+    """The decisions of one retried call. No I/O: only arithmetic, events and hooks.
+
+    ``start`` is the clock reading the elapsed time counts from: the start of
+    the first attempt when the policy has a deadline, else the end of the first
+    failed attempt (``None``: read now), so that a call that succeeds reads no clock.
+    """
+
+    __slots__ = ("attempt", "name", "policy", "previous", "start")
+
+    def __init__(
+        self, policy: Retry, name: str, start: float | None = None, attempt: int = 1
+    ) -> None:
+        self.policy = policy
+        self.name = name
+        self.start = policy.clock.now() if start is None else start
+        self.attempt = attempt  # the attempt that just failed
+        self.previous = 0.0
+
+    def next_delay(self, exc: BaseException) -> float | None:
+        """The wait before the next attempt, or ``None``: give up and raise ``exc``."""
+        policy = self.policy
+        if not isinstance(exc, Exception):
+            return None  # cancellation, KeyboardInterrupt, SystemExit: left untouched
+        if isinstance(exc, NEVER_RETRIED) or not policy.on(exc):
+            if self.attempt > 1:
+                self._note(exc, "the error is not retryable")
+            return None
+        clock = policy.clock
+        elapsed = clock.now() - self.start
+        if self.attempt >= policy._attempts:
+            return self._give_up(exc, elapsed, "attempts")
+        delay = policy._backoff.delay(self.attempt, self.previous, policy.rand)
+        hinted = retry_after(exc, now=clock.wall())
+        if hinted is not None:
+            delay = min(hinted, policy.max_delay)
+        # A wait that ends at the deadline would start an attempt with no time left
+        # (in async code, cancelled at once, its TimeoutError replacing the real error).
+        if policy.deadline is not None and elapsed + delay >= policy.deadline:
+            return self._give_up(exc, elapsed, "deadline")
+        budget = policy.budget
+        if budget is not None and not budget.try_spend():
+            emit(RetryBudgetExhausted(name=self.name, budget=budget.name, error=exc))
+            return self._give_up(exc, elapsed, "budget")
+        self.previous = delay
+        event = RetryScheduled(
+            name=self.name,
+            attempt=self.attempt,
+            attempts=policy._attempts,
+            delay=delay,
+            error=exc,
+            elapsed=elapsed,
+        )
+        emit(event)
+        if policy.on_retry is not None:
+            policy.on_retry(event)
+        self.attempt += 1
+        return delay
+
+    def _note(self, exc: BaseException, reason: str, elapsed: float | None = None) -> None:
+        if elapsed is None:
+            elapsed = self.policy.clock.now() - self.start
+        exc.add_note(
+            f"suture.retry: gave up on {self.name} after {self.attempt} attempt(s) "
+            f"over {elapsed:.3f}s ({reason})"
+        )
+
+    def _give_up(self, exc: BaseException, elapsed: float, reason: str) -> float | None:
+        self._note(exc, _REASONS[reason], elapsed)
+        emit(
+            RetryGaveUp(
+                name=self.name, attempts=self.attempt, elapsed=elapsed, reason=reason, error=exc
+            )
+        )
+        return None
