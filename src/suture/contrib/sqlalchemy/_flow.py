@@ -1,229 +1,40 @@
-"""Guarded status transitions in SQLAlchemy: the database enforces the table.
+"""The plan of a guarded transition: every statement and the reading of its results, no I/O.
 
-Install with the ``sql`` extra. A check in Python followed by a write is two
-steps that two workers can interleave; :func:`transition` is one statement::
-
-    UPDATE raw_message SET status = :target, <values>
-     WHERE <your condition> AND status IN (<the states allowed to reach target>)
-    RETURNING id
-
-so the check and the write are one atomic step, and the keys it returns are
-exactly the rows it changed (no re-read to count them). On PostgreSQL it is
-still one statement, richer::
-
-    WITH locked AS (SELECT id, status FROM raw_message
-                     WHERE <condition> AND status IN (...) ORDER BY id FOR UPDATE),
-         moved  AS (UPDATE raw_message SET ... FROM locked
-                     WHERE raw_message.id = locked.id RETURNING id, locked.status),
-         audit  AS (INSERT INTO transition_audit (...) SELECT ... FROM moved)
-    SELECT id, status FROM moved
-
-rows are locked in key order (two guarded transitions cannot deadlock each other),
-each row's real previous state comes back with it, the audit rows are written
-by the same statement, a key list travels as one array parameter and per-row
-values as arrays joined in with ``unnest``. On SQLite (one writer at a time)
-the previous states are read in the same transaction just before the update,
-after a no-op ``UPDATE`` has taken the write lock (the driver begins a
-transaction only at the first write, so a read alone would hold no lock).
-
-Example (the reference service's spam capture)::
-
-    import sqlalchemy as sa
-    from suture import Transitions
-    from suture.contrib.sqlalchemy import (
-        TransitionAuditMixin, atransition, transition, guard, RecordNotFound,
-    )
-
-    MESSAGES = Transitions(
-        {Msg.READY: {Msg.SPAM_REVIEW, Msg.PROMOTED},
-         Msg.SPAM_REVIEW: {Msg.READY, Msg.SPAM_ARCHIVED}},
-        name="raw_message",
-    )
-
-    class TransitionAudit(TransitionAuditMixin, Base):      # optional audit table
-        __tablename__ = "transition_audit"
-
-    # a batch, with per-row values set in the same statement:
-    moved = transition(
-        session, RawMessage, MESSAGES, Msg.SPAM_REVIEW,
-        keys=matches.keys(),                                  # or where=..., or key=...
-        values={"reviewed_at": sa.func.now()},                # same value for every row
-        row_values={k: {"matched_patterns": p} for k, p in matches.items()},
-        audit=TransitionAudit, context="spam-capture",
-    )
-    moved.count, moved.keys, moved.sources     # 2, (7, 9), {7: Msg.READY, 9: Msg.READY}
-    session.commit()                            # transition() never commits
-
-    # one row: when nothing changes, it says why
-    try:
-        await atransition(async_session, Task, TASKS, TaskStatus.DONE, key=task_id)
-    except RecordNotFound:        # a subclass of InvalidTransition and LookupError
-        ...                       # -> 404
-    except InvalidTransition as e:
-        ...                       # -> 409; e.source is the row's current state
-
-    # a bug in the application cannot write an illegal state through the ORM:
-    guard(Task.status, TASKS)     # task.status = DONE -> ...; flush raises InvalidTransition
-
-:func:`transition` takes a ``Session`` or a ``Connection``; :func:`atransition`
-an ``AsyncSession`` or an ``AsyncConnection``. Both run the same plan (built
-once, by :class:`_Flow`); only the execution differs. Neither commits: the
-update and its audit rows belong to the caller's transaction. A ``Session``'s
-already loaded objects have the changed attributes expired, so they reload.
-
-Databases without ``UPDATE ... RETURNING`` fall back to the row count (keys are
-then selected first, ``FOR UPDATE`` where the database knows it).
-A deadlock with the application's own multi-statement transactions is still
-possible (as with any UPDATE): wrap the whole transaction in ``suture.retry``.
+Over 400 lines on purpose: one plan serves four SQL strategies (PostgreSQL's
+locking CTE, ``UPDATE ... RETURNING``, the row count, SQLite's lock-then-read)
+that share its state; the sync and async edges in ``edges`` only execute.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Generator, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic
 
-from suture.contrib import missing_extra
-
-try:
-    import sqlalchemy as sa
-    from sqlalchemy import event
-    from sqlalchemy.dialects import postgresql
-    from sqlalchemy.engine import Connection, Dialect
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-    from sqlalchemy.orm import Mapped, Mapper, Session, mapped_column
-    from sqlalchemy.orm.attributes import InstrumentedAttribute
-    from sqlalchemy.sql.elements import ColumnElement
-except ImportError as _exc:  # pragma: no cover - depends on the installed extras
-    raise missing_extra(__name__, "sql", _exc) from _exc
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.orm.attributes import InstrumentedAttribute
+from sqlalchemy.sql.elements import ColumnElement
 
 from suture.clock import SYSTEM_CLOCK, Clock
+from suture.contrib.sqlalchemy.audit import ACTOR_LIMIT, AUDIT_NAMES
+from suture.contrib.sqlalchemy.outcome import RecordNotFound, S, SameState, TransitionOutcome
 from suture.errors import InvalidTransition
 from suture.events import TransitionApplied, TransitionRejected, emit, logger
 from suture.transitions import Transitions
 
-__all__ = [
-    "PostgresServerSource",
-    "RecordNotFound",
-    "SQLAlchemyPoolSource",
-    "TransitionAuditMixin",
-    "TransitionOutcome",
-    "atransition",
-    "audit_table",
-    "guard",
-    "transition",
-]
-
-S = TypeVar("S", bound=Hashable)
-
-SameState = Literal["ok", "reject"]
-"""What a single row already in the target state means: a no-op (``"ok"``) or an error."""
-
-
-class RecordNotFound(InvalidTransition, LookupError):
-    """A single-row transition found no row with that key (``source`` is ``None``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TransitionOutcome(Generic[S]):
-    """What a guarded transition changed.
-
-    ``keys`` are the primary keys of the rows moved to ``target`` (scalars, or
-    tuples for a composite key), in the order the database returned them.
-    ``sources`` maps each of them to the state it really had, when known (always
-    on PostgreSQL and when audited; otherwise ``None``). ``requested`` is the
-    number of keys asked for (``None`` for a ``where=`` condition alone).
-    Truthy when something changed; ``len()`` is ``count``.
-    """
-
-    entity: str
-    target: S
-    keys: tuple[Any, ...]
-    sources: Mapping[Any, S] | None = None
-    requested: int | None = None
-    count: int = field(default=-1)
-
-    def __post_init__(self) -> None:
-        if self.count < 0:
-            object.__setattr__(self, "count", len(self.keys))
-
-    @property
-    def missed(self) -> int | None:
-        """How many requested keys were not changed (missing, or in another state)."""
-        return None if self.requested is None else self.requested - self.count
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __bool__(self) -> bool:
-        return self.count > 0
-
-
-# --- the audit table -----------------------------------------------------------------
-
-
-def _audit_columns() -> list[sa.Column[Any]]:
-    return [
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-        ),
-        sa.Column("entity", sa.String(100), nullable=False),
-        sa.Column("record_key", sa.String(200), nullable=False, index=True),
-        sa.Column("source", sa.String(100), nullable=True),
-        sa.Column("target", sa.String(100), nullable=False),
-        sa.Column("context", sa.Text(), nullable=True),
-        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("actor", sa.String(200), nullable=True),
-    ]
-
-
-def audit_table(name: str, metadata: sa.MetaData, *, schema: str | None = None) -> sa.Table:
-    """A Core table for audit rows: ``id, entity, record_key, source, target, context, at``.
-
-    One row per changed record, written in the same transaction as the change.
-    Within one ``record_key``, ``id`` order is the order the changes happened
-    (each change holds the row's lock until its transaction ends).
-    """
-    return sa.Table(name, metadata, *_audit_columns(), schema=schema)
-
-
-class TransitionAuditMixin:
-    """Declarative mixin for an audit model: add ``__tablename__`` and your ``Base``.
-
-    Columns as in :func:`audit_table`.
-    """
-
-    id: Mapped[int] = mapped_column(
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
-    )
-    entity: Mapped[str] = mapped_column(sa.String(100))
-    record_key: Mapped[str] = mapped_column(sa.String(200), index=True)
-    source: Mapped[str | None] = mapped_column(sa.String(100))
-    target: Mapped[str] = mapped_column(sa.String(100))
-    context: Mapped[str | None] = mapped_column(sa.Text())
-    at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
-    actor: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
-
-
-_AUDIT_NAMES = ("entity", "record_key", "source", "target", "context", "at")
-_ACTOR_LIMIT = 200  # the audit column's length
-
-
-# --- the plan: statements built once, run by a sync or an async edge -----------------
-
 
 @dataclass(slots=True)
-class _Rows:
+class Rows:
     rows: list[Sequence[Any]]
     rowcount: int
 
 
-_Step = tuple[sa.Executable, Any]
+Step = tuple[sa.Executable, Any]
 
 
 def _table_of(model: Any, param: str) -> tuple[sa.Table, Mapper[Any] | None]:
@@ -265,10 +76,10 @@ def _label(state: object) -> str:
     return str(state)
 
 
-class _Flow(Generic[S]):
+class Flow(Generic[S]):
     """Everything a guarded transition does except I/O: the statements and the reading
     of their results. :meth:`run` is a generator that yields ``(statement, params)``
-    and receives :class:`_Rows`; the sync and async edges only execute."""
+    and receives :class:`Rows`; the sync and async edges only execute."""
 
     def __init__(
         self,
@@ -276,18 +87,18 @@ class _Flow(Generic[S]):
         transitions: Transitions[S],
         target: S,
         *,
-        key: Any,
-        keys: Iterable[Any] | None,
-        where: ColumnElement[bool] | None,
-        values: Mapping[Any, Any] | None,
-        row_values: Mapping[Any, Mapping[Any, Any]] | None,
-        audit: Any,
-        context: Any,
-        column: Any,
-        returning: bool | None,
-        clock: Clock,
-        same_state: SameState = "ok",
+        key: Any = None,
+        keys: Iterable[Any] | None = None,
+        where: ColumnElement[bool] | None = None,
+        values: Mapping[Any, Any] | None = None,
+        row_values: Mapping[Any, Mapping[Any, Any]] | None = None,
+        audit: Any = None,
+        context: Any = None,
         actor: str | None = None,
+        column: Any = "status",
+        returning: bool | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        same_state: SameState = "ok",
     ) -> None:
         if same_state not in ("ok", "reject"):
             raise ValueError(f"same_state={same_state!r}: must be 'ok' or 'reject'")
@@ -308,6 +119,20 @@ class _Flow(Generic[S]):
         self.context = context
         self.clock = clock
         self.returning = returning
+        self._select(key, keys, where, row_values)
+        self._set_values(values)
+        self._audit_with(audit, actor)
+        self.sources = transitions.sources_of(self.target)
+        self.decoded: dict[Any, S | None] = {}
+
+    def _select(
+        self,
+        key: Any,
+        keys: Iterable[Any] | None,
+        where: ColumnElement[bool] | None,
+        row_values: Mapping[Any, Mapping[Any, Any]] | None,
+    ) -> None:
+        """Which rows: one ``key``, a batch of ``keys`` (or ``row_values``' keys), ``where``."""
         self.key = key
         self.keys: list[Any] | None = None
         if keys is not None:
@@ -324,7 +149,9 @@ class _Flow(Generic[S]):
         if key is not None and self.keys is not None:
             raise TypeError("transition: give key= (one row) or keys= (a batch), not both")
         self.where = where
-        # The values set: status, then the caller's columns, then the per-row ones.
+
+    def _set_values(self, values: Mapping[Any, Any] | None) -> None:
+        """The values set: status, then the caller's columns, then the per-row ones."""
         self.sets: dict[sa.Column[Any], Any] = {self.status: self._to_db(self.target)}
         for name, value in (values or {}).items():
             col = _column(self.table, self.mapper, name, "values")
@@ -343,20 +170,23 @@ class _Flow(Generic[S]):
             for pairs in self.per_col.values():
                 for k, _ in pairs:
                     self._key_is(k)  # a scalar given for a composite key fails here, early
+
+    def _audit_with(self, audit: Any, actor: str | None) -> None:
+        """The optional audit table, and who decided (checked against its columns)."""
         self.audit: sa.Table | None = None
         if audit is not None:
             self.audit, _ = _table_of(audit, "audit")
-            missing = [n for n in _AUDIT_NAMES if n not in self.audit.c]
+            missing = [n for n in AUDIT_NAMES if n not in self.audit.c]
             if missing:
                 raise ValueError(
                     f"audit={audit!r}: the audit table lacks column(s) {missing} "
                     "(use audit_table() or TransitionAuditMixin)"
                 )
         if actor is not None:
-            if not isinstance(actor, str) or not actor or len(actor) > _ACTOR_LIMIT:
+            if not isinstance(actor, str) or not actor or len(actor) > ACTOR_LIMIT:
                 raise ValueError(
                     f"actor={actor!r}: expected a non-empty string of at most "
-                    f"{_ACTOR_LIMIT} characters (or None for the system)"
+                    f"{ACTOR_LIMIT} characters (or None for the system)"
                 )
             if self.audit is not None and "actor" not in self.audit.c:
                 raise ValueError(
@@ -364,9 +194,7 @@ class _Flow(Generic[S]):
                     "column (audit_table() and TransitionAuditMixin have one)"
                 )
         self.actor = actor
-        self.audit_names = _AUDIT_NAMES + (("actor",) if actor is not None else ())
-        self.sources = transitions.sources_of(self.target)
-        self.decoded: dict[Any, S | None] = {}
+        self.audit_names = AUDIT_NAMES + (("actor",) if actor is not None else ())
 
     # --- pieces ------------------------------------------------------------------------
 
@@ -544,7 +372,7 @@ class _Flow(Generic[S]):
 
     # --- the flow ----------------------------------------------------------------------
 
-    def run(self, dialect: Dialect) -> Generator[_Step, _Rows, TransitionOutcome[S]]:
+    def run(self, dialect: Dialect) -> Generator[Step, Rows, TransitionOutcome[S]]:
         requested = 1 if self.key is not None else None if self.keys is None else len(self.keys)
         audited = False
         if (self.keys is not None and not self.keys) or not self.sources:
@@ -632,7 +460,7 @@ class _Flow(Generic[S]):
         requested: int | None,
         *,
         audited: bool = False,
-    ) -> Generator[_Step, _Rows, TransitionOutcome[S]]:
+    ) -> Generator[Step, Rows, TransitionOutcome[S]]:
         if keys and self.audit is not None and not audited:
             at = datetime.fromtimestamp(self.clock.wall(), UTC)
             ctx = None if self.context is None else str(self.context)
@@ -681,7 +509,7 @@ class _Flow(Generic[S]):
             )
         return outcome
 
-    def _explain(self, got: _Rows) -> None:
+    def _explain(self, got: Rows) -> None:
         ctx = self.context if self.context is not None else f"{self.entity} {self.key!r}"
         if not got.rows:
             reason = f"{self.entity} {self.key!r} does not exist"
@@ -742,222 +570,3 @@ def _key_text(key: Any) -> str:
     if isinstance(key, tuple):
         return "/".join(str(k) for k in key)
     return str(key)
-
-
-# --- the two edges -------------------------------------------------------------------
-
-
-def transition(
-    db: Session | Connection,
-    model: Any,
-    transitions: Transitions[S],
-    target: S,
-    *,
-    key: Any = None,
-    keys: Iterable[Any] | None = None,
-    where: ColumnElement[bool] | None = None,
-    values: Mapping[Any, Any] | None = None,
-    row_values: Mapping[Any, Mapping[Any, Any]] | None = None,
-    audit: Any = None,
-    context: Any = None,
-    column: Any = "status",
-    returning: bool | None = None,
-    clock: Clock = SYSTEM_CLOCK,
-    same_state: SameState = "ok",
-    actor: str | None = None,
-) -> TransitionOutcome[S]:
-    """Move the selected rows of ``model`` to ``target`` in one guarded statement.
-
-    ``model`` is a mapped class or a ``Table`` whose ``column`` (default
-    ``"status"``) holds the state. Select rows with ``key=`` (one row: when it
-    does not change, raise :class:`RecordNotFound` or
-    :class:`~suture.errors.InvalidTransition` with its current state; a row
-    already in ``target`` is a valid no-op), ``keys=`` (a batch), and/or
-    ``where=`` (any SQLAlchemy condition, ANDed). Only rows whose state may
-    reach ``target`` change. ``values`` sets more columns in the same statement
-    (values or SQL expressions); ``row_values`` sets per-row values,
-    ``{key: {column: value}}`` (its keys are the batch when ``keys=`` is not
-    given). ``audit`` (a table from :func:`audit_table` or a
-    :class:`TransitionAuditMixin` model) receives one row per changed record,
-    stamped with ``clock.wall()``, in the same transaction; ``context`` (an actor,
-    a reason) goes with it and with the events. ``returning=False`` forces the
-    row-count fallback. ``same_state="reject"`` makes a single row that is
-    already in ``target`` an :class:`~suture.errors.InvalidTransition` too (for
-    actions that must happen once, such as answering a request); the default,
-    ``"ok"``, keeps the table's rule that staying put is valid. ``actor`` says
-    who decided (a user's name, ``"capture"`` for a job; ``None``, the default,
-    for the system): it goes into the audit rows' ``actor`` column and the
-    events. Never commits.
-    """
-    flow = _Flow(
-        model,
-        transitions,
-        target,
-        key=key,
-        keys=keys,
-        where=where,
-        values=values,
-        row_values=row_values,
-        audit=audit,
-        context=context,
-        column=column,
-        returning=returning,
-        clock=clock,
-        same_state=same_state,
-        actor=actor,
-    )
-    if isinstance(db, Session):
-        dialect = db.get_bind(mapper=flow.mapper, clause=flow.table).dialect
-    elif isinstance(db, Connection):
-        dialect = db.dialect
-    else:
-        raise TypeError(
-            f"db={db!r}: expected a Session or a Connection (use atransition() for asyncio)"
-        )
-    steps = flow.run(dialect)
-    outcome: TransitionOutcome[S]
-    try:
-        stmt, params = next(steps)
-        while True:
-            res: Any = db.execute(stmt, params)
-            stmt, params = steps.send(_read(res))
-    except StopIteration as stop:
-        outcome = stop.value
-    if isinstance(db, Session):
-        flow.expire_loaded(db, outcome)
-    return outcome
-
-
-async def atransition(
-    db: AsyncSession | AsyncConnection,
-    model: Any,
-    transitions: Transitions[S],
-    target: S,
-    *,
-    key: Any = None,
-    keys: Iterable[Any] | None = None,
-    where: ColumnElement[bool] | None = None,
-    values: Mapping[Any, Any] | None = None,
-    row_values: Mapping[Any, Mapping[Any, Any]] | None = None,
-    audit: Any = None,
-    context: Any = None,
-    column: Any = "status",
-    returning: bool | None = None,
-    clock: Clock = SYSTEM_CLOCK,
-    same_state: SameState = "ok",
-    actor: str | None = None,
-) -> TransitionOutcome[S]:
-    """:func:`transition` for an ``AsyncSession`` or an ``AsyncConnection``."""
-    flow = _Flow(
-        model,
-        transitions,
-        target,
-        key=key,
-        keys=keys,
-        where=where,
-        values=values,
-        row_values=row_values,
-        audit=audit,
-        context=context,
-        column=column,
-        returning=returning,
-        clock=clock,
-        same_state=same_state,
-        actor=actor,
-    )
-    if isinstance(db, AsyncSession):
-        dialect = db.sync_session.get_bind(mapper=flow.mapper, clause=flow.table).dialect
-    elif isinstance(db, AsyncConnection):
-        dialect = db.dialect
-    else:
-        raise TypeError(
-            f"db={db!r}: expected an AsyncSession or an AsyncConnection "
-            "(use transition() for a Session or a Connection)"
-        )
-    steps = flow.run(dialect)
-    outcome: TransitionOutcome[S]
-    try:
-        stmt, params = next(steps)
-        while True:
-            res: Any = await db.execute(stmt, params)
-            stmt, params = steps.send(_read(res))
-    except StopIteration as stop:
-        outcome = stop.value
-    if isinstance(db, AsyncSession):
-        flow.expire_loaded(db.sync_session, outcome)
-    return outcome
-
-
-def _read(res: Any) -> _Rows:
-    rows = list(res.all()) if res.returns_rows else []
-    return _Rows(rows, getattr(res, "rowcount", -1))
-
-
-# --- the ORM guard -------------------------------------------------------------------
-
-
-def guard(
-    attribute: Any,
-    transitions: Transitions[Any],
-    *,
-    context: Callable[[Any], Any] | None = None,
-) -> Callable[[], None]:
-    """Make flushing an illegal change of a mapped status attribute raise
-    :class:`~suture.errors.InvalidTransition`.
-
-    ``attribute`` is the mapped attribute (``Task.status``). At flush, an object
-    whose attribute changed from ``a`` to ``b`` is checked with
-    ``transitions.check(a, b)``; a new object must hold a known state. The old
-    value is loaded when the attribute is assigned (``active_history``), so the
-    check sees it even if it was expired. ``context(obj)`` gives the error's
-    context (default: the object's identity). Returns a function that removes
-    the guard. A bug catcher: the in-memory old value can be stale under
-    concurrency, which is what :func:`transition` is for.
-    """
-    if not isinstance(attribute, InstrumentedAttribute):
-        raise TypeError(f"attribute={attribute!r}: expected a mapped attribute like Task.status")
-    if not isinstance(transitions, Transitions):
-        raise TypeError(f"transitions={transitions!r}: expected a suture.Transitions table")
-    cls = attribute.class_
-    name = attribute.key
-
-    def ctx(obj: Any) -> Any:
-        if context is not None:
-            return context(obj)
-        ident = sa.inspect(obj).identity
-        if ident is None:
-            return f"{cls.__name__}(new)"
-        return f"{cls.__name__} {ident[0] if len(ident) == 1 else ident!r}"
-
-    def on_set(target: Any, value: Any, oldvalue: Any, initiator: Any) -> Any:
-        return value  # present only to turn on active_history (load the old value)
-
-    def before_update(mapper: Any, connection: Any, obj: Any) -> None:
-        hist = sa.inspect(obj).attrs[name].history
-        if not hist.added or not hist.deleted:
-            return
-        old, new = hist.deleted[0], hist.added[0]
-        if old is None:
-            transitions.check(new, new, context=ctx(obj))  # a known state at least
-            return
-        transitions.check(old, new, context=ctx(obj))
-
-    def before_insert(mapper: Any, connection: Any, obj: Any) -> None:
-        value = getattr(obj, name)
-        if value is not None:
-            transitions.check(value, value, context=ctx(obj))
-
-    event.listen(attribute, "set", on_set, active_history=True, retval=True)
-    event.listen(cls, "before_update", before_update, propagate=True)
-    event.listen(cls, "before_insert", before_insert, propagate=True)
-
-    def remove() -> None:
-        event.remove(attribute, "set", on_set)
-        event.remove(cls, "before_update", before_update)
-        event.remove(cls, "before_insert", before_insert)
-
-    return remove
-
-
-# Pool sources live in their own module; re-exported here for one import path.
-from suture.contrib.sqlalchemy_pool import PostgresServerSource, SQLAlchemyPoolSource  # noqa: E402
