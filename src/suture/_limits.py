@@ -86,7 +86,7 @@ class Gradient:
         self.window_rtts: list[float] = []
         self.window_inflight = 0
 
-    def on_sample(
+    def on_sample(  # noqa: PLR0911 - the gradient rule's cases read as one table of early returns
         self, limit: float, *, now: float, started: float, rtt: float, inflight: int, drop: bool
     ) -> tuple[float, str]:
         if drop:

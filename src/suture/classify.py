@@ -178,7 +178,7 @@ class Classifier:
     def status_is_transient(self, status: int) -> bool:
         return status in self._statuses
 
-    def __call__(self, exc: BaseException) -> bool:
+    def __call__(self, exc: BaseException) -> bool:  # noqa: PLR0911 - one early return per kind of error: the classification table itself
         if not isinstance(exc, Exception):  # cancellation, KeyboardInterrupt, SystemExit
             return False
         if self._permanent and isinstance(exc, self._permanent):
@@ -252,7 +252,7 @@ def _header(headers: object, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def parse_retry_after(value: str | bytes | None, *, now: float | None = None) -> float | None:
+def parse_retry_after(value: str | bytes | None, *, now: float | None = None) -> float | None:  # noqa: PLR0911 - one return per Retry-After form (empty, seconds, date, garbage)
     """A ``Retry-After`` header value as seconds from ``now`` (wall clock, epoch seconds).
 
     Accepts delta-seconds and HTTP dates. ``None`` when absent or invalid;

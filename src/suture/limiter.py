@@ -74,7 +74,7 @@ class AdaptiveLimiter:
     :param retry_after: the hint, in seconds, carried by :class:`suture.Overloaded`.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options of both limit algorithms
         self,
         *,
         mode: Mode = "aimd",

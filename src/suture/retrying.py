@@ -1,3 +1,4 @@
+# About 400 lines: the Retry options with their docs, and the thin sync, async and block loops.
 """Retry with exponential backoff: a frozen policy that is also a decorator.
 
 :class:`Retry` is one frozen dataclass: its fields are the option list, each
@@ -137,13 +138,13 @@ class Retry(Decorator):
 
     # The option list (the first six are shown by repr). An Option is a shared,
     # immutable descriptor, not a mutable default (hence the RUF009 waivers).
-    attempts: Option[int, _AttemptCount] = Option(3, _attempt_count)  # noqa: RUF009
-    initial_delay: Option[Seconds, float] = Option(1.0, check_seconds)  # noqa: RUF009
-    max_delay: Option[Seconds, float] = Option(8.0, check_seconds)  # noqa: RUF009
+    attempts: Option[int, _AttemptCount] = Option(3, _attempt_count)
+    initial_delay: Option[Seconds, float] = Option(1.0, check_seconds)
+    max_delay: Option[Seconds, float] = Option(8.0, check_seconds)
     multiplier: float = 2.0
     jitter: Jitter = "full"
-    deadline: Option[Seconds | None, float | None] = Option(None, _deadline)  # noqa: RUF009
-    on: Option[ExceptionSpec, ExceptionClassifier] = Option(is_transient, _classifier)  # noqa: RUF009
+    deadline: Option[Seconds | None, float | None] = Option(None, _deadline)
+    on: Option[ExceptionSpec, ExceptionClassifier] = Option(is_transient, _classifier)
     on_retry: RetryHook | None = None
     budget: Budget | None = None
     clock: Clock = SYSTEM_CLOCK

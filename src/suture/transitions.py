@@ -106,7 +106,7 @@ class Transitions(Generic[S]):
         "name",
     )
 
-    def __init__(
+    def __init__(  # noqa: C901, PLR0912 - validates every entry of the table with its own message
         self,
         table: Mapping[S, Iterable[S]],
         *,

@@ -399,7 +399,7 @@ class RedisRetryBudget:
         "ratio",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options of a shared budget
         self,
         client: redis.Redis | str,
         *,

@@ -1,3 +1,4 @@
+# Over ~400 lines on purpose: two pool sources that share one reading shape and its counters.
 """Pool sources for SQLAlchemy engines and the PostgreSQL server.
 
 * :class:`SQLAlchemyPoolSource` follows an engine's pool (sync or async) through

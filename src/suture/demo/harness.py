@@ -269,7 +269,7 @@ class _Run:
             phase, tally, elapsed, before, after, seen, states, levels, recovered, detected
         )
 
-    def _result(
+    def _result(  # noqa: PLR0913 - a phase's measured figures, keyword-only
         self,
         phase: Phase,
         tally: Tally,

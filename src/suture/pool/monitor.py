@@ -64,7 +64,7 @@ class PoolMonitor(Sampler):
     :param name: used in events, logs and the sampler thread's name.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options of the monitor
         self,
         sources: PoolSource | Callable[[], tuple[int, int]] | Iterable[Any],
         *,

@@ -33,7 +33,7 @@ def _str(value: object) -> str | None:
     return None
 
 
-def message_from_json(data: object, depth: int = 0) -> str | None:
+def message_from_json(data: object, depth: int = 0) -> str | None:  # noqa: C901, PLR0911, PLR0912 - one return per JSON error shape we recognise
     """The human reason in a JSON error body, from its common shapes."""
     if depth > 3:
         return None

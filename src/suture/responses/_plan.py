@@ -270,7 +270,7 @@ def _is_json_type(mime: str) -> bool:
     return mime in ("application/json", "text/json") or mime.endswith("+json")
 
 
-def _body_kind(mime: str, body: bytes) -> str:
+def _body_kind(mime: str, body: bytes) -> str:  # noqa: PLR0911 - one return per content kind
     """``"json"``, ``"html"``, ``"text"`` or ``"binary"``: by content type, else by sniffing."""
     if _is_json_type(mime):
         return "json"

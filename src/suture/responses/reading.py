@@ -176,7 +176,7 @@ def _body_step(response: object, *, asynchronous: bool) -> bytes | _Call:
     return _Call(read, awaited=False) if callable(read) else b""
 
 
-def _prefix_step(response: object, limit: int, *, asynchronous: bool) -> bytes | _Stream | None:
+def _prefix_step(response: object, limit: int, *, asynchronous: bool) -> bytes | _Stream | None:  # noqa: PLR0911 - one return per kind of response object
     """The prefix itself when it is known already, else the chunks to pull and the sink
     that keeps at most ``limit`` bytes of them; ``None``: not an async response."""
     body = in_memory(response)

@@ -81,7 +81,7 @@ class Flow(Generic[S]):
     of their results. :meth:`run` is a generator that yields ``(statement, params)``
     and receives :class:`Rows`; the sync and async edges only execute."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - every option of transition(), keyword-only, defaults once
         self,
         model: Any,
         transitions: Transitions[S],
@@ -372,7 +372,7 @@ class Flow(Generic[S]):
 
     # --- the flow ----------------------------------------------------------------------
 
-    def run(self, dialect: Dialect) -> Generator[Step, Rows, TransitionOutcome[S]]:
+    def run(self, dialect: Dialect) -> Generator[Step, Rows, TransitionOutcome[S]]:  # noqa: C901, PLR0912, PLR0915 - one generator over four SQL strategies sharing their state
         requested = 1 if self.key is not None else None if self.keys is None else len(self.keys)
         audited = False
         if (self.keys is not None and not self.keys) or not self.sources:

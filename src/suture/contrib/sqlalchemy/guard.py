@@ -14,7 +14,7 @@ from suture.transitions import Transitions
 __all__ = ["guard"]
 
 
-def guard(
+def guard(  # noqa: C901 - the count includes the four event handlers it defines
     attribute: Any,
     transitions: Transitions[Any],
     *,
