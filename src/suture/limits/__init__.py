@@ -1,0 +1,14 @@
+"""Limits on how much work runs: a room per strategy.
+
+* :mod:`suture.limits.rate`: :class:`RateLimiter` and :class:`KeyedRateLimiter`
+  (GCRA): at most ``rate`` calls per ``period``, with bursts, waits in
+  arrival order, pauses when an upstream says 429;
+* :mod:`suture.limits.bulkhead`: :class:`Bulkhead`: at most ``max_concurrent``
+  calls in flight and ``max_queue`` waiting;
+* :class:`suture.AdaptiveLimiter` (``suture.limiter``) learns a concurrency
+  limit from latency.
+"""
+
+from suture.limits.rate import DEFAULT_MAX_WAIT, KeyedRateLimiter, RateLimiter, RateLimiterStats
+
+__all__ = ["DEFAULT_MAX_WAIT", "KeyedRateLimiter", "RateLimiter", "RateLimiterStats"]

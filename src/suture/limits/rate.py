@@ -1,0 +1,645 @@
+"""Rate limits: at most ``rate`` calls per ``period``, with bursts of up to ``burst``.
+
+The algorithm is GCRA (the generic cell rate algorithm of ATM networks, also
+what redis-cell and Stripe's limiter run). Its whole state is one number, the
+*theoretical arrival time* ``tat``: the time at which the limiter would be
+empty again if nothing else came. With ``interval = period / rate`` and
+``tau = burst * interval``, a call of ``cost`` tokens at time ``now`` is
+admitted when::
+
+    new_tat = max(tat, now) + cost * interval
+    new_tat - now <= tau
+
+and then ``tat = new_tat``. It is the token bucket's arithmetic without a
+refill step: over any window of ``e`` seconds the limiter admits at most
+``rate * e / period + burst`` tokens, and a quiet limiter costs nothing to
+remember (a key whose ``tat`` is in the past is exactly a fresh key, which is
+why the keyed limiter can forget idle keys without changing an answer).
+
+Waiting is a reservation. A caller that cannot be admitted now learns at once
+when it can (``new_tat - tau``); if that is within its ``max_wait`` it takes the
+slot (``tat = new_tat``) and sleeps until then. Slots are handed out in the
+order callers arrive, so waiters are served first come, first served and
+:meth:`RateLimiter.try_acquire` never jumps ahead of them. A caller whose wait
+is longer than its ``max_wait`` is refused at once, without sleeping, with
+:class:`suture.Overloaded` carrying the wait as ``retry_after``. A waiter that
+is cancelled gives its slot back when nobody reserved after it (otherwise the
+slot stays used: the limiter may admit less than it could, never more).
+
+:meth:`RateLimiter.pause_until` is the upstream's "slow down" (an HTTP 429 or
+503 with ``Retry-After``): nobody is admitted before that time, waiters that
+wake inside the pause wait again, and afterwards the limiter resumes at its
+rate, one call at a time, without the burst a full bucket would allow (every
+caller that was told to wait would otherwise come back at the same instant).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any, Final
+
+from suture._config import Seconds, check_clock, check_int, check_name, check_number, check_seconds
+from suture._decorator import Decorator
+from suture.clock import SYSTEM_CLOCK, Clock, waits_skipped
+from suture.errors import Overloaded
+from suture.events import RequestShed, emit
+
+__all__ = ["DEFAULT_MAX_WAIT", "KeyedRateLimiter", "RateLimiter", "RateLimiterStats"]
+
+#: How long :meth:`RateLimiter.acquire` waits for a slot unless told otherwise.
+DEFAULT_MAX_WAIT: Final = 10.0
+
+#: Float slack on the admission test, as a fraction of one interval: ``0.1 + 0.2``
+#: is not ``0.3``, and a call exactly on its slot must not be refused for it.
+_SLACK: Final = 1e-9
+
+
+def _check_rate(rate: float, period: Seconds, burst: int | None) -> tuple[float, float, int]:
+    """``(interval, period, burst)`` from a limiter's options, or an error naming the option."""
+    rate_f = check_number("rate", rate, positive=True)
+    period_f = check_seconds("period", period, positive=True)
+    if burst is None:
+        burst = max(1, math.ceil(rate_f))
+    check_int("burst", burst, minimum=1)
+    interval = period_f / rate_f
+    if not (math.isfinite(interval) and interval > 0):
+        raise ValueError(
+            f"rate={rate!r}, period={period!r}: one call every {interval!r}s is not a usable "
+            "interval (must be a finite number of seconds greater than 0)"
+        )
+    return interval, period_f, burst
+
+
+def _check_cost(cost: int, burst: int) -> int:
+    check_int("cost", cost, minimum=1)
+    if cost > burst:
+        raise ValueError(
+            f"cost={cost!r}: must be at most burst={burst} (a call that needs more tokens "
+            "than the limiter ever holds could never be admitted)"
+        )
+    return cost
+
+
+class _Baton:
+    """Mutual exclusion from one atomic ``deque.pop`` and one ``deque.append``.
+
+    On this kind of machine a ``threading.Lock`` round trip costs about twice a
+    whole pass-through call (the limiter's whole budget); taking the one item
+    out of a deque and putting it back costs a fraction of that, and each of
+    the two is atomic in CPython. The holder never waits, sleeps or awaits
+    while holding it, so a thread that finds it taken yields the interpreter
+    (``time.sleep(0)``: a yield, not a wait; no clock is read) until the
+    holder, preempted a few bytecodes into its turn, puts it back.
+
+    Hot paths inline ``take`` / ``give`` and call :meth:`wait` only when
+    ``take`` found the baton gone.
+    """
+
+    __slots__ = ("give", "take")
+
+    def __init__(self) -> None:
+        slot: deque[None] = deque((None,))
+        self.take = slot.pop
+        self.give = slot.append
+
+    def wait(self) -> None:
+        """Spin (yielding) until the baton is ours."""
+        take = self.take
+        while True:
+            time.sleep(0)
+            try:
+                take()
+            except IndexError:
+                continue
+            return
+
+    def hold(self) -> None:
+        try:
+            self.take()
+        except IndexError:
+            self.wait()
+
+    def release(self) -> None:
+        self.give(None)
+
+
+def _check_wait(max_wait: Seconds | None, default: float) -> float:
+    if max_wait is None:
+        return default
+    return check_seconds("max_wait", max_wait, allow_inf=True)
+
+
+class RateLimiterStats:
+    """A snapshot of a limiter: what it refused and made wait, what it has now.
+
+    (Admissions are not counted: a counter would cost the hot path a fifth of
+    its budget; count them in your own code, or from the calls you make.)
+    """
+
+    __slots__ = ("available", "paused_for", "refused", "waited")
+
+    def __init__(self, *, refused: int, waited: int, available: float, paused_for: float) -> None:
+        self.refused = refused  #: calls refused (try_acquire False, or Overloaded)
+        self.waited = waited  #: calls admitted after a wait
+        self.available = available  #: tokens a call could take right now
+        self.paused_for = paused_for  #: seconds left of a pause (0 when not paused)
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"RateLimiterStats({fields})"
+
+
+class RateLimiter(Decorator):
+    """At most ``rate`` calls per ``period`` seconds, in bursts of at most ``burst``.
+
+    >>> limiter = RateLimiter(100, period=1.0, burst=10)   # 100/s, 10 at once
+    >>> limiter.try_acquire()                              # never waits
+    True
+    >>> @limiter                                           # waits for a slot (def or async def)
+    ... def call_api() -> None: ...
+
+    :param rate: tokens per ``period`` (a positive, finite number).
+    :param period: seconds (or a ``timedelta``) over which ``rate`` applies.
+    :param burst: tokens a quiet limiter holds: how many calls may go at once.
+        Default: ``rate`` rounded up (``RateLimiter(10)`` admits 10 at once,
+        then one every 0.1 s).
+    :param max_wait: how long :meth:`acquire`, the decorator and the context
+        manager wait for a slot by default (``math.inf``: as long as it takes).
+    :param name: names the limiter in events and errors.
+    :param clock: where time comes from (tests pass ``suture.testing.FakeClock``).
+    """
+
+    _tag = "rate_limiter"
+    __slots__ = (
+        "_baton",
+        "_clock",
+        "_give",
+        "_interval",
+        "_now",
+        "_pause_end",
+        "_refused",
+        "_take",
+        "_tat",
+        "_tau",
+        "_waited",
+        "burst",
+        "max_wait",
+        "name",
+        "period",
+        "rate",
+    )
+
+    def __init__(
+        self,
+        rate: float,
+        period: Seconds = 1.0,
+        *,
+        burst: int | None = None,
+        max_wait: Seconds = DEFAULT_MAX_WAIT,
+        name: str = "rate",
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        interval, period_f, burst_i = _check_rate(rate, period, burst)
+        check_name("name", name)
+        self.rate = float(rate)
+        self.period = period_f
+        self.burst = burst_i
+        self.max_wait = check_seconds("max_wait", max_wait, allow_inf=True)
+        self.name = name
+        self._clock = check_clock(clock)
+        self._now = self._clock.now
+        self._interval = interval
+        # The slack is folded into tau once, so the hot path compares two floats.
+        self._tau = burst_i * interval + interval * _SLACK
+        self._tat = -math.inf
+        self._pause_end = -math.inf
+        self._baton = _Baton()
+        self._take = self._baton.take
+        self._give = self._baton.give
+        self._refused = 0
+        self._waited = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"RateLimiter({self.rate:g}, period={self.period:g}, burst={self.burst}, "
+            f"name={self.name!r})"
+        )
+
+    # --- admission without waiting ---------------------------------------------------
+
+    def try_acquire(self, cost: int = 1) -> bool:
+        """Take ``cost`` tokens if the limiter has them now; never waits.
+
+        ``False`` when it would have to wait (also while waiters hold the next
+        slots, or during a pause).
+        """
+        if cost != 1:
+            _check_cost(cost, self.burst)
+        step = self._interval * cost
+        try:
+            self._take()
+        except IndexError:
+            self._baton.wait()
+        now = self._now()
+        tat = self._tat
+        new = (tat if tat > now else now) + step
+        if new - now > self._tau:
+            self._refused += 1
+            self._give(None)
+            return False
+        self._tat = new
+        self._give(None)
+        return True
+
+    def available(self) -> float:
+        """Tokens a call could take right now (0 while waiters or a pause hold the slots)."""
+        now = self._now()
+        tat = self._tat
+        free = self.burst - (max(tat, now) - now) / self._interval
+        return max(0.0, min(float(self.burst), free))
+
+    @property
+    def paused_until(self) -> float:
+        """The end of the current pause on the limiter's clock (``-inf`` when none was set)."""
+        return self._pause_end
+
+    def stats(self) -> RateLimiterStats:
+        return RateLimiterStats(
+            refused=self._refused,
+            waited=self._waited,
+            available=self.available(),
+            paused_for=max(0.0, self._pause_end - self._now()),
+        )
+
+    # --- being told to slow down -----------------------------------------------------
+
+    def pause_until(self, until: float) -> None:
+        """Admit nobody before ``until`` (the limiter's clock, ``clock.now()`` seconds).
+
+        Then resume at the limiter's rate, one call at a time. A pause only
+        ever extends: an earlier ``until`` than the current pause is ignored.
+        """
+        if isinstance(until, bool) or not isinstance(until, (int, float)):
+            raise TypeError(f"until={until!r}: expected a time on the limiter's clock (seconds)")
+        if not math.isfinite(until):
+            raise ValueError(f"until={until!r}: must be a finite time on the limiter's clock")
+        until = float(until)
+        self._baton.hold()
+        try:
+            if until > self._pause_end:
+                self._pause_end = until
+                # The first call after the pause lands at ``until``: tat is one slot
+                # short of the full tolerance, so exactly one token is free at ``until``.
+                floor = until + self._tau - self._interval
+                self._tat = max(self._tat, floor)
+        finally:
+            self._baton.release()
+
+    def pause(self, seconds: Seconds) -> None:
+        """Admit nobody for ``seconds`` from now (an upstream's ``Retry-After``)."""
+        self.pause_until(self._now() + check_seconds("seconds", seconds))
+
+    # --- admission with a wait ---------------------------------------------------------
+
+    def _reserve(self, cost: int, budget: float) -> tuple[float, float]:
+        """Admit or reserve a slot: ``(wait, ticket)``; ``wait <= 0`` means admitted now.
+
+        Raises :class:`suture.Overloaded` when the slot is further away than ``budget``.
+        """
+        step = self._interval * cost
+        self._baton.hold()
+        now = self._now()
+        tat = self._tat
+        new = (tat if tat > now else now) + step
+        wait = new - now - self._tau
+        if wait > budget:
+            self._refused += 1
+            refused = True
+        else:
+            refused = False
+            self._tat = new
+            if wait > 0:
+                self._waited += 1
+        self._baton.release()
+        if refused:
+            # A wait of a hair past the slack is still a slot one interval away at most.
+            retry_after = max(wait, 0.0)
+            emit(
+                RequestShed(
+                    name=self.name,
+                    source="rate_limiter",
+                    priority=None,
+                    level="rate limit",
+                    retry_after=retry_after,
+                )
+            )
+            raise Overloaded("rate limit", retry_after, source="rate_limiter")
+        return wait, new
+
+    def _give_back(self, ticket: float, cost: int) -> None:
+        """A reserved slot that will not be used: returned if nobody reserved after it."""
+        self._baton.hold()
+        if self._tat == ticket:
+            self._tat = ticket - self._interval * cost
+            self._waited -= 1
+        self._baton.release()
+
+    def _woke_in_pause(self) -> bool:
+        return self._now() < self._pause_end
+
+    def acquire(self, cost: int = 1, *, max_wait: Seconds | None = None) -> None:
+        """Take ``cost`` tokens, waiting for them up to ``max_wait`` (default: the limiter's).
+
+        Raises :class:`suture.Overloaded` (``source="rate_limiter"``) at once,
+        without waiting, when the tokens are further away than ``max_wait``;
+        its ``retry_after`` says when they will be there.
+        """
+        if cost != 1:
+            _check_cost(cost, self.burst)
+        budget = _check_wait(max_wait, self.max_wait)
+        start = self._now()
+        while True:
+            wait, ticket = self._reserve(cost, budget)
+            if wait <= 0 or waits_skipped():
+                return
+            try:
+                self._clock.sleep(wait)
+            except BaseException:
+                self._give_back(ticket, cost)
+                raise
+            if not self._woke_in_pause():
+                return
+            # Paused while asleep: the slot we held is inside the pause. Queue again.
+            self._give_back(ticket, cost)
+            budget = max(0.0, budget - (self._now() - start))
+
+    async def aacquire(self, cost: int = 1, *, max_wait: Seconds | None = None) -> None:
+        """:meth:`acquire` for ``async`` code: the wait is an ``await``; cancelling it
+        gives the slot back."""
+        if cost != 1:
+            _check_cost(cost, self.burst)
+        budget = _check_wait(max_wait, self.max_wait)
+        start = self._now()
+        while True:
+            wait, ticket = self._reserve(cost, budget)
+            if wait <= 0 or waits_skipped():
+                return
+            try:
+                await self._clock.asleep(wait)
+            except BaseException:  # cancelled: CancelledError is a BaseException
+                self._give_back(ticket, cost)
+                raise
+            if not self._woke_in_pause():
+                return
+            self._give_back(ticket, cost)
+            budget = max(0.0, budget - (self._now() - start))
+
+    # --- context manager and decorator ---------------------------------------------------
+
+    def __enter__(self) -> RateLimiter:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    async def __aenter__(self) -> RateLimiter:
+        await self.aacquire()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def _decorate_sync(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        acquire = self.acquire
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            acquire()
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    def _decorate_async(
+        self, fn: Callable[..., Coroutine[Any, Any, Any]]
+    ) -> Callable[..., Coroutine[Any, Any, Any]]:
+        aacquire = self.aacquire
+
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            await aacquire()
+            return await fn(*args, **kwargs)
+
+        return wrapper
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise TypeError(
+            f"key={key!r}: expected a string (a client id, a tenant), got {type(key).__name__}"
+        )
+    return key
+
+
+class KeyedRateLimiter:
+    """One rate limit per key (per client, per tenant), in bounded memory.
+
+    Every key gets its own ``rate`` per ``period`` with bursts of ``burst``;
+    the keys share one table of at most ``max_keys`` entries. A key whose
+    limiter is full again (its ``tat`` in the past) holds no information, so
+    such keys are dropped as the table is used, oldest first; if ``max_keys``
+    keys are all busy at once, the least recently admitted one is forgotten
+    (it starts again with a full burst: size ``max_keys`` for the number of
+    clients active within one ``burst * period / rate``).
+
+    >>> per_client = KeyedRateLimiter(5, period=1.0, burst=5)
+    >>> per_client.try_acquire("client-42")
+    True
+    """
+
+    __slots__ = (
+        "_baton",
+        "_clock",
+        "_interval",
+        "_now",
+        "_tats",
+        "_tau",
+        "burst",
+        "max_keys",
+        "max_wait",
+        "name",
+        "period",
+        "rate",
+    )
+
+    #: Idle keys examined (and dropped when idle) per admission: keeps the table
+    #: proportional to the keys in use without a sweep thread.
+    _SWEEP: Final = 2
+
+    def __init__(
+        self,
+        rate: float,
+        period: Seconds = 1.0,
+        *,
+        burst: int | None = None,
+        max_keys: int = 100_000,
+        max_wait: Seconds = DEFAULT_MAX_WAIT,
+        name: str = "rate",
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        interval, period_f, burst_i = _check_rate(rate, period, burst)
+        check_name("name", name)
+        self.rate = float(rate)
+        self.period = period_f
+        self.burst = burst_i
+        self.max_keys = check_int("max_keys", max_keys, minimum=1)
+        self.max_wait = check_seconds("max_wait", max_wait, allow_inf=True)
+        self.name = name
+        self._clock = check_clock(clock)
+        self._now = self._clock.now
+        self._interval = interval
+        self._tau = burst_i * interval + interval * _SLACK
+        # Insertion order is last-admission order: a key is moved to the end when used.
+        self._tats: dict[str, float] = {}
+        self._baton = _Baton()
+
+    def __repr__(self) -> str:
+        return (
+            f"KeyedRateLimiter({self.rate:g}, period={self.period:g}, burst={self.burst}, "
+            f"keys={len(self._tats)}/{self.max_keys})"
+        )
+
+    def __len__(self) -> int:
+        """Keys currently remembered (never more than ``max_keys``)."""
+        return len(self._tats)
+
+    def _sweep(self, now: float) -> None:
+        """Drop a few idle keys from the old end; make room when the table is full."""
+        tats = self._tats
+        for _ in range(self._SWEEP):
+            if not tats:
+                return
+            oldest = next(iter(tats))
+            if tats[oldest] > now:
+                break
+            del tats[oldest]
+        while len(tats) >= self.max_keys:
+            del tats[next(iter(tats))]
+
+    def _reserve(self, key: str, cost: int, budget: float) -> tuple[float, float]:
+        step = self._interval * cost
+        self._baton.hold()
+        try:
+            now = self._now()
+            tats = self._tats
+            tat = tats.pop(key, -math.inf)
+            new = (tat if tat > now else now) + step
+            wait = new - now - self._tau
+            if wait > budget:
+                if tat > now:
+                    tats[key] = tat
+                refused = True
+            else:
+                refused = False
+                self._sweep(now)
+                tats[key] = new
+        finally:
+            self._baton.release()
+        if refused:
+            retry_after = max(wait, 0.0)
+            emit(
+                RequestShed(
+                    name=self.name,
+                    source="rate_limiter",
+                    priority=None,
+                    level=f"rate limit for {key!r}",
+                    retry_after=retry_after,
+                )
+            )
+            raise Overloaded("rate limit", retry_after, source="rate_limiter")
+        return wait, new
+
+    def try_acquire(self, key: str, cost: int = 1) -> bool:
+        """Take ``cost`` tokens from ``key``'s limiter if it has them now; never waits."""
+        _check_key(key)
+        if cost != 1:
+            _check_cost(cost, self.burst)
+        step = self._interval * cost
+        self._baton.hold()
+        try:
+            now = self._now()
+            tats = self._tats
+            tat = tats.pop(key, -math.inf)
+            new = (tat if tat > now else now) + step
+            if new - now > self._tau:
+                tats[key] = tat  # refused: the key stays, at the young end (it is in use)
+                return False
+            self._sweep(now)
+            tats[key] = new
+            return True
+        finally:
+            self._baton.release()
+
+    def _give_back(self, key: str, ticket: float, cost: int) -> None:
+        self._baton.hold()
+        if self._tats.get(key) == ticket:
+            self._tats[key] = ticket - self._interval * cost
+        self._baton.release()
+
+    def acquire(self, key: str, cost: int = 1, *, max_wait: Seconds | None = None) -> None:
+        """Take ``cost`` tokens from ``key``'s limiter, waiting up to ``max_wait``.
+
+        Waiters on one key are served in arrival order; :class:`suture.Overloaded`
+        at once when the wait would be longer than ``max_wait``.
+        """
+        _check_key(key)
+        if cost != 1:
+            _check_cost(cost, self.burst)
+        wait, ticket = self._reserve(key, cost, _check_wait(max_wait, self.max_wait))
+        if wait <= 0 or waits_skipped():
+            return
+        try:
+            self._clock.sleep(wait)
+        except BaseException:
+            self._give_back(key, ticket, cost)
+            raise
+
+    async def aacquire(self, key: str, cost: int = 1, *, max_wait: Seconds | None = None) -> None:
+        """:meth:`acquire` for ``async`` code; cancelling the wait gives the slot back."""
+        _check_key(key)
+        if cost != 1:
+            _check_cost(cost, self.burst)
+        wait, ticket = self._reserve(key, cost, _check_wait(max_wait, self.max_wait))
+        if wait <= 0 or waits_skipped():
+            return
+        try:
+            await self._clock.asleep(wait)
+        except BaseException:
+            self._give_back(key, ticket, cost)
+            raise
+
+    def available(self, key: str) -> float:
+        """Tokens ``key`` could take right now."""
+        _check_key(key)
+        now = self._now()
+        tat = self._tats.get(key, -math.inf)
+        free = self.burst - (max(tat, now) - now) / self._interval
+        return max(0.0, min(float(self.burst), free))
