@@ -9,6 +9,14 @@
   limit from latency.
 """
 
+from suture.limits.bulkhead import Bulkhead, BulkheadStats
 from suture.limits.rate import DEFAULT_MAX_WAIT, KeyedRateLimiter, RateLimiter, RateLimiterStats
 
-__all__ = ["DEFAULT_MAX_WAIT", "KeyedRateLimiter", "RateLimiter", "RateLimiterStats"]
+__all__ = [
+    "DEFAULT_MAX_WAIT",
+    "Bulkhead",
+    "BulkheadStats",
+    "KeyedRateLimiter",
+    "RateLimiter",
+    "RateLimiterStats",
+]
