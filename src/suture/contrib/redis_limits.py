@@ -191,7 +191,7 @@ class _Book:
         self.worker_ttl = worker_ttl
         self.reconnect_after = reconnect_after
         self.clock = clock
-        self.baton = Baton()
+        self.baton: Baton[None] = Baton(None)
         self.tokens = 0
         self.expires = -math.inf
         self.lease = 1
@@ -219,7 +219,7 @@ class _Book:
                     return True
             return False
         finally:
-            baton.release()
+            baton.release(None)
 
     def plan(self) -> tuple[str, float]:
         """What to do after ``take`` failed: ``("ask", 0)``, ``("wait", s)`` or ``("local", 0)``."""
@@ -250,7 +250,7 @@ class _Book:
             pause_us = math.ceil(self.pause_request * 1e6)
             self.pause_request = 0.0
         finally:
-            baton.release()
+            baton.release(None)
         self.commands += 1
         return [
             self.interval_us,
@@ -285,7 +285,7 @@ class _Book:
             self.refused += 1
             return False
         finally:
-            baton.release()
+            baton.release(None)
 
     def failed(self, exc: BaseException) -> RateLimiter:
         """Redis did not answer: the local limiter at ``rate / workers`` until it does."""
@@ -326,7 +326,7 @@ class _Book:
             self.pause_request = max(self.pause_request, seconds)
             self.tokens = 0
         finally:
-            baton.release()
+            baton.release(None)
         if self.fallback is not None:
             self.fallback.pause_until(self.pause_end)
 

@@ -149,7 +149,7 @@ class Bulkhead(Decorator):
         self._clock = check_clock(clock)
         self._free: deque[None] = deque((None,) * self.max_concurrent)
         self._waiters: deque[_Waiter] = deque()
-        self._baton = Baton()
+        self._baton: Baton[None] = Baton(None)
         self._per_place: float | None = None
         self._rejected = 0
 
@@ -242,7 +242,7 @@ class Bulkhead(Decorator):
                 self._per_place = sample if prev is None else prev + _SMOOTHING * (sample - prev)
                 waiter.wake()
         finally:
-            baton.release()
+            baton.release(None)
 
     def _enqueue(
         self, max_wait: Seconds | None, *, asynchronous: bool
@@ -278,7 +278,7 @@ class Bulkhead(Decorator):
                     waiter.lock.acquire()
                 self._waiters.append(waiter)
         finally:
-            baton.release()
+            baton.release(None)
         if full:
             self._refuse("queue full" if self.max_queue else "full")
         return waiter, budget
@@ -307,7 +307,7 @@ class Bulkhead(Decorator):
             self._waiters.remove(waiter)  # still queued: only dispatch dequeues, and it grants
             return False
         finally:
-            baton.release()
+            baton.release(None)
 
     def _acquire_slow(self, max_wait: Seconds | None) -> None:
         waiter, budget = self._enqueue(max_wait, asynchronous=False)

@@ -90,16 +90,12 @@ def _check_wait(max_wait: Seconds | None, default: float) -> float:
     return check_seconds("max_wait", max_wait, allow_inf=True)
 
 
-_TAT: Final = 0  # index in RateLimiter._st: the theoretical arrival time
-_REFUSED: Final = 1  # index in RateLimiter._st: calls refused so far
-
-
 def _make_try_acquire(
-    st: list[float],
+    refused: list[int],
     interval: float,
     tau: float,
     now: Callable[[], float],
-    baton: Baton,
+    baton: Baton[float],
     burst: int,
 ) -> Callable[..., bool]:
     """One limiter's ``try_acquire``, specialised once at construction.
@@ -122,18 +118,16 @@ def _make_try_acquire(
             _check_cost(cost, burst)
             step = interval * cost
         try:
-            take()
+            tat = take()  # the baton carries the state: holding it is reading it
         except IndexError:
-            wait()
+            tat = wait()
         t = now()
-        tat = st[0]
         new = (tat if tat > t else t) + step
         if new - t > tau:
-            st[1] += 1
-            give(None)
+            give(tat)
+            refused[0] += 1
             return False
-        st[0] = new
-        give(None)
+        give(new)
         return True
 
     return try_acquire
@@ -189,7 +183,7 @@ class RateLimiter(Decorator):
         "_interval",
         "_now",
         "_pause_end",
-        "_st",
+        "_refused",
         "_tau",
         "_waited",
         "burst",
@@ -225,14 +219,13 @@ class RateLimiter(Decorator):
         self._interval = interval
         # The slack is folded into tau once, so the hot path compares two floats.
         self._tau = burst_i * interval + interval * _SLACK
-        # The state the hot path shares with the rest: [tat, refused]. A list, so that
-        # the specialised try_acquire reads it without an attribute lookup on self.
-        self._st: list[float] = [-math.inf, 0]
+        # The whole GCRA state, the theoretical arrival time, travels with the baton.
+        self._baton: Baton[float] = Baton(-math.inf)
         self._pause_end = -math.inf
-        self._baton = Baton()
+        self._refused = [0]  # a list: the specialised try_acquire counts into it
         self._waited = 0
         self.try_acquire = _make_try_acquire(
-            self._st, interval, self._tau, self._now, self._baton, burst_i
+            self._refused, interval, self._tau, self._now, self._baton, burst_i
         )
 
     def __repr__(self) -> str:
@@ -246,7 +239,7 @@ class RateLimiter(Decorator):
     def available(self) -> float:
         """Tokens a call could take right now (0 while waiters or a pause hold the slots)."""
         now = self._now()
-        tat = self._st[_TAT]
+        tat = self._baton.peek()
         free = self.burst - (max(tat, now) - now) / self._interval
         return max(0.0, min(float(self.burst), free))
 
@@ -257,7 +250,7 @@ class RateLimiter(Decorator):
 
     def stats(self) -> RateLimiterStats:
         return RateLimiterStats(
-            refused=int(self._st[_REFUSED]),
+            refused=self._refused[0],
             waited=self._waited,
             available=self.available(),
             paused_for=max(0.0, self._pause_end - self._now()),
@@ -276,17 +269,13 @@ class RateLimiter(Decorator):
         if not math.isfinite(until):
             raise ValueError(f"until={until!r}: must be a finite time on the limiter's clock")
         until = float(until)
-        self._baton.hold()
-        try:
-            if until > self._pause_end:
-                self._pause_end = until
-                # The first call after the pause lands at ``until``: tat is one slot
-                # short of the full tolerance, so exactly one token is free at ``until``.
-                floor = until + self._tau - self._interval
-                st = self._st
-                st[_TAT] = max(st[_TAT], floor)
-        finally:
-            self._baton.release()
+        tat = self._baton.hold()
+        if until > self._pause_end:
+            self._pause_end = until
+            # The first call after the pause lands at ``until``: tat is one slot
+            # short of the full tolerance, so exactly one token is free at ``until``.
+            tat = max(tat, until + self._tau - self._interval)
+        self._baton.release(tat)
 
     def pause(self, seconds: Seconds) -> None:
         """Admit nobody for ``seconds`` from now (an upstream's ``Retry-After``)."""
@@ -300,21 +289,19 @@ class RateLimiter(Decorator):
         Raises :class:`suture.Overloaded` when the slot is further away than ``budget``.
         """
         step = self._interval * cost
-        st = self._st
-        self._baton.hold()
+        tat = self._baton.hold()
         now = self._now()
-        tat = st[_TAT]
         new = (tat if tat > now else now) + step
         wait = new - now - self._tau
         if wait > budget:
-            st[_REFUSED] += 1
+            self._baton.release(tat)
+            self._refused[0] += 1
             refused = True
         else:
+            self._baton.release(new)
             refused = False
-            st[_TAT] = new
             if wait > 0:
                 self._waited += 1
-        self._baton.release()
         if refused:
             # A wait of a hair past the slack is still a slot one interval away at most.
             retry_after = max(wait, 0.0)
@@ -332,12 +319,11 @@ class RateLimiter(Decorator):
 
     def _give_back(self, ticket: float, cost: int) -> None:
         """A reserved slot that will not be used: returned if nobody reserved after it."""
-        st = self._st
-        self._baton.hold()
-        if st[_TAT] == ticket:
-            st[_TAT] = ticket - self._interval * cost
+        tat = self._baton.hold()
+        if tat == ticket:
+            tat = ticket - self._interval * cost
             self._waited -= 1
-        self._baton.release()
+        self._baton.release(tat)
 
     def _woke_in_pause(self) -> bool:
         return self._now() < self._pause_end
@@ -506,7 +492,7 @@ class KeyedRateLimiter:
         self._tau = burst_i * interval + interval * _SLACK
         # Insertion order is last-admission order: a key is moved to the end when used.
         self._tats: dict[str, float] = {}
-        self._baton = Baton()
+        self._baton: Baton[None] = Baton(None)
 
     def __repr__(self) -> str:
         return (
@@ -549,7 +535,7 @@ class KeyedRateLimiter:
                 self._sweep(now)
                 tats[key] = new
         finally:
-            self._baton.release()
+            self._baton.release(None)
         if refused:
             retry_after = max(wait, 0.0)
             emit(
@@ -583,13 +569,13 @@ class KeyedRateLimiter:
             tats[key] = new
             return True
         finally:
-            self._baton.release()
+            self._baton.release(None)
 
     def _give_back(self, key: str, ticket: float, cost: int) -> None:
         self._baton.hold()
         if self._tats.get(key) == ticket:
             self._tats[key] = ticket - self._interval * cost
-        self._baton.release()
+        self._baton.release(None)
 
     def acquire(self, key: str, cost: int = 1, *, max_wait: Seconds | None = None) -> None:
         """Take ``cost`` tokens from ``key``'s limiter, waiting up to ``max_wait``.
