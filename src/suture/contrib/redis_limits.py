@@ -46,6 +46,7 @@ import math
 import threading
 import uuid
 from collections.abc import Awaitable
+from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 import redis
@@ -109,26 +110,19 @@ return {granted, math.ceil(wait), workers, math.ceil(pause_left)}
 _ERRORS = (redis.RedisError, OSError)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LeaseStats:
     """What a worker's :class:`RedisRateLimiter` did: calls served locally vs commands sent."""
 
-    __slots__ = ("commands", "degraded", "lease", "local", "refused", "workers")
-
-    def __init__(
-        self, *, local: int, commands: int, refused: int, lease: int, workers: int, degraded: bool
-    ) -> None:
-        self.local = local  #: calls admitted from a lease, without a command
-        self.commands = commands  #: script calls sent to Redis
-        self.refused = refused  #: calls refused
-        self.lease = lease  #: the lease size now
-        self.workers = workers  #: live workers, as Redis last reported
-        self.degraded = degraded  #: True while Redis is unreachable
+    local: int  #: calls admitted from a lease, without a command
+    commands: int  #: script calls sent to Redis
+    refused: int  #: calls refused
+    lease: int  #: the lease size now
+    workers: int  #: live workers, as Redis last reported
+    degraded: bool  #: True while Redis is unreachable
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def __repr__(self) -> str:
-        return "LeaseStats(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
+        return asdict(self)
 
 
 class _Book:

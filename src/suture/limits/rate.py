@@ -38,8 +38,9 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from suture._config import Seconds, check_clock, check_int, check_name, check_number, check_seconds
 from suture._decorator import Decorator
@@ -48,7 +49,13 @@ from suture.errors import Overloaded
 from suture.events import RequestShed, emit
 from suture.limits._baton import Baton
 
-__all__ = ["DEFAULT_MAX_WAIT", "KeyedRateLimiter", "RateLimiter", "RateLimiterStats"]
+__all__ = [
+    "DEFAULT_MAX_WAIT",
+    "KeyedRateLimiter",
+    "RateLimiter",
+    "RateLimiterStats",
+    "TryAcquire",
+]
 
 #: How long :meth:`RateLimiter.acquire` waits for a slot unless told otherwise.
 DEFAULT_MAX_WAIT: Final = 10.0
@@ -97,7 +104,7 @@ def _make_try_acquire(
     now: Callable[[], float],
     baton: Baton[float],
     burst: int,
-) -> Callable[..., bool]:
+) -> TryAcquire:
     """One limiter's ``try_acquire``, specialised once at construction.
 
     A closure over its constants runs in about two thirds of the time of a
@@ -133,6 +140,7 @@ def _make_try_acquire(
     return try_acquire
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimiterStats:
     """A snapshot of a limiter: what it refused and made wait, what it has now.
 
@@ -140,20 +148,19 @@ class RateLimiterStats:
     its budget; count them in your own code, or from the calls you make.)
     """
 
-    __slots__ = ("available", "paused_for", "refused", "waited")
-
-    def __init__(self, *, refused: int, waited: int, available: float, paused_for: float) -> None:
-        self.refused = refused  #: calls refused (try_acquire False, or Overloaded)
-        self.waited = waited  #: calls admitted after a wait
-        self.available = available  #: tokens a call could take right now
-        self.paused_for = paused_for  #: seconds left of a pause (0 when not paused)
+    refused: int  #: calls refused (try_acquire False, or Overloaded)
+    waited: int  #: calls admitted after a wait
+    available: float  #: tokens a call could take right now
+    paused_for: float  #: seconds left of a pause (0 when not paused)
 
     def as_dict(self) -> dict[str, float]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return asdict(self)
 
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"RateLimiterStats({fields})"
+
+class TryAcquire(Protocol):
+    """The type of :attr:`RateLimiter.try_acquire` (a closure built per limiter)."""
+
+    def __call__(self, cost: int = 1) -> bool: ...
 
 
 class RateLimiter(Decorator):
@@ -194,8 +201,9 @@ class RateLimiter(Decorator):
         "try_acquire",
     )
 
-    #: ``try_acquire(cost=1) -> bool``: see :func:`_make_try_acquire` (built per limiter).
-    try_acquire: Callable[..., bool]
+    #: ``try_acquire(cost=1) -> bool``: take ``cost`` tokens if the limiter has them now,
+    #: never wait. A closure built per limiter (see :func:`_make_try_acquire`).
+    try_acquire: TryAcquire
 
     def __init__(
         self,
