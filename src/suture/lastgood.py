@@ -25,6 +25,13 @@ stores one dict entry and takes no lock (each dict operation is atomic in
 CPython; two threads storing at once may leave the table one entry over its
 bound until the next store).
 
+**Several workers.** Give it a ``store`` (:class:`LastGoodStore`; Redis:
+:class:`suture.contrib.redis_limits.RedisLastGoodStore`) and every success is
+also saved there, in the background (the success path never waits on it),
+as JSON stamped with the wall clock; when a call fails and the store holds a
+newer good answer than this worker's memory (another worker's), that one is
+served. Values that JSON cannot encode stay in memory only.
+
 In a :class:`suture.Policy` it takes the fallback's place, outermost, so it
 sees what is left when retry and breaker gave up, and an open breaker's
 :class:`suture.BreakerOpen` is served from memory too.
@@ -38,7 +45,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 from suture._config import (
     ExceptionSpec,
@@ -54,7 +61,7 @@ from suture.classify import is_transient
 from suture.clock import SYSTEM_CLOCK, Clock
 from suture.errors import BreakerOpen, Overloaded
 
-__all__ = ["LastGood", "Served", "default_on", "last_served"]
+__all__ = ["LastGood", "LastGoodStore", "Served", "default_on", "last_served"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -83,6 +90,20 @@ class Served(Generic[T]):
             "age": round(self.age, 3),
             "error": None if self.error is None else type(self.error).__name__,
         }
+
+
+@runtime_checkable
+class LastGoodStore(Protocol):
+    """Where several workers share their last good answers (see ``RedisLastGoodStore``).
+
+    ``save`` must not wait on I/O (queue it); ``load`` is called only when a
+    call failed and may do one round trip. Times are wall-clock seconds
+    (``clock.wall()``), comparable between workers.
+    """
+
+    def save(self, key: str, value: Any, produced_at: float, keep_for: float) -> None: ...
+
+    def load(self, key: str) -> tuple[Any, float] | None: ...
 
 
 _SERVED: ContextVar[Served[Any] | None] = ContextVar("suture_last_served", default=None)
@@ -129,12 +150,23 @@ class LastGood(Decorator):
     :param on: the failures it stands in for (classifier or exception types;
         default :func:`default_on`).
     :param max_entries: keys remembered at most (least recently stored dropped first).
+    :param store: shares the answers with other workers (default: this process only).
     :param name: names it in reprs and errors.
     :param clock: measures ages.
     """
 
     _tag = "last_good"
-    __slots__ = ("_clock", "_entries", "key", "max_entries", "name", "on", "stale_for", "ttl")
+    __slots__ = (
+        "_clock",
+        "_entries",
+        "key",
+        "max_entries",
+        "name",
+        "on",
+        "stale_for",
+        "store",
+        "ttl",
+    )
 
     def __init__(
         self,
@@ -144,9 +176,13 @@ class LastGood(Decorator):
         key: Callable[..., str] | None = None,
         on: ExceptionSpec = default_on,
         max_entries: int = 1024,
+        store: LastGoodStore | None = None,
         name: str = "last_good",
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        if store is not None and not isinstance(store, LastGoodStore):
+            raise TypeError(f"store={store!r}: expected a LastGoodStore (save, load) or None")
+        self.store = store
         self.ttl = check_seconds("ttl", ttl)
         self.stale_for = check_seconds("stale_for", stale_for, positive=True)
         if key is not None and not callable(key):
@@ -187,6 +223,8 @@ class LastGood(Decorator):
                 entries.popitem(last=False)
             except KeyError:  # emptied by another thread meanwhile
                 break
+        if self.store is not None:
+            self.store.save(key, value, self._clock.wall(), self.ttl + self.stale_for)
 
     def lookup(self, key: str) -> tuple[Any, float] | None:
         """``(value, age)`` of ``key``'s last good result if still servable, else ``None``."""
@@ -223,6 +261,12 @@ class LastGood(Decorator):
         if not self.on(exc):
             raise exc
         found = self.lookup(key)
+        if self.store is not None:
+            shared = self.store.load(key)
+            if shared is not None:
+                age = max(0.0, self._clock.wall() - shared[1])
+                if age <= self.ttl + self.stale_for and (found is None or age < found[1]):
+                    found = (shared[0], age)
         if found is None:
             raise exc
         return Served(found[0], key, stale=True, age=found[1], error=exc)
