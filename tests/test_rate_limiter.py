@@ -297,6 +297,40 @@ def test_acquire_from_threads_gets_one_distinct_slot_each() -> None:
     assert limiter.stats().waited == 19
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.integers(min_value=1, max_value=100),
+    burst=st.integers(min_value=1, max_value=10),
+    steps=st.lists(
+        st.tuples(st.floats(min_value=0.0, max_value=0.5), st.integers(min_value=1, max_value=3)),
+        min_size=1,
+        max_size=60,
+    ),
+)
+def test_waiters_get_slots_in_arrival_order_within_the_bound(
+    rate: int, burst: int, steps: list[tuple[float, int]]
+) -> None:
+    """Callers that wait are admitted in the order they came (each slot no earlier than
+    the previous one), and the admission times keep to rate x elapsed + burst."""
+    clock = FrozenClock()
+    limiter = RateLimiter(rate, burst=burst, max_wait=math.inf, clock=clock)
+    admitted: list[tuple[float, int]] = []
+    for dt, want in steps:
+        clock.advance(dt)
+        cost = min(want, burst)
+        before = len(clock.sleeps)
+        limiter.acquire(cost)
+        wait = clock.sleeps[-1] if len(clock.sleeps) > before else 0.0
+        admitted.append((clock.now() + wait, cost))
+    times = [t for t, _ in admitted]
+    assert times == sorted(times)  # first come, first served
+    for i, (start, _) in enumerate(admitted):
+        total = 0
+        for end, cost in admitted[i:]:
+            total += cost
+            assert total <= rate * (end - start) + burst + 1e-6
+
+
 # --- pauses ---------------------------------------------------------------------------
 
 
