@@ -241,3 +241,38 @@ async def test_an_async_waiter_is_woken_by_a_release_from_a_thread() -> None:
     await asyncio.wait_for(task, 5)
     thread.join()
     assert bulkhead.in_flight == 1
+
+
+def test_no_slot_is_lost_or_doubled_when_waits_time_out_under_contention() -> None:
+    bulkhead = Bulkhead(2, max_queue=4, max_wait=0.003)
+    outcomes = {"ok": 0, "shed": 0}
+    guard = threading.Lock()
+    active, peak = [0], [0]
+
+    def worker() -> None:
+        for _ in range(30):
+            try:
+                bulkhead.acquire()
+            except Overloaded:
+                with guard:
+                    outcomes["shed"] += 1
+                continue
+            with guard:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.001)
+            with guard:
+                active[0] -= 1
+                outcomes["ok"] += 1
+            bulkhead.release()
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes["ok"] + outcomes["shed"] == 240
+    assert outcomes["ok"] > 0
+    assert peak[0] <= 2
+    assert bulkhead.in_flight == 0 and bulkhead.queued == 0
+    assert bulkhead.try_acquire() and bulkhead.try_acquire() and not bulkhead.try_acquire()
