@@ -35,7 +35,9 @@ from suture.events import (
     TransitionRejected,
     subscribe,
 )
+from suture.lastgood import LastGood, Served, last_served
 from suture.limiter import AdaptiveLimiter
+from suture.limits import Bulkhead, KeyedRateLimiter, RateLimiter
 from suture.policy import Fallback, Policy, compose
 from suture.pool import CallableSource, PoolMonitor, Usage
 from suture.responses import Outcome, SimpleResponse, avalidate_response, validate_response
@@ -57,6 +59,7 @@ __all__ = [
     "BreakerStats",
     "BreakerStore",
     "Budget",
+    "Bulkhead",
     "CallableSource",
     "Chaos",
     "CircuitBreaker",
@@ -68,6 +71,8 @@ __all__ = [
     "FaultConfig",
     "InjectedFault",
     "InvalidTransition",
+    "KeyedRateLimiter",
+    "LastGood",
     "MemoryBreakerStore",
     "Outcome",
     "Overloaded",
@@ -76,6 +81,7 @@ __all__ = [
     "PressureChanged",
     "PressureLevel",
     "Priority",
+    "RateLimiter",
     "RequestShed",
     "ResponseError",
     "Retry",
@@ -83,6 +89,7 @@ __all__ = [
     "RetryBudgetExhausted",
     "RetryGaveUp",
     "RetryScheduled",
+    "Served",
     "SimpleResponse",
     "SutureError",
     "SystemClock",
@@ -98,6 +105,7 @@ __all__ = [
     "compose",
     "is_transient",
     "is_transient_status",
+    "last_served",
     "retry",
     "retry_after",
     "subscribe",
