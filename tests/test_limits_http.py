@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from suture import Overloaded, Retry
-from suture.contrib.httpx import ResilientTransport
+from suture.contrib.httpx import AsyncResilientClient, ResilientClient, ResilientTransport
 from suture.contrib.httpx_limits import (
     AsyncRateLimitedTransport,
     RateLimitedTransport,
@@ -154,3 +154,64 @@ def test_inside_the_retry_each_attempt_takes_a_token_and_waits_once() -> None:
     with httpx.Client(transport=transport) as client:
         assert client.get("http://upstream/").text == "ok"
     assert clock.sleeps == [pytest.approx(4.0)]
+
+
+def test_resilient_transport_rate_limit_sits_inside_the_retry_outside_the_breaker() -> None:
+    clock = FakeClock()
+    answers = iter(
+        [httpx.Response(429, headers={"Retry-After": "3"}), httpx.Response(200, text="ok")]
+    )
+    limiter = RateLimiter(1, period=60, burst=5, clock=clock)
+    transport = ResilientTransport(
+        httpx.MockTransport(lambda _: next(answers)),
+        retry=Retry(attempts=3, max_delay=10, clock=clock),
+        rate_limit=limiter,
+        clock=clock,
+    )
+    with httpx.Client(transport=transport) as client:
+        assert client.get("http://upstream/").text == "ok"
+    assert clock.sleeps == [pytest.approx(3.0)]  # the retry's wait and the pause are one
+    # the 429 paused the limiter until 3.0; the retry's attempt at 3.0 took the one
+    # token a pause's end frees (it resumes one call at a time)
+    assert limiter.paused_until == pytest.approx(3.0)
+    assert limiter.available() == 0
+    with pytest.raises(TypeError, match=r"^rate_limit="):
+        ResilientTransport(rate_limit=object())  # type: ignore[arg-type]
+
+
+def test_a_refusal_by_our_own_limit_is_an_outcome_and_not_a_breaker_failure() -> None:
+    clock = FakeClock()
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"ok": True})
+
+    limiter = RateLimiter(1, period=60, burst=1, max_wait=0, clock=clock)
+    with ResilientClient(
+        inner=httpx.MockTransport(handler), rate_limit=limiter, clock=clock
+    ) as client:
+        assert client.fetch("GET", "http://upstream/").ok
+        for _ in range(10):
+            outcome = client.fetch("GET", "http://upstream/")
+            assert not outcome.ok
+            assert outcome.retry_after == pytest.approx(60)
+        (breaker,) = client.resilient.breakers.values()
+        assert breaker.stats().state.value == "closed"
+    assert len(sent) == 1
+
+
+async def test_async_resilient_transport_with_a_rate_limit() -> None:
+    clock = FakeClock()
+    answers = iter(
+        [httpx.Response(503, headers={"Retry-After": "2"}), httpx.Response(200, text="ok")]
+    )
+    limiter = RateLimiter(10, clock=clock)
+    async with AsyncResilientClient(
+        inner=httpx.MockTransport(lambda _: next(answers)),
+        retry=Retry(attempts=3, max_delay=10, clock=clock),
+        rate_limit=limiter,
+        clock=clock,
+    ) as client:
+        assert (await client.get("http://upstream/")).text == "ok"
+    assert limiter.paused_until == pytest.approx(2.0)

@@ -43,7 +43,13 @@ except ImportError as _exc:  # pragma: no cover - depends on the installed extra
 
 from suture.breaker import BreakerConfig, CircuitBreaker
 from suture.clock import SYSTEM_CLOCK, Clock
-from suture.errors import BreakerOpen, ResponseError
+from suture.contrib.httpx_limits import (
+    PausableLimiter,
+    async_acquirer,
+    pause_async,
+    told_to_wait,
+)
+from suture.errors import BreakerOpen, Overloaded, ResponseError
 from suture.responses import (
     Expect,
     Outcome,
@@ -223,6 +229,11 @@ class ResilientTransport(httpx.BaseTransport, _Base):
     :param methods: methods retried without an ``Idempotency-Key`` header.
     :param timeout: per-attempt timeout overriding the client's (``None``: the client's).
     :param max_error_bytes: bytes of an error body read at most.
+    :param rate_limit: a :class:`suture.RateLimiter` (or a
+        :class:`~suture.contrib.redis_limits.RedisRateLimiter`): each attempt takes
+        a token, inside the retry and outside the breaker, and an answer 429 or 503
+        with ``Retry-After`` pauses it for every caller (see
+        :mod:`suture.contrib.httpx_limits`).
     :param clock: for the default retry policy and the breakers.
     """
 
@@ -236,6 +247,7 @@ class ResilientTransport(httpx.BaseTransport, _Base):
         methods: Iterable[str] = IDEMPOTENT_METHODS,
         timeout: httpx.Timeout | float | None = None,
         max_error_bytes: int = 65536,
+        rate_limit: PausableLimiter | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         _Base.__init__(
@@ -248,6 +260,12 @@ class ResilientTransport(httpx.BaseTransport, _Base):
             max_error_bytes=max_error_bytes,
             clock=clock,
         )
+        if rate_limit is not None and not isinstance(rate_limit, PausableLimiter):
+            raise TypeError(
+                f"rate_limit={rate_limit!r}: expected a rate limiter with acquire() and "
+                "pause(seconds), or None"
+            )
+        self.rate_limit = rate_limit
         self.transport = transport if transport is not None else httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -256,11 +274,14 @@ class ResilientTransport(httpx.BaseTransport, _Base):
         if policy is not self._once:
             request.read()  # a streamed body must be replayable to be retried
         breaker = self.breaker_for(request)
+        limiter = self.rate_limit
         attempts = 0
         try:
             for attempt in policy.attempts(name=_name(request)):
                 with attempt:
                     attempts += 1
+                    if limiter is not None:
+                        limiter.acquire()
                     if breaker is None:
                         response = self._send(request)
                     else:
@@ -274,6 +295,8 @@ class ResilientTransport(httpx.BaseTransport, _Base):
         response = self.transport.handle_request(request)
         if response.status_code < 400:
             return response
+        if self.rate_limit is not None and (wait := told_to_wait(response)) is not None:
+            self.rate_limit.pause(wait)
         response.request = request
         body = read_prefix(response, self.max_error_bytes)
         copy = self.rebuild(request, response, body)
@@ -296,6 +319,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport, _Base):
         methods: Iterable[str] = IDEMPOTENT_METHODS,
         timeout: httpx.Timeout | float | None = None,
         max_error_bytes: int = 65536,
+        rate_limit: Any = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         _Base.__init__(
@@ -308,6 +332,8 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport, _Base):
             max_error_bytes=max_error_bytes,
             clock=clock,
         )
+        self.rate_limit = rate_limit
+        self._acquire = None if rate_limit is None else async_acquirer(rate_limit)
         self.transport = transport if transport is not None else httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -316,11 +342,14 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport, _Base):
         if policy is not self._once:
             await request.aread()
         breaker = self.breaker_for(request)
+        acquire = self._acquire
         attempts = 0
         try:
             async for attempt in policy.attempts(name=_name(request)):
                 with attempt:
                     attempts += 1
+                    if acquire is not None:
+                        await acquire()
                     if breaker is None:
                         response = await self._send(request)
                     else:
@@ -334,6 +363,8 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport, _Base):
         response = await self.transport.handle_async_request(request)
         if response.status_code < 400:
             return response
+        if self.rate_limit is not None and (wait := told_to_wait(response)) is not None:
+            await pause_async(self.rate_limit, wait)
         response.request = request
         body = await aread_prefix(response, self.max_error_bytes)
         copy = self.rebuild(request, response, body)
@@ -377,6 +408,18 @@ def _breaker_outcome(exc: BreakerOpen, url: str) -> Outcome:
     )
 
 
+def _overloaded_outcome(exc: Overloaded, url: str) -> Outcome:
+    """A refusal by our own rate limit: nothing was sent."""
+    return Outcome(
+        ok=False,
+        status=None,
+        error="too many requests: our own rate limit refused this one",
+        retry_after=exc.retry_after,
+        transient=False,
+        url=url,
+    )
+
+
 def _client_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     for key in ("transport", "mounts"):
         if key in kwargs:
@@ -391,8 +434,8 @@ class ResilientClient(httpx.Client):
 
     ``inner`` is the transport doing the I/O (tests pass ``httpx.MockTransport``);
     ``retry``, ``breaker``, ``breaker_options``, ``methods``, ``attempt_timeout``,
-    ``max_error_bytes`` and ``clock`` configure the resilient transport; every
-    other keyword goes to ``httpx.Client``.
+    ``max_error_bytes``, ``rate_limit`` and ``clock`` configure the resilient
+    transport; every other keyword goes to ``httpx.Client``.
     """
 
     def __init__(
@@ -405,6 +448,7 @@ class ResilientClient(httpx.Client):
         methods: Iterable[str] = IDEMPOTENT_METHODS,
         attempt_timeout: httpx.Timeout | float | None = None,
         max_error_bytes: int = 65536,
+        rate_limit: PausableLimiter | None = None,
         clock: Clock = SYSTEM_CLOCK,
         **kwargs: Any,
     ) -> None:
@@ -416,6 +460,7 @@ class ResilientClient(httpx.Client):
             methods=methods,
             timeout=attempt_timeout,
             max_error_bytes=max_error_bytes,
+            rate_limit=rate_limit,
             clock=clock,
         )
         super().__init__(transport=self.resilient, **_client_kwargs(kwargs))
@@ -435,6 +480,8 @@ class ResilientClient(httpx.Client):
             response = self.request(method, url, **kwargs)
         except BreakerOpen as exc:
             return _breaker_outcome(exc, str(url))
+        except Overloaded as exc:
+            return _overloaded_outcome(exc, str(url))
         except httpx.HTTPError as exc:
             return outcome_from_exception(exc, url=str(url))
         return outcome_of(response, expect=expect, schema=schema, clock=self.resilient.clock)
@@ -454,6 +501,7 @@ class AsyncResilientClient(httpx.AsyncClient):
         methods: Iterable[str] = IDEMPOTENT_METHODS,
         attempt_timeout: httpx.Timeout | float | None = None,
         max_error_bytes: int = 65536,
+        rate_limit: Any = None,
         clock: Clock = SYSTEM_CLOCK,
         **kwargs: Any,
     ) -> None:
@@ -465,6 +513,7 @@ class AsyncResilientClient(httpx.AsyncClient):
             methods=methods,
             timeout=attempt_timeout,
             max_error_bytes=max_error_bytes,
+            rate_limit=rate_limit,
             clock=clock,
         )
         super().__init__(transport=self.resilient, **_client_kwargs(kwargs))
@@ -483,6 +532,8 @@ class AsyncResilientClient(httpx.AsyncClient):
             response = await self.request(method, url, **kwargs)
         except BreakerOpen as exc:
             return _breaker_outcome(exc, str(url))
+        except Overloaded as exc:
+            return _overloaded_outcome(exc, str(url))
         except httpx.HTTPError as exc:
             return outcome_from_exception(exc, url=str(url))
         found = response.extensions.get(OUTCOME_KEY)

@@ -9,14 +9,15 @@ upstream answers **429 or 503 with ``Retry-After``**, they pause that limiter
 until then. Every caller of the limiter then waits, instead of each finding
 out with a request of its own; with the Redis limiter, every worker does.
 
-Put it *inside* the retry, so that each attempt takes a token::
+With :class:`suture.contrib.httpx.ResilientTransport`, pass the limiter as
+``rate_limit=``: each attempt then takes a token inside the retry and outside
+the breaker (a wait for a token is not the dependency's latency)::
 
-    transport = ResilientTransport(RateLimitedTransport(limiter))
-    client = httpx.Client(transport=transport)
+    client = httpx.Client(transport=ResilientTransport(rate_limit=limiter))
 
-(``ResilientTransport(rate_limit=limiter)`` builds exactly that.) The retry
-still honours the ``Retry-After`` of the answer it got; its next attempt then
-finds the limiter paused until the same moment, as every other caller does.
+On its own, wrap the transport that does the I/O. A retry around it still
+honours the ``Retry-After`` of the answer it got; its next attempt then finds
+the limiter paused until the same moment, as every other caller does.
 
 A call that would wait longer than the limiter's ``max_wait`` raises
 :class:`suture.Overloaded` (``source="rate_limiter"``) without sending
@@ -29,7 +30,12 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol, runtime_checkable
 
-import httpx
+from suture.contrib import missing_extra
+
+try:
+    import httpx
+except ImportError as _exc:  # pragma: no cover - depends on the installed extras
+    raise missing_extra(__name__, "http", _exc) from _exc
 
 from suture.classify import retry_after
 
@@ -38,6 +44,8 @@ __all__ = [
     "AsyncRateLimitedTransport",
     "PausableLimiter",
     "RateLimitedTransport",
+    "async_acquirer",
+    "pause_async",
     "told_to_wait",
 ]
 
@@ -62,6 +70,27 @@ def told_to_wait(response: object, *, wall_now: float | None = None) -> float | 
         return None
     wait = retry_after(response, now=wall_now)
     return wait if wait is not None and wait > 0 else None
+
+
+def async_acquirer(limiter: Any) -> Callable[[], Awaitable[None]]:
+    """The waiting acquire of a limiter, for ``async`` code: ``RateLimiter.aacquire``, or an
+    ``AsyncRedisRateLimiter``'s ``acquire``; a ``TypeError`` naming ``limiter`` otherwise."""
+    acquire: Callable[[], Awaitable[None]] | None = getattr(limiter, "aacquire", None)
+    if acquire is None and inspect.iscoroutinefunction(getattr(limiter, "acquire", None)):
+        acquire = limiter.acquire
+    if acquire is None or not callable(getattr(limiter, "pause", None)):
+        raise TypeError(
+            f"limiter={limiter!r}: expected a RateLimiter or an AsyncRedisRateLimiter "
+            "(an async acquire and a pause(seconds))"
+        )
+    return acquire
+
+
+async def pause_async(limiter: Any, seconds: float) -> None:
+    """``limiter.pause(seconds)``, awaited when the limiter's pause is a coroutine."""
+    paused = limiter.pause(seconds)
+    if inspect.isawaitable(paused):
+        await paused
 
 
 class RateLimitedTransport(httpx.BaseTransport):
@@ -99,16 +128,8 @@ class AsyncRateLimitedTransport(httpx.AsyncBaseTransport):
     """The async twin: ``RateLimiter`` (waits with ``aacquire``) or ``AsyncRedisRateLimiter``."""
 
     def __init__(self, limiter: Any, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        acquire: Callable[[], Awaitable[None]] | None = getattr(limiter, "aacquire", None)
-        if acquire is None and inspect.iscoroutinefunction(getattr(limiter, "acquire", None)):
-            acquire = limiter.acquire
-        if acquire is None or not callable(getattr(limiter, "pause", None)):
-            raise TypeError(
-                f"limiter={limiter!r}: expected a RateLimiter or an AsyncRedisRateLimiter "
-                "(an async acquire and a pause(seconds))"
-            )
+        self._acquire = async_acquirer(limiter)
         self.limiter = limiter
-        self._acquire = acquire
         self.transport = transport if transport is not None else httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -116,9 +137,7 @@ class AsyncRateLimitedTransport(httpx.AsyncBaseTransport):
         response = await self.transport.handle_async_request(request)
         wait = told_to_wait(response)
         if wait is not None:
-            paused = self.limiter.pause(wait)
-            if inspect.isawaitable(paused):
-                await paused
+            await pause_async(self.limiter, wait)
         return response
 
     async def aclose(self) -> None:

@@ -1,5 +1,6 @@
 """Breaker state and retry budgets shared through Redis: :class:`RedisBreakerStore`
-and :class:`RedisRetryBudget`.
+and :class:`RedisRetryBudget` (and, from :mod:`suture.contrib.redis_limits`,
+:class:`RedisRateLimiter`, :class:`AsyncRedisRateLimiter`, :class:`RedisLastGoodStore`).
 
 Several workers (processes, hosts) that call the same dependency share one
 breaker state: when one of them opens the breaker, the others stop calling
@@ -60,10 +61,24 @@ from suture._config import Seconds, check_seconds
 from suture.breaker import BreakerRecord, BreakerState, MemoryBreakerStore, RecordListener
 from suture.budget import BudgetStats, RetryBudget, check_budget
 from suture.clock import SYSTEM_CLOCK, Clock
+
+# Rate limits and last-known-good answers live in their own module (issue 16);
+# re-exported here so that everything Redis is in one place.
+from suture.contrib.redis_limits import (
+    AsyncRedisRateLimiter,
+    RedisLastGoodStore,
+    RedisRateLimiter,
+)
 from suture.events import logger
 from suture.windows import count_value
 
-__all__ = ["RedisBreakerStore", "RedisRetryBudget"]
+__all__ = [
+    "AsyncRedisRateLimiter",
+    "RedisBreakerStore",
+    "RedisLastGoodStore",
+    "RedisRateLimiter",
+    "RedisRetryBudget",
+]
 
 # Compare-and-set on the record's version: store ARGV[2] only when the stored
 # version is ARGV[1] (0 when absent); return whatever is stored afterwards.

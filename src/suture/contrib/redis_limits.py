@@ -52,8 +52,13 @@ from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-import redis
-import redis.asyncio
+from suture.contrib import missing_extra
+
+try:
+    import redis
+    import redis.asyncio
+except ImportError as _exc:  # pragma: no cover - depends on the installed extras
+    raise missing_extra(__name__, "redis", _exc) from _exc
 
 from suture._config import (
     Seconds,
