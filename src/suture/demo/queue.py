@@ -1,5 +1,10 @@
 """The manager's assistance queue: the tasks waiting for an answer, and answering one.
 
+The list is read through a :class:`suture.LastGood`: during a database outage
+(an error, an open breaker, a full pool) the last list read is served instead,
+marked stale with its age, for up to ``stale_for`` seconds; the route says so
+and the manager page shows "shown from N s ago, the database is unavailable".
+
 Answering is a guarded transition (``ASSISTANCE_REQUIRED`` -> ``IN_PROGRESS``,
 one ``UPDATE ... WHERE status IN (...)`` audited in the same transaction):
 answering an open task, or answering twice, is a 409.
@@ -16,8 +21,13 @@ from suture.clock import Clock
 from suture.contrib.sqlalchemy import atransition
 from suture.demo.db import Database, iso, utcnow
 from suture.demo.models import MANAGER_RESPONSE, Task, TaskStatus, TransitionAudit
+from suture.errors import Overloaded
+from suture.lastgood import LastGood, Served
 
-__all__ = ["AssistanceQueue", "task_json"]
+__all__ = ["STALE_FOR", "AssistanceQueue", "stale_json", "task_json"]
+
+STALE_FOR = 600.0
+"""Seconds the last list read may stand in for the database (then the outage shows)."""
 
 
 def task_json(task: Task) -> dict[str, Any]:
@@ -36,16 +46,41 @@ def task_json(task: Task) -> dict[str, Any]:
     }
 
 
+def stale_json(served: Served[Any]) -> dict[str, Any] | None:
+    """What the API says about a list served from memory: ``None`` when it is fresh."""
+    if not served.stale:
+        return None
+    busy = isinstance(served.error, Overloaded)
+    return {
+        "age": round(served.age),
+        "reason": "the database is busy" if busy else "the database is unavailable",
+        "error": type(served.error).__name__,
+    }
+
+
 class AssistanceQueue:
     """The tasks that need a manager, oldest request first, on ``db``."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, *, stale_for: float = STALE_FOR) -> None:
         self.db = db
         self.clock = clock
+        self.last_good: LastGood = LastGood(
+            stale_for=stale_for,
+            key=lambda limit: f"waiting:{limit}",
+            max_entries=16,
+            name="assistance",
+            clock=clock,
+        )
 
     async def waiting(self, limit: int = 200) -> list[dict[str, Any]]:
-        """The tasks waiting for a manager's answer."""
+        """The tasks waiting for a manager's answer (the last list read during an outage)."""
+        return (await self.waiting_served(limit)).value
 
+    async def waiting_served(self, limit: int = 200) -> Served[list[dict[str, Any]]]:
+        """:meth:`waiting` with how it was served: fresh, or stale with its age."""
+        return await self.last_good.acall(self._read_waiting, limit)
+
+    async def _read_waiting(self, limit: int) -> list[dict[str, Any]]:
         async def op(session: AsyncSession) -> list[dict[str, Any]]:
             rows = await session.scalars(
                 sa.select(Task)

@@ -25,6 +25,8 @@ from suture.contrib.prometheus import PrometheusListener, metrics_response
 from suture.demo.config import Settings
 from suture.demo.db import DB
 from suture.demo.models import MessageStatus
+from suture.demo.queue import stale_json
+from suture.lastgood import Served
 
 __all__ = [
     "MAX_BATCH",
@@ -32,6 +34,7 @@ __all__ = [
     "MAX_ID",
     "MAX_RESPONSE",
     "Backend",
+    "accepts_stale",
     "install_routes",
 ]
 
@@ -59,6 +62,7 @@ class Backend(Protocol):
 
     def chaos_limits(self) -> dict[str, float]: ...
     async def assistance_queue(self, limit: int = 200) -> list[dict[str, Any]]: ...
+    async def assistance(self, limit: int = 200) -> Served[list[dict[str, Any]]]: ...
     async def respond(self, task_id: int, response: str) -> dict[str, Any]: ...
     async def capture_spam(self, batch_size: int = 100) -> dict[str, Any]: ...
     async def messages(
@@ -107,11 +111,38 @@ def _invalid(field: str, problem: str) -> JSONResponse:
     )
 
 
+def accepts_stale(cache_control: str | None, age: float) -> bool:
+    """RFC 5861's ``stale-if-error`` request directive: the client takes a stale answer
+    (at most ``N`` seconds old with ``stale-if-error=N``) when a fresh one fails."""
+    for directive in (cache_control or "").split(","):
+        name, _, value = directive.strip().partition("=")
+        if name.strip().lower() != "stale-if-error":
+            continue
+        if not value.strip():
+            return True
+        try:
+            return age <= float(value.strip().strip('"'))
+        except ValueError:
+            return False
+    return False
+
+
 def _assistance_routes(app: FastAPI, service: Backend) -> None:
     @app.get("/api/manager/assistance")
-    async def assistance() -> dict[str, Any]:
-        requests = await service.assistance_queue()
-        return {"success": True, "requests": requests, "count": len(requests)}
+    async def assistance(request: Request) -> dict[str, Any]:
+        served = await service.assistance()
+        if served.stale and not accepts_stale(request.headers.get("cache-control"), served.age):
+            assert served.error is not None
+            raise served.error  # this client wants the outage told, not an old list
+        body: dict[str, Any] = {
+            "success": True,
+            "requests": served.value,
+            "count": len(served.value),
+        }
+        stale = stale_json(served)
+        if stale is not None:  # the database is down: the last list read, and how old
+            body["stale"] = stale
+        return body
 
     @app.post("/api/manager/assistance/{task_id}/respond", response_model=None)
     async def respond(

@@ -28,9 +28,10 @@ function setStatus(el, text, kind = "") {
 }
 
 /** GET with "Loading... (retry n/3)" in `statusEl`, then the data or a friendly error. */
-async function load(url, statusEl) {
+async function load(url, statusEl, init = {}) {
   setStatus(statusEl, "Loading...");
   const outcome = await sutureFetch(url, {
+    ...init,
     attempts: 3,
     // A Retry-After told to one tab holds back this list in every tab of the page.
     shareBackoff: true,
@@ -66,12 +67,28 @@ async function act(url, statusEl, { body = null, retry = true, label = "Working.
 
 async function loadAssistance() {
   const status = $("assistance-status");
-  const data = await load("/api/manager/assistance", status);
+  // RFC 5861: while the database is down, the last list the server read (at most
+  // ten minutes old) is better than no list; the page then says how old it is.
+  const data = await load("/api/manager/assistance", status, {
+    headers: { "Cache-Control": "stale-if-error=600" },
+  });
   if (!data) return;
   const list = $("assistance-list");
   list.replaceChildren();
   for (const req of data.requests) list.append(assistanceItem(req));
+  if (data.stale) {
+    // The database is down: the server answered with the last list it read.
+    setStatus(status, staleMessage(data.stale), "stale");
+    return;
+  }
   setStatus(status, data.requests.length ? `${data.requests.length} request(s) need a manager.` : "Nothing needs a manager right now.");
+}
+
+/** "Shown from 42 s ago, the database is unavailable." (numbers and words only). */
+function staleMessage(stale) {
+  const age = Math.max(0, Math.round(Number(stale.age) || 0));
+  const reason = stale.reason === "the database is busy" ? "the database is busy" : "the database is unavailable";
+  return `Shown from ${age} s ago, ${reason}.`;
 }
 
 function assistanceItem(req) {

@@ -1,0 +1,74 @@
+"""The manager page during a database outage, in headless Chromium: the assistance list
+stays on the page, served from last-known-good, and the page says how old it is."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from suture.demo.app import Settings, create_app
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import uvicorn
+
+    db = tmp_path_factory.mktemp("stale") / "demo.db"
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{db}",
+        tasks=20,
+        messages=40,
+        rules=20,
+        chaos=True,
+        reset_timeout=60.0,
+        failure_threshold=10,
+        retry_initial_delay=0.005,
+        retry_max_delay=0.02,
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def test_the_list_stays_and_the_page_says_it_is_stale(server: str, browser: Any) -> None:
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(f"{server}/")
+        page.wait_for_selector("#assistance-list li")
+        before = page.locator("#assistance-list li").count()
+        assert "need a manager" in page.text_content("#assistance-status")
+        with httpx.Client(base_url=server, timeout=30) as client:
+            assert client.post("/api/admin/chaos", json={"errorRate": 1.0}).status_code == 200
+            try:
+                page.click("#assistance-reload")
+                page.wait_for_selector("#assistance-status.stale", timeout=15_000)
+                text = page.text_content("#assistance-status")
+                assert text.startswith("Shown from ")
+                assert text.endswith(" s ago, the database is unavailable.")
+                assert page.locator("#assistance-list li").count() == before
+            finally:
+                client.post("/api/admin/chaos", json={"clear": True})
+    finally:
+        context.close()
+    assert errors == []
