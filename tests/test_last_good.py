@@ -180,3 +180,20 @@ async def test_async_and_the_context_of_each_task() -> None:
 
     served2 = await lg.acall(broken, "x")  # the same memory, through acall
     assert served2.stale and served2.value == "x@0.0"
+
+
+def test_a_stale_answer_is_an_event() -> None:
+    from suture.events import StaleServed
+    from suture.testing import capture_events
+
+    clock = FakeClock()
+    lg = LastGood(name="orders", key=lambda k: k, clock=clock)
+    flaky = Flaky()
+    lg.call(flaky, "k")
+    clock.advance(5)
+    flaky.error = TimeoutError()
+    with capture_events() as events:
+        lg.call(flaky, "k")
+    (event,) = events.of(StaleServed)
+    assert (event.name, event.key, event.age) == ("orders", "k", 5.0)
+    assert "served 'k' from 5.0s ago instead of TimeoutError" in event.message()

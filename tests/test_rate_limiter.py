@@ -448,3 +448,15 @@ def test_a_busy_key_survives_eviction_of_others() -> None:
     for i in range(9, 12):
         limiter.try_acquire(f"other-{i}")
     assert not limiter.try_acquire("greedy")
+
+
+def test_a_pause_is_an_event() -> None:
+    from suture.events import LimitPaused
+
+    clock = FakeClock()
+    limiter = RateLimiter(10, name="geo", clock=clock)
+    with capture_events() as events:
+        limiter.pause(3)
+        limiter.pause(1)  # inside the current pause: nothing new
+    assert events.of(LimitPaused) == [LimitPaused(name="geo", seconds=3.0)]
+    assert "paused for 3.0s" in events[0].message()

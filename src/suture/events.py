@@ -26,6 +26,7 @@ __all__ = [
     "Event",
     "FaultInjected",
     "LimitChanged",
+    "LimitPaused",
     "Listener",
     "PressureChanged",
     "RequestShed",
@@ -33,6 +34,7 @@ __all__ = [
     "RetryBudgetExhausted",
     "RetryGaveUp",
     "RetryScheduled",
+    "StaleServed",
     "TransitionApplied",
     "TransitionRejected",
     "emit",
@@ -224,6 +226,35 @@ class LimitChanged(Event):
 
     def message(self) -> str:
         return f"limiter {self.name}: limit {self.old:.1f} -> {self.new:.1f} ({self.reason})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitPaused(Event):
+    """A rate limiter was told to slow down (an upstream's 429/503 with Retry-After):
+    it admits nobody for ``seconds``."""
+
+    name: str
+    seconds: float
+
+    def message(self) -> str:
+        return f"rate limiter {self.name}: paused for {self.seconds:.1f}s"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StaleServed(Event):
+    """A last-known-good answer stood in for a failed call (``age`` seconds old)."""
+
+    log_level: ClassVar[int] = logging.DEBUG
+    name: str
+    key: str
+    age: float
+    error: BaseException
+
+    def message(self) -> str:
+        return (
+            f"last good {self.name}: served {self.key!r} from {self.age:.1f}s ago "
+            f"instead of {_describe(self.error)}"
+        )
 
 
 # --- transitions -------------------------------------------------------------------

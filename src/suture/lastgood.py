@@ -60,6 +60,7 @@ from suture._decorator import Decorator
 from suture.classify import is_transient
 from suture.clock import SYSTEM_CLOCK, Clock
 from suture.errors import BreakerOpen, Overloaded
+from suture.events import StaleServed, emit, listening
 
 __all__ = ["LastGood", "LastGoodStore", "Served", "default_on", "last_served"]
 
@@ -269,6 +270,8 @@ class LastGood(Decorator):
                     found = (shared[0], age)
         if found is None:
             raise exc
+        if listening(StaleServed):
+            emit(StaleServed(name=self.name, key=key, age=found[1], error=exc))
         return Served(found[0], key, stale=True, age=found[1], error=exc)
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Served[T]:

@@ -70,7 +70,7 @@ from suture._config import (
 )
 from suture.clock import SYSTEM_CLOCK, Clock, waits_skipped
 from suture.errors import Overloaded
-from suture.events import RequestShed, emit, logger
+from suture.events import LimitPaused, RequestShed, emit, listening, logger
 from suture.limits._baton import Baton
 from suture.limits.rate import DEFAULT_MAX_WAIT, RateLimiter
 
@@ -321,6 +321,8 @@ class _Book:
 
     def pause(self, seconds: float) -> None:
         """Pause here at once; the next script call carries it to Redis."""
+        if listening(LimitPaused):
+            emit(LimitPaused(name=self.name, seconds=seconds))
         baton = self.baton
         baton.hold()
         try:
@@ -333,15 +335,16 @@ class _Book:
             self.fallback.pause_until(self.pause_end)
 
     def shed(self, retry_after: float) -> Overloaded:
-        emit(
-            RequestShed(
-                name=self.name,
-                source="rate_limiter",
-                priority=None,
-                level="shared rate limit",
-                retry_after=retry_after,
+        if listening(RequestShed):
+            emit(
+                RequestShed(
+                    name=self.name,
+                    source="rate_limiter",
+                    priority=None,
+                    level="shared rate limit",
+                    retry_after=retry_after,
+                )
             )
-        )
         return Overloaded("rate limit", retry_after, source="rate_limiter")
 
     def stats(self) -> LeaseStats:

@@ -40,7 +40,7 @@ from suture._config import Seconds, check_clock, check_int, check_name, check_se
 from suture._decorator import Decorator
 from suture.clock import SYSTEM_CLOCK, Clock
 from suture.errors import Overloaded
-from suture.events import RequestShed, emit
+from suture.events import RequestShed, emit, listening
 from suture.limits._baton import Baton
 
 __all__ = ["Bulkhead", "BulkheadStats"]
@@ -286,15 +286,16 @@ class Bulkhead(Decorator):
     def _refuse(self, reason: str) -> None:
         self._rejected += 1
         retry_after = self.estimate_wait()
-        emit(
-            RequestShed(
-                name=self.name,
-                source="bulkhead",
-                priority=None,
-                level=reason,
-                retry_after=retry_after,
+        if listening(RequestShed):
+            emit(
+                RequestShed(
+                    name=self.name,
+                    source="bulkhead",
+                    priority=None,
+                    level=reason,
+                    retry_after=retry_after,
+                )
             )
-        )
         raise Overloaded(reason, retry_after, source="bulkhead")
 
     def _leave(self, waiter: _Waiter) -> bool:

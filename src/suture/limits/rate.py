@@ -46,7 +46,7 @@ from suture._config import Seconds, check_clock, check_int, check_name, check_nu
 from suture._decorator import Decorator
 from suture.clock import SYSTEM_CLOCK, Clock, waits_skipped
 from suture.errors import Overloaded
-from suture.events import RequestShed, emit
+from suture.events import LimitPaused, RequestShed, emit, listening
 from suture.limits._baton import Baton
 
 __all__ = [
@@ -278,12 +278,15 @@ class RateLimiter(Decorator):
             raise ValueError(f"until={until!r}: must be a finite time on the limiter's clock")
         until = float(until)
         tat = self._baton.hold()
-        if until > self._pause_end:
+        extended = until > self._pause_end
+        if extended:
             self._pause_end = until
             # The first call after the pause lands at ``until``: tat is one slot
             # short of the full tolerance, so exactly one token is free at ``until``.
             tat = max(tat, until + self._tau - self._interval)
         self._baton.release(tat)
+        if extended and listening(LimitPaused):
+            emit(LimitPaused(name=self.name, seconds=max(0.0, until - self._now())))
 
     def pause(self, seconds: Seconds) -> None:
         """Admit nobody for ``seconds`` from now (an upstream's ``Retry-After``)."""
@@ -313,15 +316,16 @@ class RateLimiter(Decorator):
         if refused:
             # A wait of a hair past the slack is still a slot one interval away at most.
             retry_after = max(wait, 0.0)
-            emit(
-                RequestShed(
-                    name=self.name,
-                    source="rate_limiter",
-                    priority=None,
-                    level="rate limit",
-                    retry_after=retry_after,
+            if listening(RequestShed):
+                emit(
+                    RequestShed(
+                        name=self.name,
+                        source="rate_limiter",
+                        priority=None,
+                        level="rate limit",
+                        retry_after=retry_after,
+                    )
                 )
-            )
             raise Overloaded("rate limit", retry_after, source="rate_limiter")
         return wait, new
 
@@ -546,15 +550,16 @@ class KeyedRateLimiter:
             self._baton.release(None)
         if refused:
             retry_after = max(wait, 0.0)
-            emit(
-                RequestShed(
-                    name=self.name,
-                    source="rate_limiter",
-                    priority=None,
-                    level=f"rate limit for {key!r}",
-                    retry_after=retry_after,
+            if listening(RequestShed):
+                emit(
+                    RequestShed(
+                        name=self.name,
+                        source="rate_limiter",
+                        priority=None,
+                        level=f"rate limit for {key!r}",
+                        retry_after=retry_after,
+                    )
                 )
-            )
             raise Overloaded("rate limit", retry_after, source="rate_limiter")
         return wait, new
 
