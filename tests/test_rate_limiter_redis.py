@@ -175,7 +175,9 @@ def test_redis_killed_and_restarted_mid_run() -> None:
         server.wait()
         admitted = sum(limiter.try_acquire() for _ in range(200))
         assert limiter.degraded
-        assert 0 < admitted <= 51  # local limiting at the last known share: no error
+        # local limiting at the last known share (one worker: the whole burst), plus
+        # what was left of the lease: no error
+        assert 0 < admitted <= 50 + 5
         server = _start_redis(port)
         time.sleep(0.25)
         assert limiter.try_acquire()
@@ -216,10 +218,11 @@ def test_several_processes_share_the_limit(redis_url: str, name: str) -> None:
     admitted = sum(r["admitted"] for r in results)
     allowed = rate * seconds + burst
     assert admitted <= allowed + 3 * 3  # + the leases (burst // 10 each)
-    # Liveness, not accuracy (bench/limits.py --redis measures that: 0.999x): on a
-    # loaded 2-core CI machine a worker descheduled past its lease_ttl drops the
-    # tokens it held, which the cluster then does not admit (less, never more).
-    assert admitted >= 0.75 * allowed
+    # Liveness, not accuracy (bench/limits.py --redis measures that: 0.999x). On a
+    # loaded 2-core machine the workers are descheduled for long stretches: tokens
+    # nobody asked for lapse (a limiter never owes more than its burst), and a lease
+    # held past its lease_ttl is dropped. The cluster then admits less, never more.
+    assert admitted >= 0.5 * allowed
     assert all(r["admitted"] > 0 for r in results)
 
 

@@ -44,7 +44,6 @@ from suture.demo.routes import MAX_CHAOS_LATENCY, install_routes
 from suture.demo.shared import SharedState
 from suture.demo.telemetry import Telemetry
 from suture.demo.traffic import Traffic
-from suture.lastgood import Served
 from suture.pool import PoolMonitor, Priority
 
 if TYPE_CHECKING:  # the redis extra is imported only when Settings.redis_url is set
@@ -207,10 +206,6 @@ class Service:
 
     async def assistance_queue(self, limit: int = 200) -> list[dict[str, Any]]:
         return await self.queue.waiting(limit)
-
-    async def assistance(self, limit: int = 200) -> Served[list[dict[str, Any]]]:
-        """The list and how it was served (stale, with its age, during an outage)."""
-        return await self.queue.waiting_served(limit)
 
     async def respond(self, task_id: int, response: str) -> dict[str, Any]:
         return await self.queue.respond(task_id, response)

@@ -26,7 +26,7 @@ from suture.demo.config import Settings
 from suture.demo.db import DB
 from suture.demo.models import MessageStatus
 from suture.demo.queue import stale_json
-from suture.lastgood import Served
+from suture.lastgood import last_served
 
 __all__ = [
     "MAX_BATCH",
@@ -62,7 +62,6 @@ class Backend(Protocol):
 
     def chaos_limits(self) -> dict[str, float]: ...
     async def assistance_queue(self, limit: int = 200) -> list[dict[str, Any]]: ...
-    async def assistance(self, limit: int = 200) -> Served[list[dict[str, Any]]]: ...
     async def respond(self, task_id: int, response: str) -> dict[str, Any]: ...
     async def capture_spam(self, batch_size: int = 100) -> dict[str, Any]: ...
     async def messages(
@@ -130,18 +129,14 @@ def accepts_stale(cache_control: str | None, age: float) -> bool:
 def _assistance_routes(app: FastAPI, service: Backend) -> None:
     @app.get("/api/manager/assistance")
     async def assistance(request: Request) -> dict[str, Any]:
-        served = await service.assistance()
-        if served.stale and not accepts_stale(request.headers.get("cache-control"), served.age):
-            assert served.error is not None
-            raise served.error  # this client wants the outage told, not an old list
-        body: dict[str, Any] = {
-            "success": True,
-            "requests": served.value,
-            "count": len(served.value),
-        }
-        stale = stale_json(served)
-        if stale is not None:  # the database is down: the last list read, and how old
-            body["stale"] = stale
+        requests = await service.assistance_queue()
+        body: dict[str, Any] = {"success": True, "requests": requests, "count": len(requests)}
+        served = last_served()  # how the queue's LastGood served this very list
+        if served is not None and served.value is requests and served.stale:
+            if not accepts_stale(request.headers.get("cache-control"), served.age):
+                assert served.error is not None
+                raise served.error  # this client wants the outage told, not an old list
+            body["stale"] = stale_json(served)
         return body
 
     @app.post("/api/manager/assistance/{task_id}/respond", response_model=None)
