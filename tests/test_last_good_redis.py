@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from redis_support import CountingRedis
-from suture.contrib.redis_limits import RedisLastGoodStore
+from suture.contrib.redis_lastgood import RedisLastGoodStore
 from suture.lastgood import LastGood
 from suture.testing import FakeClock
 

@@ -26,7 +26,7 @@ CPython; two threads storing at once may leave the table one entry over its
 bound until the next store).
 
 **Several workers.** Give it a ``store`` (:class:`LastGoodStore`; Redis:
-:class:`suture.contrib.redis_limits.RedisLastGoodStore`) and every success is
+:class:`suture.contrib.redis_lastgood.RedisLastGoodStore`) and every success is
 also saved there, in the background (the success path never waits on it),
 as JSON stamped with the wall clock; when a call fails and the store holds a
 newer good answer than this worker's memory (another worker's), that one is

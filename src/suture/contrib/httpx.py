@@ -237,7 +237,7 @@ class ResilientTransport(httpx.BaseTransport, _Base):
     :param clock: for the default retry policy and the breakers.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options of the transport
         self,
         transport: httpx.BaseTransport | None = None,
         *,
@@ -309,7 +309,7 @@ class ResilientTransport(httpx.BaseTransport, _Base):
 class AsyncResilientTransport(httpx.AsyncBaseTransport, _Base):
     """The async twin of :class:`ResilientTransport` (same parameters)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options of the transport
         self,
         transport: httpx.AsyncBaseTransport | None = None,
         *,
@@ -438,7 +438,7 @@ class ResilientClient(httpx.Client):
     transport; every other keyword goes to ``httpx.Client``.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options of the transport it builds
         self,
         *,
         inner: httpx.BaseTransport | None = None,
@@ -491,7 +491,7 @@ class AsyncResilientClient(httpx.AsyncClient):
     """An ``httpx.AsyncClient`` whose transport is an :class:`AsyncResilientTransport`
     (same parameters as :class:`ResilientClient`)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options of the transport it builds
         self,
         *,
         inner: httpx.AsyncBaseTransport | None = None,

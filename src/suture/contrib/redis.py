@@ -1,6 +1,7 @@
 """Breaker state and retry budgets shared through Redis: :class:`RedisBreakerStore`
-and :class:`RedisRetryBudget` (and, from :mod:`suture.contrib.redis_limits`,
-:class:`RedisRateLimiter`, :class:`AsyncRedisRateLimiter`, :class:`RedisLastGoodStore`).
+and :class:`RedisRetryBudget` (and, re-exported from :mod:`suture.contrib.redis_limits` and
+:mod:`suture.contrib.redis_lastgood`, :class:`RedisRateLimiter`,
+:class:`AsyncRedisRateLimiter` and :class:`RedisLastGoodStore`).
 
 Several workers (processes, hosts) that call the same dependency share one
 breaker state: when one of them opens the breaker, the others stop calling
@@ -64,11 +65,8 @@ from suture.clock import SYSTEM_CLOCK, Clock
 
 # Rate limits and last-known-good answers live in their own module (issue 16);
 # re-exported here so that everything Redis is in one place.
-from suture.contrib.redis_limits import (
-    AsyncRedisRateLimiter,
-    RedisLastGoodStore,
-    RedisRateLimiter,
-)
+from suture.contrib.redis_lastgood import RedisLastGoodStore
+from suture.contrib.redis_limits import AsyncRedisRateLimiter, RedisRateLimiter
 from suture.events import logger
 from suture.windows import count_value
 

@@ -1,3 +1,5 @@
+# About 430 lines: the success path, the FIFO queue and its two waits (a thread's lock,
+# a task's future) share one set of slots and must be read together.
 """A bulkhead: at most ``max_concurrent`` calls in flight, at most ``max_queue`` waiting.
 
 One slow dependency must not take every worker thread or every connection

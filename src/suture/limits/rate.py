@@ -1,3 +1,5 @@
+# About 600 lines: RateLimiter and KeyedRateLimiter share the GCRA checks, the reservation
+# model and its cancellation; the keyed one differs only in keeping one tat per key.
 """Rate limits: at most ``rate`` calls per ``period``, with bursts of up to ``burst``.
 
 The algorithm is GCRA (the generic cell rate algorithm of ATM networks, also
