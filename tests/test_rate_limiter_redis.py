@@ -191,21 +191,33 @@ def test_redis_killed_and_restarted_mid_run() -> None:
 def _run_workers(
     redis_url: str, name: str, count: int, rate: float, burst: int, seconds: float, **pause: float
 ) -> list[dict[str, Any]]:
-    start = time.time() + 1.0
-    end = start + seconds
-    env_path = f"{SRC}"
     procs = []
     for i in range(count):
         args = [sys.executable, str(HERE / "rate_worker.py"), redis_url, name]
-        args += [str(rate), str(burst), str(start), str(end)]
-        if "pause_at" in pause:
-            args += [str(start + pause["pause_at"]), "1" if i == 0 else "0"]
+        args += [str(rate), str(burst), "1" if i == 0 and "pause_at" in pause else "0"]
         procs.append(
-            subprocess.Popen(args, stdout=subprocess.PIPE, env={"PYTHONPATH": env_path, "PATH": ""})
+            subprocess.Popen(
+                args,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env={"PYTHONPATH": str(SRC), "PATH": ""},
+            )
         )
+    for proc in procs:  # every worker imported and connected: the clock starts now
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+    start = time.time() + 0.2
+    line = f"{start} {start + seconds}"
+    if "pause_at" in pause:
+        line += f" {start + pause['pause_at']}"
+    for proc in procs:  # to all of them first: each then runs on its own
+        assert proc.stdin is not None
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
     out = []
     for proc in procs:
-        stdout, _ = proc.communicate(timeout=seconds + 30)
+        stdout, _ = proc.communicate(timeout=seconds + 60)
         assert proc.returncode == 0
         out.append(json.loads(stdout))
     return out
@@ -222,15 +234,23 @@ def test_several_processes_share_the_limit(redis_url: str, name: str) -> None:
     # loaded 2-core machine the workers are descheduled for long stretches: tokens
     # nobody asked for lapse (a limiter never owes more than its burst), and a lease
     # held past its lease_ttl is dropped. The cluster then admits less, never more.
-    assert admitted >= 0.5 * allowed
+    assert admitted >= 0.75 * allowed
     assert all(r["admitted"] > 0 for r in results)
 
 
 @pytest.mark.slow
 def test_a_429_pause_in_one_process_stops_the_others(redis_url: str, name: str) -> None:
     results = _run_workers(redis_url, name, 2, 200, 20, 2.5, pause_at=0.8)
-    assert all(r["admitted"] > 100 for r in results)
-    assert [r["during_pause"] for r in results] == [0, 0]
+    pauser, other = results
+    paused_at = pauser["paused_at"]
+    assert paused_at is not None
+    assert all(r["admitted"] > 0 for r in results)
+    # The other process learns of the pause at its next lease: within lease_ttl (0.2 s).
+    # From then until the pause ends nobody is admitted, in either process.
+    quiet = (paused_at + 0.25, paused_at + 0.95)
+    for r in results:
+        assert [t for t in r["admitted_at"] if quiet[0] <= t < quiet[1]] == []
+    assert any(t >= paused_at + 1.0 for t in other["admitted_at"])  # and it resumes
 
 
 async def test_async_flavour(redis_url: str, name: str) -> None:

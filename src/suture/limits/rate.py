@@ -1,5 +1,3 @@
-# About 600 lines: RateLimiter and KeyedRateLimiter share the GCRA checks, the reservation
-# model and its cancellation; the keyed one differs only in keeping one tat per key.
 """Rate limits: at most ``rate`` calls per ``period``, with bursts of up to ``burst``.
 
 The algorithm is GCRA (the generic cell rate algorithm of ATM networks, also
@@ -42,61 +40,22 @@ import math
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
-from suture._config import Seconds, check_clock, check_int, check_name, check_number, check_seconds
+from suture._config import Seconds, check_clock, check_name, check_seconds
 from suture._decorator import Decorator
 from suture.clock import SYSTEM_CLOCK, Clock, waits_skipped
 from suture.errors import Overloaded
 from suture.events import LimitPaused, RequestShed, emit, listening
 from suture.limits._baton import Baton
+from suture.limits._gcra import DEFAULT_MAX_WAIT, SLACK, check_cost, check_rate, check_wait
 
 __all__ = [
     "DEFAULT_MAX_WAIT",
-    "KeyedRateLimiter",
     "RateLimiter",
     "RateLimiterStats",
     "TryAcquire",
 ]
-
-#: How long :meth:`RateLimiter.acquire` waits for a slot unless told otherwise.
-DEFAULT_MAX_WAIT: Final = 10.0
-
-#: Float slack on the admission test, as a fraction of one interval: ``0.1 + 0.2``
-#: is not ``0.3``, and a call exactly on its slot must not be refused for it.
-_SLACK: Final = 1e-9
-
-
-def _check_rate(rate: float, period: Seconds, burst: int | None) -> tuple[float, float, int]:
-    """``(interval, period, burst)`` from a limiter's options, or an error naming the option."""
-    rate_f = check_number("rate", rate, positive=True)
-    period_f = check_seconds("period", period, positive=True)
-    if burst is None:
-        burst = max(1, math.ceil(rate_f))
-    check_int("burst", burst, minimum=1)
-    interval = period_f / rate_f
-    if not (math.isfinite(interval) and interval > 0):
-        raise ValueError(
-            f"rate={rate!r}, period={period!r}: one call every {interval!r}s is not a usable "
-            "interval (must be a finite number of seconds greater than 0)"
-        )
-    return interval, period_f, burst
-
-
-def _check_cost(cost: int, burst: int) -> int:
-    check_int("cost", cost, minimum=1)
-    if cost > burst:
-        raise ValueError(
-            f"cost={cost!r}: must be at most burst={burst} (a call that needs more tokens "
-            "than the limiter ever holds could never be admitted)"
-        )
-    return cost
-
-
-def _check_wait(max_wait: Seconds | None, default: float) -> float:
-    if max_wait is None:
-        return default
-    return check_seconds("max_wait", max_wait, allow_inf=True)
 
 
 def _make_try_acquire(
@@ -124,7 +83,7 @@ def _make_try_acquire(
         if cost == 1:
             step = interval
         else:
-            _check_cost(cost, burst)
+            check_cost(cost, burst)
             step = interval * cost
         try:
             tat = take()  # the baton carries the state: holding it is reading it
@@ -217,7 +176,7 @@ class RateLimiter(Decorator):
         name: str = "rate",
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        interval, period_f, burst_i = _check_rate(rate, period, burst)
+        interval, period_f, burst_i = check_rate(rate, period, burst)
         check_name("name", name)
         self.rate = float(rate)
         self.period = period_f
@@ -228,7 +187,7 @@ class RateLimiter(Decorator):
         self._now = self._clock.now
         self._interval = interval
         # The slack is folded into tau once, so the hot path compares two floats.
-        self._tau = burst_i * interval + interval * _SLACK
+        self._tau = burst_i * interval + interval * SLACK
         # The whole GCRA state, the theoretical arrival time, travels with the baton.
         self._baton: Baton[float] = Baton(-math.inf)
         self._pause_end = -math.inf
@@ -350,8 +309,8 @@ class RateLimiter(Decorator):
         its ``retry_after`` says when they will be there.
         """
         if cost != 1:
-            _check_cost(cost, self.burst)
-        budget = _check_wait(max_wait, self.max_wait)
+            check_cost(cost, self.burst)
+        budget = check_wait(max_wait, self.max_wait)
         start = self._now()
         while True:
             wait, ticket = self._reserve(cost, budget)
@@ -372,8 +331,8 @@ class RateLimiter(Decorator):
         """:meth:`acquire` for ``async`` code: the wait is an ``await``; cancelling it
         gives the slot back."""
         if cost != 1:
-            _check_cost(cost, self.burst)
-        budget = _check_wait(max_wait, self.max_wait)
+            check_cost(cost, self.burst)
+        budget = check_wait(max_wait, self.max_wait)
         start = self._now()
         while True:
             wait, ticket = self._reserve(cost, budget)
@@ -436,198 +395,3 @@ class RateLimiter(Decorator):
             return await fn(*args, **kwargs)
 
         return wrapper
-
-
-def _check_key(key: object) -> str:
-    if not isinstance(key, str):
-        raise TypeError(
-            f"key={key!r}: expected a string (a client id, a tenant), got {type(key).__name__}"
-        )
-    return key
-
-
-class KeyedRateLimiter:
-    """One rate limit per key (per client, per tenant), in bounded memory.
-
-    Every key gets its own ``rate`` per ``period`` with bursts of ``burst``;
-    the keys share one table of at most ``max_keys`` entries. A key whose
-    limiter is full again (its ``tat`` in the past) holds no information, so
-    such keys are dropped as the table is used, oldest first; if ``max_keys``
-    keys are all busy at once, the least recently admitted one is forgotten
-    (it starts again with a full burst: size ``max_keys`` for the number of
-    clients active within one ``burst * period / rate``).
-
-    >>> per_client = KeyedRateLimiter(5, period=1.0, burst=5)
-    >>> per_client.try_acquire("client-42")
-    True
-    """
-
-    __slots__ = (
-        "_baton",
-        "_clock",
-        "_interval",
-        "_now",
-        "_tats",
-        "_tau",
-        "burst",
-        "max_keys",
-        "max_wait",
-        "name",
-        "period",
-        "rate",
-    )
-
-    #: Idle keys examined (and dropped when idle) per admission: keeps the table
-    #: proportional to the keys in use without a sweep thread.
-    _SWEEP: Final = 2
-
-    def __init__(
-        self,
-        rate: float,
-        period: Seconds = 1.0,
-        *,
-        burst: int | None = None,
-        max_keys: int = 100_000,
-        max_wait: Seconds = DEFAULT_MAX_WAIT,
-        name: str = "rate",
-        clock: Clock = SYSTEM_CLOCK,
-    ) -> None:
-        interval, period_f, burst_i = _check_rate(rate, period, burst)
-        check_name("name", name)
-        self.rate = float(rate)
-        self.period = period_f
-        self.burst = burst_i
-        self.max_keys = check_int("max_keys", max_keys, minimum=1)
-        self.max_wait = check_seconds("max_wait", max_wait, allow_inf=True)
-        self.name = name
-        self._clock = check_clock(clock)
-        self._now = self._clock.now
-        self._interval = interval
-        self._tau = burst_i * interval + interval * _SLACK
-        # Insertion order is last-admission order: a key is moved to the end when used.
-        self._tats: dict[str, float] = {}
-        self._baton: Baton[None] = Baton(None)
-
-    def __repr__(self) -> str:
-        return (
-            f"KeyedRateLimiter({self.rate:g}, period={self.period:g}, burst={self.burst}, "
-            f"keys={len(self._tats)}/{self.max_keys})"
-        )
-
-    def __len__(self) -> int:
-        """Keys currently remembered (never more than ``max_keys``)."""
-        return len(self._tats)
-
-    def _sweep(self, now: float) -> None:
-        """Drop a few idle keys from the old end; make room when the table is full."""
-        tats = self._tats
-        for _ in range(self._SWEEP):
-            if not tats:
-                return
-            oldest = next(iter(tats))
-            if tats[oldest] > now:
-                break
-            del tats[oldest]
-        while len(tats) >= self.max_keys:
-            del tats[next(iter(tats))]
-
-    def _reserve(self, key: str, cost: int, budget: float) -> tuple[float, float]:
-        step = self._interval * cost
-        self._baton.hold()
-        try:
-            now = self._now()
-            tats = self._tats
-            tat = tats.pop(key, -math.inf)
-            new = (tat if tat > now else now) + step
-            wait = new - now - self._tau
-            if wait > budget:
-                if tat > now:
-                    tats[key] = tat
-                refused = True
-            else:
-                refused = False
-                self._sweep(now)
-                tats[key] = new
-        finally:
-            self._baton.release(None)
-        if refused:
-            retry_after = max(wait, 0.0)
-            if listening(RequestShed):
-                emit(
-                    RequestShed(
-                        name=self.name,
-                        source="rate_limiter",
-                        priority=None,
-                        level=f"rate limit for {key!r}",
-                        retry_after=retry_after,
-                    )
-                )
-            raise Overloaded("rate limit", retry_after, source="rate_limiter")
-        return wait, new
-
-    def try_acquire(self, key: str, cost: int = 1) -> bool:
-        """Take ``cost`` tokens from ``key``'s limiter if it has them now; never waits."""
-        _check_key(key)
-        if cost != 1:
-            _check_cost(cost, self.burst)
-        step = self._interval * cost
-        self._baton.hold()
-        try:
-            now = self._now()
-            tats = self._tats
-            tat = tats.pop(key, -math.inf)
-            new = (tat if tat > now else now) + step
-            if new - now > self._tau:
-                tats[key] = tat  # refused: the key stays, at the young end (it is in use)
-                return False
-            self._sweep(now)
-            tats[key] = new
-            return True
-        finally:
-            self._baton.release(None)
-
-    def _give_back(self, key: str, ticket: float, cost: int) -> None:
-        self._baton.hold()
-        if self._tats.get(key) == ticket:
-            self._tats[key] = ticket - self._interval * cost
-        self._baton.release(None)
-
-    def acquire(self, key: str, cost: int = 1, *, max_wait: Seconds | None = None) -> None:
-        """Take ``cost`` tokens from ``key``'s limiter, waiting up to ``max_wait``.
-
-        Waiters on one key are served in arrival order; :class:`suture.Overloaded`
-        at once when the wait would be longer than ``max_wait``.
-        """
-        _check_key(key)
-        if cost != 1:
-            _check_cost(cost, self.burst)
-        wait, ticket = self._reserve(key, cost, _check_wait(max_wait, self.max_wait))
-        if wait <= 0 or waits_skipped():
-            return
-        try:
-            self._clock.sleep(wait)
-        except BaseException:
-            self._give_back(key, ticket, cost)
-            raise
-
-    async def aacquire(self, key: str, cost: int = 1, *, max_wait: Seconds | None = None) -> None:
-        """:meth:`acquire` for ``async`` code; cancelling the wait gives the slot back."""
-        _check_key(key)
-        if cost != 1:
-            _check_cost(cost, self.burst)
-        wait, ticket = self._reserve(key, cost, _check_wait(max_wait, self.max_wait))
-        if wait <= 0 or waits_skipped():
-            return
-        try:
-            await self._clock.asleep(wait)
-        except BaseException:
-            self._give_back(key, ticket, cost)
-            raise
-
-    def available(self, key: str) -> float:
-        """Tokens ``key`` could take right now."""
-        _check_key(key)
-        now = self._now()
-        tat = self._tats.get(key, -math.inf)
-        free = self.burst - (max(tat, now) - now) / self._interval
-        return max(0.0, min(float(self.burst), free))
