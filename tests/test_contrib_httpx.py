@@ -135,11 +135,17 @@ def test_retry_after_as_http_date(clock: FakeClock) -> None:
     assert clock.sleeps == [5.0]
 
 
-def test_retry_after_is_capped_by_max_delay(clock: FakeClock) -> None:
+def test_retry_after_longer_than_max_delay_ends_the_retries(clock: FakeClock) -> None:
+    # The server asked for an hour: retrying after max_delay (10 s) would knock early.
     server = Server(busy("3600"), httpx.Response(200, json={}))
     with client(server, clock) as c:
-        c.get("http://api.test/")
-    assert clock.sleeps == [10.0]
+        response = c.get("http://api.test/")
+        outcome = c.fetch("GET", "http://api.test/")
+    assert response.status_code == 503
+    assert response.extensions[OUTCOME_KEY].retry_after == 3600.0
+    assert (outcome.ok, outcome.retry_after, outcome.attempts) == (True, None, 1)
+    assert clock.sleeps == []
+    assert server.calls == 2
 
 
 def test_gives_up_after_the_attempts_and_returns_the_last_answer(clock: FakeClock) -> None:

@@ -107,8 +107,16 @@ CASES = [
         sleeps=[5.0],
     ),
     Case(
-        "Retry-After clamped to max_delay",
+        "Retry-After longer than max_delay gives up at once",
         [http_error(429, {"Retry-After": "120"}), "ok"],
+        NO_JITTER,
+        raises=httpx.HTTPStatusError,
+        calls=1,
+        sleeps=[],
+    ),
+    Case(
+        "Retry-After equal to max_delay is waited",
+        [http_error(429, {"Retry-After": "8"}), "ok"],
         NO_JITTER,
         result="ok",
         calls=2,

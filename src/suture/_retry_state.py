@@ -26,6 +26,7 @@ _REASONS = {
     "attempts": "all attempts used",
     "deadline": "the next wait would end at or past the deadline",
     "budget": "the retry budget is empty",
+    "retry_after": "the server asked for a longer wait than max_delay",
 }
 
 
@@ -64,7 +65,11 @@ class CallState:
         delay = policy._backoff.delay(self.attempt, self.previous, policy.rand)
         hinted = retry_after(exc, now=clock.wall())
         if hinted is not None:
-            delay = min(hinted, policy.max_delay)
+            if hinted > policy.max_delay:
+                # Retry-After wins: never knock earlier than the server asked. A wait
+                # longer than the policy allows ends the retries (the error keeps it).
+                return self._give_up(exc, elapsed, "retry_after")
+            delay = hinted
         # A wait that ends at the deadline would start an attempt with no time left
         # (in async code, cancelled at once, its TimeoutError replacing the real error).
         if policy.deadline is not None and elapsed + delay >= policy.deadline:

@@ -111,7 +111,8 @@ class RetryGaveUp(Event):
     """A retry policy stopped and the error propagates.
 
     ``reason`` is ``"attempts"`` (all attempts used), ``"deadline"`` (the next
-    wait would end past the deadline), ``"budget"`` (the retry budget is empty).
+    wait would end past the deadline), ``"budget"`` (the retry budget is empty),
+    ``"retry_after"`` (the server's Retry-After is longer than ``max_delay``).
     A non-transient error is not an event: it is simply raised.
     """
 

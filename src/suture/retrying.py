@@ -113,7 +113,9 @@ class Retry(Decorator):
     :param attempts: total tries, the first included (>= 1). ``policy.attempts``
         compares equal to this number and, called, starts the block form.
     :param initial_delay: the first wait, in seconds or as a ``timedelta``.
-    :param max_delay: the cap on any wait, Retry-After included.
+    :param max_delay: the cap on any backoff wait. A server's Retry-After sets the
+        wait instead; one longer than ``max_delay`` ends the retries at once (the
+        error propagates with its ``retry_after``): never retry earlier than asked.
     :param multiplier: growth per wait (>= 1).
     :param jitter: ``"none"``, ``"full"``, ``"equal"`` or ``"decorrelated"``.
     :param deadline: the whole call, waits included, never runs past this many

@@ -10,7 +10,9 @@ Install with the ``http`` extra. Two layers, sync and async alike:
   Each request runs, outer to inner: the retry policy, the circuit breaker of
   its host, the timeout, the call. Transient failures (connection errors,
   timeouts, 408/425/429/5xx) are retried with backoff and full jitter; a
-  ``Retry-After`` header sets the wait (capped by the policy's ``max_delay``);
+  ``Retry-After`` (header, or the body's ``retryAfter``) sets the wait, and one
+  longer than the policy's ``max_delay``, or ending past its deadline, ends the
+  retries at once: the last answer comes back, its ``retry_after`` saying when;
   4xx answers are returned at once and never count against the breaker. Only
   idempotent methods are retried (GET, HEAD, OPTIONS, PUT, DELETE), POST and
   PATCH only when the request carries an ``Idempotency-Key`` header, when the
@@ -25,8 +27,12 @@ Install with the ``http`` extra. Two layers, sync and async alike:
 
 * :class:`ResilientClient` / :class:`AsyncResilientClient` are ``httpx.Client``
   and ``httpx.AsyncClient`` with that transport built in, plus ``fetch()``,
-  which never raises and returns the validated :class:`suture.Outcome`.
+  which never raises and returns the validated :class:`suture.Outcome`, whose
+  ``attempts`` is the number of calls made (0 when a breaker refused at once).
 """
+
+# Over ~400 lines because the sync and async twins (transport, client) must stay
+# side by side to stay alike; every decision is in _Base, written once.
 
 from __future__ import annotations
 
@@ -80,6 +86,8 @@ ATTEMPTS_KEY: Final = "suture.attempts"
 """Where every response carries the number of attempts that produced it."""
 RETRY_KEY: Final = "suture.retry"
 """Request extension: ``True`` retries this request whatever its method, ``False`` never."""
+_CALLS_KEY: Final = "suture.calls"
+"""Request extension set by ``fetch()``: a :class:`_Calls` counting the calls made."""
 
 _DROPPED_HEADERS: Final = ("content-encoding", "content-length", "transfer-encoding")
 
@@ -99,6 +107,29 @@ class RetryableResponse(ResponseError):
             outcome=outcome,
         )
         self.response = response
+
+
+class _Calls:
+    """How many calls the transport made for one ``fetch()`` (an outcome built from an
+    exception or an open breaker has no response to carry the count)."""
+
+    __slots__ = ("made",)
+
+    def __init__(self) -> None:
+        self.made = 0
+
+
+def _count_call(request: httpx.Request) -> None:
+    calls = request.extensions.get(_CALLS_KEY)
+    if isinstance(calls, _Calls):
+        calls.made += 1
+
+
+def _counted(kwargs: dict[str, Any]) -> tuple[_Calls, dict[str, Any]]:
+    calls = _Calls()
+    extensions = dict(kwargs.get("extensions") or {})
+    extensions[_CALLS_KEY] = calls
+    return calls, {**kwargs, "extensions": extensions}
 
 
 class _Base:
@@ -292,6 +323,7 @@ class ResilientTransport(httpx.BaseTransport, _Base):
         raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover
 
     def _send(self, request: httpx.Request) -> httpx.Response:
+        _count_call(request)
         response = self.transport.handle_request(request)
         if response.status_code < 400:
             return response
@@ -360,6 +392,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport, _Base):
         raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
+        _count_call(request)
         response = await self.transport.handle_async_request(request)
         if response.status_code < 400:
             return response
@@ -397,19 +430,26 @@ def outcome_of(
     return with_attempts(outcome, attempts) if isinstance(attempts, int) else outcome
 
 
-def _breaker_outcome(exc: BreakerOpen, url: str) -> Outcome:
-    return Outcome(
-        ok=False,
-        status=None,
-        error=f"the service is unavailable (circuit {exc.name} is open)",
-        retry_after=exc.retry_after,
-        transient=False,
-        url=url,
-    )
+def _failed_outcome(exc: Exception, url: str, calls: _Calls) -> Outcome:
+    """The outcome of a request that ended in an error: an open breaker, our own rate
+    limit or the network; ``attempts`` is the number of calls made (0: none)."""
+    if isinstance(exc, Overloaded):
+        return with_attempts(_overloaded_outcome(exc, url), calls.made)
+    if isinstance(exc, BreakerOpen):
+        return Outcome(
+            ok=False,
+            status=None,
+            error=f"the service is unavailable (circuit {exc.name} is open)",
+            retry_after=exc.retry_after,
+            transient=False,
+            url=url,
+            attempts=calls.made,
+        )
+    return with_attempts(outcome_from_exception(exc, url=url), calls.made)
 
 
 def _overloaded_outcome(exc: Overloaded, url: str) -> Outcome:
-    """A refusal by our own rate limit: nothing was sent."""
+    """A refusal by our own rate limit: nothing more was sent."""
     return Outcome(
         ok=False,
         status=None,
@@ -476,14 +516,11 @@ class ResilientClient(httpx.Client):
     ) -> Outcome:
         """Send a request and return its validated :class:`suture.Outcome`; never raises
         for a failed request (an open breaker and network errors become outcomes)."""
+        calls, kwargs = _counted(kwargs)
         try:
             response = self.request(method, url, **kwargs)
-        except BreakerOpen as exc:
-            return _breaker_outcome(exc, str(url))
-        except Overloaded as exc:
-            return _overloaded_outcome(exc, str(url))
-        except httpx.HTTPError as exc:
-            return outcome_from_exception(exc, url=str(url))
+        except (BreakerOpen, Overloaded, httpx.HTTPError) as exc:
+            return _failed_outcome(exc, str(url), calls)
         return outcome_of(response, expect=expect, schema=schema, clock=self.resilient.clock)
 
 
@@ -528,14 +565,11 @@ class AsyncResilientClient(httpx.AsyncClient):
         **kwargs: Any,
     ) -> Outcome:
         """The async :meth:`ResilientClient.fetch`."""
+        calls, kwargs = _counted(kwargs)
         try:
             response = await self.request(method, url, **kwargs)
-        except BreakerOpen as exc:
-            return _breaker_outcome(exc, str(url))
-        except Overloaded as exc:
-            return _overloaded_outcome(exc, str(url))
-        except httpx.HTTPError as exc:
-            return outcome_from_exception(exc, url=str(url))
+        except (BreakerOpen, Overloaded, httpx.HTTPError) as exc:
+            return _failed_outcome(exc, str(url), calls)
         found = response.extensions.get(OUTCOME_KEY)
         if isinstance(found, Outcome):
             return found
