@@ -299,7 +299,8 @@ def test_transient_then_success(page: Any, server: tuple[str, State]) -> None:
 
 def test_retry_after_header_sets_the_delay(page: Any, server: tuple[str, State]) -> None:
     _, state = server
-    result = fetch(page, "/api/busy", {"attempts": 2})
+    # maxDelay 1000 ms: a Retry-After longer than maxDelay would end the retries instead
+    result = fetch(page, "/api/busy", {"attempts": 2, "maxDelay": 1000})
     assert [r["delay"] for r in result["retries"]] == [1000]  # the header, not the body's 30
     outcome = result["outcome"]
     assert (outcome["error"], outcome["retryAfter"], outcome["attempts"]) == ("Service busy", 1, 2)

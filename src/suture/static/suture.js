@@ -13,17 +13,20 @@
 // 5xx), only for idempotent requests (GET, HEAD, OPTIONS, PUT, DELETE, or any
 // request carrying an Idempotency-Key header, or with retryUnsafe: true), at
 // most `attempts` times in all (default 3, never more than 10), with exponential
-// backoff and full jitter, honouring Retry-After, within one overall deadline,
-// each attempt with its own timeout. Server text is only ever plain text: put
+// backoff and full jitter, within one overall deadline, each attempt with its own
+// timeout. A Retry-After (header, or the body's retryAfter) sets the wait; one
+// longer than maxDelay, or ending past the deadline, ends the retries at once and
+// the outcome's retryAfter says when to come back: never knock earlier than the
+// server asked (the rule of Python's suture.Retry). The outcome's `attempts` is
+// the number of calls made (0 when none was). Server text is only ever plain text: put
 // it in the page with textContent (renderError does), never innerHTML.
 
 export const DEFAULTS = Object.freeze({
   attempts: 3, // tries in all, the first included
   baseDelay: 500, // ms: the first backoff cap
-  maxDelay: 8000, // ms: the cap on any backoff
+  maxDelay: 8000, // ms: the cap on any backoff, and the longest Retry-After waited for
   timeout: 10000, // ms: each attempt
   deadline: 30000, // ms: the whole call, waits included
-  maxRetryAfter: 60, // s: a longer Retry-After ends the retries (the outcome says how long)
   maxErrorBytes: 65536, // bytes of an error body that are read at most
   expect: "json", // "json" | "text" | "auto"
 });
@@ -398,8 +401,9 @@ function finiteOr(value, fallback, lo, hi) {
  *   { ok, status, data, error, retryAfter, transient, snippet, contentType, url, attempts }
  *
  * options: every fetch() option (method, headers, body, credentials, signal...), plus
- *   attempts (3; at most 10), baseDelay (500 ms), maxDelay (8000 ms), timeout (10000 ms
- *   per attempt), deadline (30000 ms for the whole call), maxRetryAfter (60 s),
+ *   attempts (3; at most 10), baseDelay (500 ms), maxDelay (8000 ms: the backoff cap and
+ *   the longest Retry-After waited for), timeout (10000 ms per attempt), deadline
+ *   (30000 ms for the whole call),
  *   expect ("json" | "text" | "auto"), maxErrorBytes (65536), retryUnsafe (false),
  *   onRetry({ attempt, attempts, delay, outcome }): called before each wait;
  *   `attempt` is the attempt that just failed, `delay` the wait in ms,
@@ -414,7 +418,7 @@ export async function sutureFetch(url, options = {}) {
     maxDelay: maxOpt,
     timeout: timeoutOpt,
     deadline: deadlineOpt,
-    maxRetryAfter: maxRetryAfterOpt,
+    maxRetryAfter: _removed, // maxDelay is the one limit now; kept out of fetch()'s options
     expect = DEFAULTS.expect,
     maxErrorBytes = DEFAULTS.maxErrorBytes,
     retryUnsafe = false,
@@ -430,7 +434,6 @@ export async function sutureFetch(url, options = {}) {
   const maxDelay = finiteOr(maxOpt ?? DEFAULTS.maxDelay, DEFAULTS.maxDelay, 0, 3600e3);
   const timeout = finiteOr(timeoutOpt ?? DEFAULTS.timeout, DEFAULTS.timeout, 1, 3600e3);
   const deadline = finiteOr(deadlineOpt ?? DEFAULTS.deadline, DEFAULTS.deadline, 1, 24 * 3600e3);
-  const maxRetryAfter = finiteOr(maxRetryAfterOpt ?? DEFAULTS.maxRetryAfter, DEFAULTS.maxRetryAfter, 0, MAX_RETRY_AFTER);
   const method = String(init.method || "GET").toUpperCase();
   const retryable =
     retryUnsafe || IDEMPOTENT.has(method) || Boolean(headerValue(init.headers, "idempotency-key"));
@@ -459,6 +462,10 @@ export async function sutureFetch(url, options = {}) {
         }
       }
     }
+    if (userSignal && userSignal.aborted) {
+      // cancelled before this call: no call is made, none is counted
+      return makeOutcome({ url: href, attempts: attempt - 1, error: "The request was cancelled." });
+    }
     const remaining = deadline - (Date.now() - started);
     outcome = await oneAttempt(fetchImpl, href, init, {
       expect,
@@ -474,8 +481,10 @@ export async function sutureFetch(url, options = {}) {
     if (userSignal && userSignal.aborted) return outcome;
     let delay;
     if (typeof outcome.retryAfter === "number") {
-      if (outcome.retryAfter > maxRetryAfter) return outcome; // the page can say "try again in N s"
+      // Retry-After wins: a wait longer than maxDelay ends the retries (the page can
+      // say "try again in N s"); never knock earlier than the server asked.
       delay = outcome.retryAfter * 1000;
+      if (delay > maxDelay) return outcome;
     } else {
       const cap = Math.min(maxDelay, baseDelay * 2 ** (attempt - 1));
       delay = random() * cap; // full jitter
