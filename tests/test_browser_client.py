@@ -507,3 +507,48 @@ def test_body_retry_after_agrees_with_python(page: Any) -> None:
     ]
     assert got == expected
     assert expected == [None, None, 1000, 7, 0, 12.5, None, None]
+
+
+def test_attempts_are_the_calls_made_in_every_path(page: Any) -> None:
+    # Each path of sutureFetch with a counting fetch: `attempts` must equal the calls made.
+    result = page.evaluate(
+        """async () => {
+            const json = {"content-type": "application/json"};
+            const paths = {
+                ok: [() => new Response("{}", {status: 200, headers: json})],
+                retried: [() => new Response("{}", {status: 503, headers: json}),
+                          () => new Response("{}", {status: 200, headers: json})],
+                exhausted: [() => new Response("{}", {status: 503, headers: json})],
+                network: [() => Promise.reject(new TypeError("Failed to fetch"))],
+                notRetried: [() => new Response("{}", {status: 404, headers: json})],
+                longRetryAfter: [() => new Response("{}", {status: 503,
+                                  headers: {...json, "retry-after": "3600"}})],
+            };
+            const out = {};
+            for (const [name, answers] of Object.entries(paths)) {
+                let calls = 0;
+                const outcome = await window.suture.sutureFetch("/api/x", {
+                    baseDelay: 1, maxDelay: 2,
+                    fetch: () => answers[Math.min(calls++, answers.length - 1)](),
+                });
+                out[name] = [outcome.attempts, calls];
+            }
+            const cancelled = new AbortController();
+            cancelled.abort();
+            let calls = 0;
+            const outcome = await window.suture.sutureFetch("/api/x", {
+                signal: cancelled.signal, fetch: () => { calls += 1; return Promise.reject(); },
+            });
+            out.cancelledBefore = [outcome.attempts, calls];
+            return out;
+        }"""
+    )
+    assert result == {
+        "ok": [1, 1],
+        "retried": [2, 2],
+        "exhausted": [3, 3],
+        "network": [3, 3],
+        "notRetried": [1, 1],
+        "longRetryAfter": [1, 1],
+        "cancelledBefore": [0, 0],
+    }

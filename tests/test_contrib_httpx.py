@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from suture import BreakerOpen, Outcome, Retry
+from suture import BreakerOpen, Outcome, Retry, avalidate_response
 from suture.breaker import BreakerState, CircuitBreaker
 from suture.contrib.httpx import (
     OUTCOME_KEY,
@@ -444,3 +444,95 @@ async def test_a_compressed_error_body_is_inflated_only_up_to_the_limit(
         assert outcome_of(response).error == "Zipped outage"
         assert outcome_of(response).attempts == 2
     assert peak < 4 * 1024 * 1024  # two attempts, never the 40 MB inside
+
+
+# --- Outcome.attempts is the number of calls made, in every path of fetch() -----------------
+
+
+def refused() -> httpx.ConnectError:
+    return httpx.ConnectError("connection refused")
+
+
+ATTEMPT_PATHS: dict[str, tuple[Callable[[], list[httpx.Response | Exception]], int]] = {
+    "success at once": (lambda: [httpx.Response(200, json={})], 1),
+    "answer retried, then ok": (lambda: [busy("1"), httpx.Response(200, json={})], 2),
+    "answers retried to the end": (lambda: [busy("1")], 3),
+    "network error, then ok": (lambda: [refused(), httpx.Response(200, json={})], 2),
+    "network errors to the end": (lambda: [refused()], 3),
+    "timeouts to the end": (lambda: [httpx.ReadTimeout("slow")], 3),
+    "client error, not retried": (lambda: [httpx.Response(404, json={})], 1),
+}
+
+
+@pytest.mark.parametrize("path", list(ATTEMPT_PATHS))
+async def test_fetch_attempts_are_the_calls_made(mode: str, clock: FakeClock, path: str) -> None:
+    answers, calls = ATTEMPT_PATHS[path]
+    server = Server(*answers())  # fresh responses: a read one cannot be sent again
+    async with Either(mode, server, clock, breaker=None) as c:
+        outcome = await c.fetch("GET", "http://api.test/")
+    assert server.calls == calls
+    assert outcome.attempts == calls
+
+
+async def test_fetch_attempts_after_network_errors_on_an_unretried_method(
+    mode: str, clock: FakeClock
+) -> None:
+    server = Server(refused())
+    async with Either(mode, server, clock, breaker=None) as c:
+        outcome = await c.fetch("POST", "http://api.test/", json={})
+    assert (server.calls, outcome.attempts, outcome.transient) == (1, 1, True)
+
+
+async def test_fetch_attempts_zero_when_the_breaker_refuses_before_any_call(
+    mode: str, clock: FakeClock
+) -> None:
+    server = Server(refused())
+    breaker = CircuitBreaker("api", failure_threshold=1, reset_timeout=60.0, clock=clock)
+    breaker.force_open()
+    async with Either(mode, server, clock, breaker=breaker) as c:
+        outcome = await c.fetch("GET", "http://api.test/")
+    assert server.calls == 0
+    assert (outcome.ok, outcome.attempts, outcome.retry_after) == (False, 0, 60.0)
+    assert "circuit api is open" in (outcome.error or "")
+
+
+async def test_fetch_attempts_when_the_breaker_opens_between_retries(
+    mode: str, clock: FakeClock
+) -> None:
+    server = Server(refused())
+    options = {"failure_threshold": 2, "reset_timeout": 60.0}
+    async with Either(mode, server, clock, breaker_options=options) as c:
+        outcome = await c.fetch("GET", "http://api.test/")
+    assert server.calls == 2  # the third attempt was refused by the breaker
+    assert (outcome.attempts, outcome.status) == (2, None)
+
+
+class _AsyncOnlyStream(httpx.AsyncByteStream):
+    """A body only an async client can release (as a real async connection's is)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b""
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("status", [204, 205, 304])
+async def test_async_no_content_stream_is_released(clock: FakeClock, status: int) -> None:
+    # The sync close() that avalidate_response used here is refused by an async stream
+    # (RuntimeError, swallowed): the connection was never given back to the pool.
+    streams: list[_AsyncOnlyStream] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        streams.append(_AsyncOnlyStream())
+        return httpx.Response(status, stream=streams[-1])
+
+    async with AsyncResilientClient(inner=httpx.MockTransport(handle), clock=clock) as c:
+        response = await c.send(c.build_request("GET", "http://api.test/"), stream=True)
+        outcome = await avalidate_response(response, emit_events=False)
+    assert (outcome.ok, outcome.status) == (True, status)
+    assert response.is_closed
+    assert streams[0].closed
