@@ -381,7 +381,8 @@ def test_no_html_injection(page: Any, path: str) -> None:
     assert text["children"] == 0
     assert text["pwned"] == 0
     assert "<img" not in text["text"] and "<script" not in text["text"]
-    assert text["text"] in ("Broken", "bad input")
+    # the escaped "&lt;b&gt;" of the title keeps its word, as a look-alike (issue 17)
+    assert text["text"] in ("Broken \u2039b\u203a", "bad input")
 
 
 def test_render_error_hint_and_fallback(page: Any) -> None:

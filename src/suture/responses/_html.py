@@ -8,6 +8,7 @@ expressions, and bounded however hostile the page: see ``docs/responses.md``,
 from __future__ import annotations
 
 import codecs
+import re
 import unicodedata
 from html.parser import HTMLParser
 from typing import Final
@@ -23,6 +24,7 @@ __all__ = [
     "clean_text",
     "decode",
     "first_line",
+    "plain_line",
     "text_snippet",
 ]
 
@@ -186,15 +188,18 @@ class ErrorPage(HTMLParser):
 
     @property
     def message(self) -> str:
+        """The title, else the first h1, as one line of text: tags met inside them were
+        dropped by the tokenizer, entities decoded; what the decoding made is text
+        and stays, in look-alikes (:func:`plain_line`), never read as markup again."""
         for parts in (self.title, self.h1):
-            text = " ".join("".join(parts).split())
-            if text:
-                return text
+            line = plain_line("".join(parts))
+            if line:
+                return line
         return ""
 
     @property
     def snippet(self) -> str:
-        return clean_text(" ".join(self.text), limit=SNIPPET_LIMIT)
+        return plain_line(" ".join(self.text), limit=SNIPPET_LIMIT)
 
     def _enough(self) -> bool:
         return (self._title_done or self._h1_done) and self._text_len >= self._snippet_limit
@@ -273,32 +278,54 @@ def _strip_tags(text: str) -> str:
     return "".join(parser.parts)
 
 
-def _starts_tag(text: str, i: int) -> bool:
-    nxt = text[i + 1 : i + 2]
-    return bool(nxt) and (nxt.isalpha() or nxt in "/!?")
-
-
 _DROPPED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+# What would open a tag, a comment or a declaration: "<" and an ASCII letter, "/",
+# "!" or "?" (the HTML tokenizer's rule). The same pattern is in suture.js.
+_TAG_START: Final = re.compile(r"<[A-Za-z/!?]")
+# Such a "<" and what follows it up to the ">" that would close it, if any.
+_TAG_LIKE: Final = re.compile(r"<([A-Za-z/!?][^<>]*)(>?)")
+_LOOK_ALIKE_OPEN: Final = "\u2039"  # ‹ SINGLE LEFT-POINTING ANGLE QUOTATION MARK
+_LOOK_ALIKE_CLOSE: Final = "\u203a"  # › SINGLE RIGHT-POINTING ANGLE QUOTATION MARK
 
 
 def clean_text(text: str, *, limit: int = ERROR_LIMIT) -> str:
-    """One line of plain text, at most ``limit`` characters.
+    """Markup (or text) in, one line of plain text out: at most ``limit`` characters.
 
-    Tags, scripts and styles are dropped (by the HTML tokenizer), entities
-    decoded, control and format characters removed, whitespace collapsed; a
-    longer text ends with "…".
+    Read once by the HTML tokenizer: tags, scripts and styles dropped, entities
+    decoded. Then the text is never read as markup again: it goes through
+    :func:`plain_line`, so ``"Tom &amp; Jerry&#39;s &lt;API&gt; is down"``
+    becomes ``"Tom & Jerry's \u2039API\u203a is down"``: the words kept, no markup.
     """
     if not text:
         return ""
-    text = _drop_controls(text[: limit * 8])
-    if _has_tag(text):
-        text = _drop_controls(_strip_tags(text))  # decoded entities may hold controls too
-    text = " ".join(text.split())
-    if _has_tag(text):  # what the tokenizer left as text must not look like markup either
-        text = _neutralise(text)
+    text = text[: limit * 8]
+    if "&" in text or _TAG_START.search(text):
+        text = _strip_tags(_drop_controls(text))
+    return plain_line(text, limit=limit)
+
+
+def plain_line(text: str, *, limit: int = ERROR_LIMIT) -> str:
+    """Text in (already decoded: a page's title, a tokenizer's text), one line out.
+
+    Control and format characters removed, whitespace collapsed, at most
+    ``limit`` characters (a longer text ends with "…"). Nothing is dropped as
+    markup: a "<" that would open a tag becomes "\u2039" and the ">" that would
+    close it "\u203a", look-alikes no HTML parser reads as a tag, so the words
+    stay and no sink (``innerHTML``, a template, a log viewer) sees markup.
+    """
+    if not text:
+        return ""
+    text = " ".join(_drop_controls(text[: limit * 8]).split())
+    if "<" in text:
+        text = _TAG_LIKE.sub(_look_alike, text)
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text
+
+
+def _look_alike(match: re.Match[str]) -> str:
+    return _LOOK_ALIKE_OPEN + match[1] + (_LOOK_ALIKE_CLOSE if match[2] else "")
 
 
 def _drop_controls(text: str) -> str:
@@ -307,14 +334,4 @@ def _drop_controls(text: str) -> str:
     return "".join(
         " " if ch.isspace() else ("" if unicodedata.category(ch) in _DROPPED_CATEGORIES else ch)
         for ch in text
-    )
-
-
-def _has_tag(text: str) -> bool:
-    return "<" in text and any(_starts_tag(text, i) for i, ch in enumerate(text) if ch == "<")
-
-
-def _neutralise(text: str) -> str:
-    return "".join(
-        "\u2039" if ch == "<" and _starts_tag(text, i) else ch for i, ch in enumerate(text)
     )

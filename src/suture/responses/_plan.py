@@ -146,12 +146,14 @@ class Plan:
         transient: bool | None = None,
         retry_after: float | None = None,
         snippet: str | None = None,
+        plain: bool = False,
     ) -> Outcome:
+        """A failed outcome; ``error`` is markup to clean, or ``plain`` text already clean."""
         header_hint = self._header_retry_after()
         return Outcome(
             ok=False,
             status=self.status,
-            error=clean_text(error) or self._fallback(),
+            error=(error if plain else clean_text(error)) or self._fallback(),
             retry_after=header_hint if header_hint is not None else retry_after,
             transient=self._transient() if transient is None else transient,
             snippet=text_snippet(body, self.params) if snippet is None else snippet,
@@ -240,8 +242,8 @@ class Plan:
             return self._failure("", body)
         if kind == "html":
             page = ErrorPage.read(decode(body, self.params))
-            message = page.message
-            return self._failure(message, body, snippet=page.snippet or clean_text(message))
+            message = page.message  # text, already one clean line: never read as markup again
+            return self._failure(message, body, snippet=page.snippet or message, plain=True)
         if kind == "text":
             text = decode(body, self.params)
             return self._failure(first_line(text), body)

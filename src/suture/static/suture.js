@@ -62,7 +62,8 @@ export function retryMessage(info, prefix = "Loading...") {
  * Returns the element. Adds " Please try again in N s." when the server said when.
  */
 export function renderError(element, outcome, { fallback = "Something went wrong.", hint = true } = {}) {
-  let text = cleanText(typeof outcome === "string" ? outcome : (outcome && outcome.error) || "") || fallback;
+  // an outcome's error is clean text already (never read as markup twice); a string is cleaned
+  let text = (typeof outcome === "string" ? cleanText(outcome) : plainLine((outcome && outcome.error) || "")) || fallback;
   if (hint && outcome && typeof outcome === "object" && typeof outcome.retryAfter === "number") {
     text += ` Please try again in ${Math.max(1, Math.ceil(outcome.retryAfter))} s.`;
   }
@@ -88,17 +89,31 @@ export function parseRetryAfter(value, now = Date.now()) {
 }
 
 /**
- * One line of plain text, at most `limit` characters: markup dropped (by the
- * browser's HTML parser, scripts and styles removed), whitespace collapsed,
- * control and format characters removed.
+ * Markup (or text) in, one line of plain text out, at most `limit` characters:
+ * read once by the browser's HTML parser (tags, scripts and styles dropped,
+ * entities decoded), then never read as markup again (see plainLine), so
+ * "Tom &amp; Jerry&#39;s &lt;API&gt; is down" becomes "Tom & Jerry's \u2039API\u203a is down".
+ * The same rule as Python's suture.clean_text.
  */
 export function cleanText(text, limit = ERROR_LIMIT) {
   if (text === null || text === undefined) return "";
   let out = String(text).slice(0, limit * 8);
-  if (/<[A-Za-z\/!?]/.test(out)) out = htmlToText(out);
+  if (out.includes("&") || /<[A-Za-z\/!?]/.test(out)) out = htmlToText(out);
+  return plainLine(out, limit);
+}
+
+/**
+ * Text in (already decoded: a title, a textContent), one line out: control and
+ * format characters removed, whitespace collapsed, at most `limit` characters.
+ * Nothing is dropped as markup: a "<" that would open a tag becomes "\u2039" and
+ * the ">" that would close it "\u203a", so the words stay and no sink sees a tag.
+ */
+export function plainLine(text, limit = ERROR_LIMIT) {
+  if (text === null || text === undefined) return "";
+  let out = String(text).slice(0, limit * 8);
   out = out.replace(/[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}]/gu, (ch) => (/\s/.test(ch) ? " " : ""));
   out = out.replace(/\s+/gu, " ").trim();
-  out = out.replace(/<(?=[A-Za-z\/!?])/g, "\u2039");
+  out = out.replace(/<([A-Za-z\/!?][^<>]*)(>?)/g, (_, inner, close) => "\u2039" + inner + (close ? "\u203a" : ""));
   if (out.length > limit) out = out.slice(0, limit - 1).trimEnd() + "\u2026";
   return out;
 }
@@ -254,12 +269,18 @@ function firstLine(text) {
 }
 
 function htmlMessage(markup) {
-  const doc = parseHtml(markup);
+  // The title is read as Python's tokenizer reads it: tags in it are markup (dropped),
+  // entities decoded once, and what the decoding made stays as text (plainLine). A
+  // browser reads a <title> as raw text, tags and all, so it is parsed renamed.
+  const doc = parseHtml(markup.replace(/<(\/?)title(?=[\s/>])/gi, "<$1suture-title"));
   if (!doc) return { message: "", snippet: "" };
   for (const el of doc.querySelectorAll("script, style, template, noscript")) el.remove();
+  const title = doc.querySelector("suture-title");
+  const titleText = title ? title.textContent : "";
+  if (title) title.remove(); // not part of the snippet, as in Python
   const h1 = doc.querySelector("h1");
-  const message = cleanText(doc.title) || cleanText(h1 ? h1.textContent : "");
-  const snippet = cleanText(doc.body ? doc.body.textContent : "", SNIPPET_LIMIT) || message;
+  const message = plainLine(titleText) || plainLine(h1 ? h1.textContent : "");
+  const snippet = plainLine(doc.body ? doc.body.textContent : "", SNIPPET_LIMIT) || message;
   return { message, snippet };
 }
 
@@ -301,12 +322,13 @@ export async function validateResponse(response, options = {}) {
   const { mime, charset } = mediaType(response.headers);
   const headerHint = parseRetryAfter(response.headers.get("retry-after"));
   const base = { status, contentType: mime, url: response.url || String(options.url || "") };
-  const fail = (error, extra = {}) =>
+  // `error` is markup to clean, or clean text already when `plain` (an HTML page's title)
+  const fail = (error, extra = {}, plain = false) =>
     makeOutcome({
       ...base,
       transient: isTransientStatus(status),
       ...extra,
-      error: cleanText(error) || `HTTP ${reasonPhrase(status)}`,
+      error: (plain ? error : cleanText(error)) || `HTTP ${reasonPhrase(status)}`,
       retryAfter: headerHint ?? extra.retryAfter ?? null,
     });
   try {
@@ -354,7 +376,7 @@ export async function validateResponse(response, options = {}) {
     }
     if (kind === "html") {
       const page = htmlMessage(text);
-      return fail(page.message, { snippet: page.snippet });
+      return fail(page.message, { snippet: page.snippet }, true);
     }
     if (kind === "text") return fail(firstLine(text), { snippet: cleanText(text, SNIPPET_LIMIT) });
     return fail("");
