@@ -1,3 +1,4 @@
+# Over ~400 lines on purpose: the sync and async twins side by side; decisions once in _Base.
 """A resilient httpx: retry, a breaker per host, Retry-After, timeouts, validated outcomes.
 
 Install with the ``http`` extra. Two layers, sync and async alike:
@@ -30,9 +31,6 @@ Install with the ``http`` extra. Two layers, sync and async alike:
   which never raises and returns the validated :class:`suture.Outcome`, whose
   ``attempts`` is the number of calls made (0 when a breaker refused at once).
 """
-
-# Over ~400 lines because the sync and async twins (transport, client) must stay
-# side by side to stay alike; every decision is in _Base, written once.
 
 from __future__ import annotations
 
