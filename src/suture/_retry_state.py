@@ -63,17 +63,19 @@ class CallState:
         if self.attempt >= policy._attempts:
             return self._give_up(exc, elapsed, "attempts")
         delay = policy._backoff.delay(self.attempt, self.previous, policy.rand)
+        stop = None
         hinted = retry_after(exc, now=clock.wall())
         if hinted is not None:
-            if hinted > policy.max_delay:
-                # Retry-After wins: never knock earlier than the server asked. A wait
-                # longer than the policy allows ends the retries (the error keeps it).
-                return self._give_up(exc, elapsed, "retry_after")
+            # Retry-After wins: never knock earlier than the server asked. A wait
+            # longer than the policy allows ends the retries (the error keeps it).
+            stop = "retry_after" if hinted > policy.max_delay else None
             delay = hinted
         # A wait that ends at the deadline would start an attempt with no time left
         # (in async code, cancelled at once, its TimeoutError replacing the real error).
-        if policy.deadline is not None and elapsed + delay >= policy.deadline:
-            return self._give_up(exc, elapsed, "deadline")
+        if stop is None and policy.deadline is not None and elapsed + delay >= policy.deadline:
+            stop = "deadline"
+        if stop is not None:
+            return self._give_up(exc, elapsed, stop)
         budget = policy.budget
         if budget is not None and not budget.try_spend():
             emit(RetryBudgetExhausted(name=self.name, budget=budget.name, error=exc))
