@@ -121,14 +121,19 @@ export function plainLine(text, limit = ERROR_LIMIT) {
 function htmlToText(markup) {
   const doc = parseHtml(markup);
   if (!doc) return markup.replace(/</g, "\u2039");
-  for (const el of doc.querySelectorAll("script, style, template, noscript")) el.remove();
-  return (doc.title ? doc.title + " " : "") + (doc.body ? doc.body.textContent : "");
+  return doc.body ? doc.body.textContent : "";
 }
 
+// Markup read as Python's tokenizer (suture.responses._html) reads it: scripts,
+// styles, templates, svg and math dropped, and a <title> holding markup, not raw
+// text as a browser reads it (it is parsed renamed: <suture-title>, in the body).
 function parseHtml(markup) {
   if (typeof DOMParser === "undefined") return null;
   // An inert document: its scripts never run and it loads nothing.
-  return new DOMParser().parseFromString(markup, "text/html");
+  const renamed = markup.replace(/<(\/?)title(?=[\s/>])/gi, "<$1suture-title");
+  const doc = new DOMParser().parseFromString(renamed, "text/html");
+  for (const el of doc.querySelectorAll("script, style, template, noscript, svg, math")) el.remove();
+  return doc;
 }
 
 function clamp(x, lo, hi) {
@@ -269,15 +274,15 @@ function firstLine(text) {
 }
 
 function htmlMessage(markup) {
-  // The title is read as Python's tokenizer reads it: tags in it are markup (dropped),
-  // entities decoded once, and what the decoding made stays as text (plainLine). A
-  // browser reads a <title> as raw text, tags and all, so it is parsed renamed.
-  const doc = parseHtml(markup.replace(/<(\/?)title(?=[\s/>])/gi, "<$1suture-title"));
+  // The title as Python reads it: tags in it dropped, entities decoded once, and
+  // what the decoding made kept as text (plainLine), never read as markup again.
+  const doc = parseHtml(markup);
   if (!doc) return { message: "", snippet: "" };
-  for (const el of doc.querySelectorAll("script, style, template, noscript")) el.remove();
-  const title = doc.querySelector("suture-title");
-  const titleText = title ? title.textContent : "";
-  if (title) title.remove(); // not part of the snippet, as in Python
+  let titleText = "";
+  for (const title of doc.querySelectorAll("suture-title")) {
+    if (!titleText.trim()) titleText = title.textContent; // the first that says something
+    title.remove(); // not part of the snippet, as in Python
+  }
   const h1 = doc.querySelector("h1");
   const message = plainLine(titleText) || plainLine(h1 ? h1.textContent : "");
   const snippet = plainLine(doc.body ? doc.body.textContent : "", SNIPPET_LIMIT) || message;
