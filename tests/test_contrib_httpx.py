@@ -19,6 +19,7 @@ from suture.contrib.httpx import (
     ResilientTransport,
     outcome_of,
 )
+from suture.limits import RateLimiter
 from suture.testing import FakeClock
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -536,3 +537,16 @@ async def test_async_no_content_stream_is_released(clock: FakeClock, status: int
     assert (outcome.ok, outcome.status) == (True, status)
     assert response.is_closed
     assert streams[0].closed
+
+
+async def test_fetch_attempts_zero_when_our_own_rate_limit_refuses(
+    mode: str, clock: FakeClock
+) -> None:
+    server = Server(httpx.Response(200, json={}))
+    limiter = RateLimiter(1, period=60, burst=1, max_wait=0, clock=clock)
+    async with Either(mode, server, clock, rate_limit=limiter) as c:
+        first = await c.fetch("GET", "http://api.test/")
+        refused_outcome = await c.fetch("GET", "http://api.test/")
+    assert (first.ok, first.attempts) == (True, 1)
+    assert (refused_outcome.ok, refused_outcome.attempts) == (False, 0)
+    assert server.calls == 1
