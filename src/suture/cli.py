@@ -136,6 +136,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="enable the fault-injection admin endpoint (/api/admin/chaos, local clients only)",
     )
+    access = demo.add_argument_group("who may act (every manager page and API route)")
+    access.add_argument(
+        "--token",
+        default=None,
+        help="the token of the manager named 'manager' (default: $SUTURE_DEMO_TOKEN, else a "
+        "fresh random one printed at start with a one-time login link)",
+    )
+    access.add_argument(
+        "--managers",
+        metavar="FILE",
+        default=None,
+        help="named managers, one 'name sha256-of-token' per line "
+        "(printf %%s TOKEN | sha256sum prints the hash)",
+    )
+    access.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host the service answers besides localhost, 127.0.0.1 and ::1 (repeatable); "
+        "other Host values get a 421",
+    )
     faults = demo.add_argument_group("faults injected from the start (database target)")
     faults.add_argument("--error-rate", type=_fraction, default=0.0, help="0..1, e.g. 0.3")
     faults.add_argument("--latency", type=_seconds, default=0.0, help="seconds added per call")
@@ -285,7 +307,57 @@ def _preflight(url: str) -> str | None:
     return None
 
 
-def _demo(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911, PLR0912 - one exit per refused setting, each with its line
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def _access(
+    args: argparse.Namespace,
+) -> tuple[str | None, tuple[tuple[str, str], ...], tuple[str, ...]] | str:
+    """The token, the managers and the extra allowed hosts; or why the demo refuses to start."""
+    token = args.token or os.environ.get("SUTURE_DEMO_TOKEN") or None
+    managers: tuple[tuple[str, str], ...] = ()
+    if args.managers:
+        from suture.demo.auth import load_managers
+
+        try:
+            managers = load_managers(args.managers)
+        except (OSError, ValueError) as exc:
+            return f"--managers: {_one_line(exc)}"
+    if not _is_loopback(args.host) and token is None and not managers:
+        return (
+            f"--host {args.host} is not a loopback address: give --token (or "
+            "SUTURE_DEMO_TOKEN) or --managers FILE, so that only managers can act"
+        )
+    allowed = list(args.allowed_host)
+    if args.host not in _WILDCARDS and not _is_loopback(args.host):
+        allowed.append(args.host)
+    return token, managers, tuple(allowed)
+
+
+def _login_lines(service: Any, args: argparse.Namespace) -> list[str]:
+    """How to sign in: the one-time link (with a console token), or the login page."""
+    host = "127.0.0.1" if args.host in _WILDCARDS else args.host
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{args.port}"
+    lines = []
+    if service.console_token is not None:
+        code = service.managers.login_link()
+        lines.append(f"  log in         {base}/login?code={code}  (works once)")
+        if not (args.token or os.environ.get("SUTURE_DEMO_TOKEN")):
+            lines.append(f"  API token      {service.console_token}  (Authorization: Bearer ...)")
+    if args.managers:
+        count = len(service.settings.managers)
+        lines.append(f"  managers       {count} from {args.managers}: sign in at {base}/login")
+        )
+    if args.host in _WILDCARDS and not args.allowed_host:
+        lines.append(
+            "  note: only Host names localhost, 127.0.0.1 and ::1 are answered; "
+            "add --allowed-host NAME for the name clients use"
+        )
+    return lines
+
+
+def _demo(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911, PLR0912, PLR0915 - one exit per refused setting, each with its line
     missing = missing_demo_modules()
     if missing:
         print(
@@ -318,6 +390,12 @@ def _demo(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911, PLR0912 - on
         )
         return 2
 
+    access = _access(args)
+    if isinstance(access, str):
+        print(f"suture demo: {access}", file=sys.stderr)
+        return 2
+    token, managers, allowed = access
+
     uvicorn = importlib.import_module("uvicorn")
     from suture.demo.app import DEFAULT_DATABASE_URL, Settings, create_app
 
@@ -336,6 +414,9 @@ def _demo(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911, PLR0912 - on
         seed=not args.no_seed,
         traffic=args.traffic,
         redis_url=redis_url,
+        token=token,
+        managers=managers,
+        allowed_hosts=allowed,
     )
     # suture's events (retries, breaker changes, shed requests) and the seeding note;
     # configured first, so a Redis that does not answer at start is one logged warning.
@@ -379,6 +460,7 @@ def _demo(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911, PLR0912 - on
         lines.append(f"  shared state   {_display_redis_url(redis_url)}{note}")
     else:
         lines.append("  shared state   none (this process's memory; --redis-url to share)")
+    lines.extend(_login_lines(app.state.service, args))
     if args.chaos:
         lines.append(f"  chaos admin    {base}/api/admin/chaos  (local clients only)")
         if not _is_loopback(args.host):

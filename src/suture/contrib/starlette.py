@@ -52,14 +52,20 @@ except ImportError as _exc:  # pragma: no cover - depends on the installed extra
     raise missing_extra(__name__, "web", _exc) from _exc
 
 from suture.classify import is_transient, reason_phrase
+from suture.contrib.starlette_security import (
+    DEFAULT_CONTENT_SECURITY_POLICY,
+    SecurityHeadersMiddleware,
+)
 from suture.errors import BreakerOpen, InvalidTransition, Overloaded
 
 __all__ = [
+    "DEFAULT_CONTENT_SECURITY_POLICY",
     "EXEMPT",
     "REQUEST_ID_HEADER",
     "TRANSIENT_RETRY_AFTER",
     "AdmissionMiddleware",
     "BodyLimitMiddleware",
+    "SecurityHeadersMiddleware",
     "TransientErrorMiddleware",
     "breaker_open_handler",
     "error_body",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from importlib import resources
@@ -34,6 +35,7 @@ from suture.chaos import AsyncConnectionHog, Chaos
 from suture.contrib import starlette as suture_web
 from suture.contrib.prometheus import PrometheusListener
 from suture.contrib.sqlalchemy_pool import SQLAlchemyPoolSource
+from suture.demo.auth import LOOPBACK_HOSTS, AuthMiddleware, Managers, install_login
 from suture.demo.capture import Messages, SpamCapture
 from suture.demo.config import DEFAULT_DATABASE_URL, Settings, async_url
 from suture.demo.dashboard import Dashboard
@@ -124,6 +126,20 @@ class Service:
         self.queue = AssistanceQueue(self.db, s.clock)
         self.inbox = Messages(self.db, s.clock)
         self.spam = SpamCapture(self.db, s.clock)
+        #: The token of the manager named ``manager``: the given one, or a fresh random
+        #: one when neither a token nor a managers file was given (None then).
+        self.console_token = s.token
+        if s.token is None and not s.managers:
+            self.console_token = secrets.token_urlsafe(24)
+        self.managers = Managers(
+            s.managers,
+            token=self.console_token,
+            clock=s.clock,
+            link_ttl=s.login_link_ttl,
+            session_ttl=s.session_ttl,
+        )
+        #: The in-process synthetic traffic's own credential (never printed).
+        self.traffic_token = self.managers.add_internal("traffic")
         self._tasks: list[asyncio.Task[None]] = []
         #: The targets this service injects faults on (the chaos admin refuses others).
         self.chaos_targets = frozenset({DB})
@@ -207,16 +223,16 @@ class Service:
     async def assistance_queue(self, limit: int = 200) -> list[dict[str, Any]]:
         return await self.queue.waiting(limit)
 
-    async def respond(self, task_id: int, response: str) -> dict[str, Any]:
-        return await self.queue.respond(task_id, response)
+    async def respond(self, task_id: int, response: str, actor: str | None) -> dict[str, Any]:
+        return await self.queue.respond(task_id, response, actor)
 
     async def messages(self, status: MessageStatus, limit: int) -> tuple[list[dict[str, Any]], int]:
         return await self.inbox.listed(status, limit)
 
     async def move_message(
-        self, message_id: int, target: MessageStatus, context: str
+        self, message_id: int, target: MessageStatus, context: str, actor: str | None
     ) -> dict[str, Any]:
-        return await self.inbox.move(message_id, target, context)
+        return await self.inbox.move(message_id, target, context, actor)
 
     async def count_ready(self) -> int:
         return await self.spam.count_ready()
@@ -280,4 +296,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.prometheus = service.prometheus
     install_routes(app, service)
+    install_login(app, service.managers)
+    # Outermost: the headers on every answer, refusals included; then who may ask.
+    app.add_middleware(
+        AuthMiddleware,
+        managers=service.managers,
+        allowed_hosts=(*LOOPBACK_HOSTS, *settings.allowed_hosts),
+    )
+    app.add_middleware(
+        suture_web.SecurityHeadersMiddleware,
+        # FastAPI's API explorer is inline script and a CDN's: its own, looser policy.
+        policies={"/api/docs": None},
+    )
     return app

@@ -30,7 +30,7 @@ from suture.demo.models import (
 from suture.demo.seed import rule_from_row
 from suture.demo.spam import SpamMatcher, fingerprint
 
-__all__ = ["READ_CHUNK", "WRITERS", "Messages", "SpamCapture", "message_json"]
+__all__ = ["CAPTURE_ACTOR", "READ_CHUNK", "WRITERS", "Messages", "SpamCapture", "message_json"]
 
 logger = logging.getLogger("suture.demo")
 
@@ -52,6 +52,10 @@ def message_json(msg: RawMessage) -> dict[str, Any]:
     }
 
 
+#: The actor of the spam capture's audit rows (a manager starts it; the rules decide).
+CAPTURE_ACTOR = "capture"
+
+
 class Messages:
     """The inbox on ``db``: messages by status, and one message's moves."""
 
@@ -59,8 +63,13 @@ class Messages:
         self.db = db
         self.clock = clock
 
-    async def move(self, message_id: int, target: MessageStatus, context: str) -> dict[str, Any]:
-        """Move one message to ``target`` (a guarded transition; a wrong status is a 409)."""
+    async def move(
+        self, message_id: int, target: MessageStatus, context: str, actor: str | None = None
+    ) -> dict[str, Any]:
+        """Move one message to ``target`` (a guarded transition; a wrong status is a 409).
+
+        ``actor`` (the manager) is recorded in the audit row.
+        """
         values: dict[str, Any] = {}
         if target is MessageStatus.READY:
             values["matched_patterns"] = None
@@ -76,6 +85,7 @@ class Messages:
                 audit=TransitionAudit,
                 context=context,
                 clock=self.clock,
+                actor=actor,
             )
             return message_json(await session.get_one(RawMessage, message_id))
 
@@ -247,5 +257,6 @@ class SpamCapture:
             audit=TransitionAudit,
             context="spam-capture",
             clock=self.clock,
+            actor=CAPTURE_ACTOR,
         )
         return outcome.count

@@ -82,3 +82,14 @@ class Settings:
     #: Key prefix in Redis: the breaker lives at ``<prefix>breaker:database``, the
     #: retry budget at ``<prefix>budget:database``.
     redis_prefix: str = "suture-demo:"
+    #: Who may act (:mod:`suture.demo.auth`): the token of the manager named
+    #: ``manager`` (``--token`` / ``SUTURE_DEMO_TOKEN``); with neither a token nor
+    #: ``managers``, a fresh random one (``Service.console_token``).
+    token: str | None = None
+    #: Named managers: ``(name, sha256 hex of the token)`` (``--managers FILE``).
+    managers: tuple[tuple[str, str], ...] = ()
+    #: ``Host`` values answered besides the loopback names (``--allowed-host``).
+    allowed_hosts: tuple[str, ...] = ()
+    #: A login link works once, within this many seconds; a session lasts this long.
+    login_link_ttl: float = 3600.0
+    session_ttl: float = 12 * 3600.0

@@ -36,7 +36,7 @@ from suture.budget import Budget, RetryBudget
 from suture.chaos import Chaos
 from suture.clock import Clock
 from suture.demo.config import Settings, async_url
-from suture.demo.models import Base, RawMessage, SpamRule, Task
+from suture.demo.models import Base, RawMessage, SpamRule, Task, TransitionAudit
 from suture.demo.seed import aseed, generate
 from suture.demo.telemetry import Telemetry
 from suture.policy import Policy
@@ -229,6 +229,7 @@ class Database:
             if schema and conn.dialect.name == "postgresql":
                 await conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             await conn.run_sync(Base.metadata.create_all)
+            await conn.run_sync(_add_actor_column)
 
     async def seed_if_empty(
         self, *, tasks: int, messages: int, rules: int, seed: int, now: datetime
@@ -246,3 +247,17 @@ class Database:
             len(data.messages),
             len(data.rules),
         )
+
+
+def _add_actor_column(conn: sa.Connection) -> None:
+    """A database made before the audit's ``actor`` column gets it (``ALTER TABLE``).
+
+    ``create_all`` creates missing tables, never missing columns: an older
+    ``suture-demo.db`` (or PostgreSQL schema) has the audit table without it.
+    """
+    table = sa.Table(TransitionAudit.__tablename__, Base.metadata)
+    columns = {c["name"] for c in sa.inspect(conn).get_columns(table.name, schema=table.schema)}
+    if "actor" not in columns:
+        name = conn.dialect.identifier_preparer.format_table(table)
+        conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN actor VARCHAR(200)"))
+        logger.info("added the 'actor' column to %s", table.name)

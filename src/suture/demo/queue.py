@@ -30,8 +30,8 @@ STALE_FOR = 600.0
 """Seconds the last list read may stand in for the database (then the outage shows)."""
 
 
-def task_json(task: Task) -> dict[str, Any]:
-    """A task as the API shows it."""
+def task_json(task: Task, responded_by: str | None = None) -> dict[str, Any]:
+    """A task as the API shows it (``respondedBy``: the manager who answered, when known)."""
     return {
         "id": task.id,
         "title": task.title,
@@ -42,6 +42,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "managerResponse": task.manager_response,
         "requestedAt": iso(task.assistance_requested_at),
         "respondedAt": iso(task.responded_at),
+        "respondedBy": responded_by,
         "createdAt": iso(task.created_at),
     }
 
@@ -92,8 +93,13 @@ class AssistanceQueue:
 
         return await self.db.run(op)
 
-    async def respond(self, task_id: int, response: str) -> dict[str, Any]:
-        """Answer a waiting task: it moves to IN_PROGRESS with the response."""
+    async def respond(
+        self, task_id: int, response: str, actor: str | None = None
+    ) -> dict[str, Any]:
+        """Answer a waiting task: it moves to IN_PROGRESS with the response.
+
+        ``actor`` (the manager) is recorded in the audit row and returned as ``respondedBy``.
+        """
         now = utcnow(self.clock)
 
         async def op(session: AsyncSession) -> dict[str, Any]:
@@ -108,8 +114,9 @@ class AssistanceQueue:
                 context="manager-response",
                 clock=self.clock,
                 same_state="reject",  # answering twice is a 409, not a silent no-op
+                actor=actor,
             )
             task = await session.get_one(Task, task_id)
-            return task_json(task)
+            return task_json(task, actor)
 
         return await self.db.run(op)

@@ -62,13 +62,13 @@ class Backend(Protocol):
 
     def chaos_limits(self) -> dict[str, float]: ...
     async def assistance_queue(self, limit: int = 200) -> list[dict[str, Any]]: ...
-    async def respond(self, task_id: int, response: str) -> dict[str, Any]: ...
+    async def respond(self, task_id: int, response: str, actor: str | None) -> dict[str, Any]: ...
     async def capture_spam(self, batch_size: int = 100) -> dict[str, Any]: ...
     async def messages(
         self, status: MessageStatus, limit: int
     ) -> tuple[list[dict[str, Any]], int]: ...
     async def move_message(
-        self, message_id: int, target: MessageStatus, context: str
+        self, message_id: int, target: MessageStatus, context: str, actor: str | None
     ) -> dict[str, Any]: ...
     def health(self) -> dict[str, Any]: ...
     def dashboard(self) -> dict[str, Any]: ...
@@ -96,6 +96,12 @@ def _pages(app: FastAPI) -> None:
     @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
     async def dashboard_page() -> HTMLResponse:
         return HTMLResponse(_static_text("dashboard.html"))
+
+
+def _actor(request: Request) -> str | None:
+    """The manager :class:`suture.demo.auth.AuthMiddleware` let in (the audit's actor)."""
+    manager = getattr(request.state, "manager", None)
+    return manager if isinstance(manager, str) else None
 
 
 def _invalid(field: str, problem: str) -> JSONResponse:
@@ -141,13 +147,14 @@ def _assistance_routes(app: FastAPI, service: Backend) -> None:
 
     @app.post("/api/manager/assistance/{task_id}/respond", response_model=None)
     async def respond(
+        request: Request,
         task_id: Id,
         response: Annotated[str, Body(embed=True, min_length=1, max_length=MAX_RESPONSE)],
     ) -> dict[str, Any] | JSONResponse:
         text = response.strip()
         if not text:
             return _invalid("response", "String should have at least 1 character besides spaces")
-        task = await service.respond(task_id, text)
+        task = await service.respond(task_id, text, _actor(request))
         return {"success": True, "task": task}
 
 
@@ -171,20 +178,23 @@ def _message_routes(app: FastAPI, service: Backend) -> None:
         items, total = await service.messages(status, limit)
         return {"success": True, "messages": items, "total": total}
 
-    async def moved(message_id: int, target: MessageStatus, context: str) -> dict[str, Any]:
-        return {"success": True, "message": await service.move_message(message_id, target, context)}
+    async def moved(
+        request: Request, message_id: int, target: MessageStatus, context: str
+    ) -> dict[str, Any]:
+        message = await service.move_message(message_id, target, context, _actor(request))
+        return {"success": True, "message": message}
 
     @app.post("/api/manager/spam/{message_id}/release")
-    async def release(message_id: Id) -> dict[str, Any]:
-        return await moved(message_id, MessageStatus.READY, "spam-release")
+    async def release(request: Request, message_id: Id) -> dict[str, Any]:
+        return await moved(request, message_id, MessageStatus.READY, "spam-release")
 
     @app.post("/api/manager/spam/{message_id}/archive")
-    async def archive(message_id: Id) -> dict[str, Any]:
-        return await moved(message_id, MessageStatus.SPAM_ARCHIVED, "spam-archive")
+    async def archive(request: Request, message_id: Id) -> dict[str, Any]:
+        return await moved(request, message_id, MessageStatus.SPAM_ARCHIVED, "spam-archive")
 
     @app.post("/api/messages/{message_id}/promote")
-    async def promote(message_id: Id) -> dict[str, Any]:
-        return await moved(message_id, MessageStatus.PROMOTED, "promote")
+    async def promote(request: Request, message_id: Id) -> dict[str, Any]:
+        return await moved(request, message_id, MessageStatus.PROMOTED, "promote")
 
 
 def _status_routes(app: FastAPI, service: Backend) -> None:

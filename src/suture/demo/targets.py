@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import random
+import secrets
 import tempfile
 import urllib.parse
 import uuid
@@ -141,6 +143,7 @@ async def in_process(
             pool_size=pool_size,
             monitor_interval=0.5,
             rand=random.Random(seed),
+            token=(token := secrets.token_urlsafe(24)),
         )
         try:
             app = create_app(settings)
@@ -151,7 +154,11 @@ async def in_process(
         try:
             async with (
                 asgi_lifespan(app),
-                httpx.AsyncClient(transport=transport, base_url="http://suture.chaos") as client,
+                httpx.AsyncClient(
+                    transport=transport,
+                    base_url="http://localhost",
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as client,
             ):
                 started = True
                 where = "PostgreSQL" if backend == "postgresql" else "SQLite"
@@ -201,10 +208,18 @@ def check_loopback_url(url: str) -> str:
 
 
 @asynccontextmanager
-async def remote(url: str, *, reset_timeout: float = 10.0) -> AsyncIterator[Target]:
-    """A demo already running on this machine with ``--chaos``."""
+async def remote(
+    url: str, *, reset_timeout: float = 10.0, token: str | None = None
+) -> AsyncIterator[Target]:
+    """A demo already running on this machine with ``--chaos``.
+
+    ``token``: a manager's token (default ``$SUTURE_DEMO_TOKEN``), sent as a bearer
+    credential: the demo's manager routes need one.
+    """
     base = check_loopback_url(url)
-    async with httpx.AsyncClient(base_url=base, timeout=30.0) as client:
+    token = token or os.environ.get("SUTURE_DEMO_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=base, timeout=30.0, headers=headers) as client:
         try:
             answer = await client.get(ADMIN)
         except httpx.HTTPError as exc:
@@ -212,6 +227,11 @@ async def remote(url: str, *, reset_timeout: float = 10.0) -> AsyncIterator[Targ
         if answer.status_code == 404:
             raise HarnessError(
                 f"{base} has no chaos admin endpoint: start it with  suture demo --chaos"
+            )
+        if answer.status_code == 401:
+            raise HarnessError(
+                f"{base} needs a manager's token: set SUTURE_DEMO_TOKEN to the token "
+                "'suture demo' printed (or started with --token)"
             )
         if answer.status_code != 200:
             raise HarnessError(f"{base}{ADMIN} answered {answer.status_code}")

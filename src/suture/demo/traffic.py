@@ -120,8 +120,11 @@ class Traffic:
 
     async def run(self) -> None:
         transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
+        # Its own credential (Service.traffic_token), on a loopback Host the app answers.
+        token = getattr(getattr(self.app.state, "service", None), "traffic_token", None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://suture.traffic", timeout=30.0
+            transport=transport, base_url="http://localhost", timeout=30.0, headers=headers
         ) as client:
             try:
                 while True:

@@ -26,7 +26,7 @@ function renderBreakers(breakers) {
         h("div", { class: "row" }, h("strong", {}, b.name),
           h("span", { class: "badge", id: `breaker-state-${b.name}`, "data-state": b.state }, b.state.replace("_", "-").toUpperCase()),
           b.retry_after ? h("span", { class: "meta" }, `probe in ${Math.ceil(b.retry_after)} s`) : ""),
-        h("div", { class: "stats", style: "margin-top:0.5rem" },
+        h("div", { class: "stats spaced" },
           ...[["calls", b.total_calls], ["failures", b.total_failures], ["rejected", b.total_rejections],
               ["opened", b.total_opens], ["failure rate (window)", pct(b.failure_rate)]]
             .map(([k, v]) => h("div", { class: "stat" }, h("span", {}, k), h("b", {}, v)))),

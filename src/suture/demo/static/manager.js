@@ -63,6 +63,13 @@ async function act(url, statusEl, { body = null, retry = true, label = "Working.
   return outcome;
 }
 
+// --- who is signed in ------------------------------------------------------------
+
+async function loadManager() {
+  const outcome = await sutureFetch("/api/manager/me", { attempts: 2 });
+  if (outcome.ok) $("whoami").textContent = `signed in as ${outcome.data.manager}`;
+}
+
 // --- assistance -----------------------------------------------------------------
 
 async function loadAssistance() {
@@ -120,7 +127,8 @@ function assistanceItem(req) {
     button.disabled = false;
     if (outcome.ok) {
       item.remove();
-      setStatus($("assistance-status"), `Answered task #${req.id}.`);
+      const by = outcome.data.task && outcome.data.task.respondedBy;
+      setStatus($("assistance-status"), `Answered task #${req.id}${by ? ` by ${by}` : ""}.`);
     }
   });
   return item;
@@ -208,3 +216,4 @@ $("capture").addEventListener("click", capture);
 loadAssistance();
 loadSpam();
 loadInbox();
+loadManager();
