@@ -348,7 +348,6 @@ def _login_lines(service: Any, args: argparse.Namespace) -> list[str]:
     if args.managers:
         count = len(service.settings.managers)
         lines.append(f"  managers       {count} from {args.managers}: sign in at {base}/login")
-        )
     if args.host in _WILDCARDS and not args.allowed_host:
         lines.append(
             "  note: only Host names localhost, 127.0.0.1 and ::1 are answered; "
