@@ -128,7 +128,8 @@ def test_passwords_are_not_printed(
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
     monkeypatch.setattr(cli, "_preflight", lambda url: None)  # no such database here
     url = "postgresql+psycopg://app:s3cret@127.0.0.1:5432/demo"
-    assert cli.main(["demo", "--database-url", url, "--host", "0.0.0.0", "--chaos"]) == 0
+    argv = ["demo", "--database-url", url, "--host", "0.0.0.0", "--chaos", "--token", "t0ken"]
+    assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "s3cret" not in out
     assert "app:***@127.0.0.1" in out

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
+from demo_support import manager_client
 from suture.demo.app import Service, Settings, create_app
 from suture.demo.models import MessageStatus, RawMessage, SpamRule, TaskStatus, TransitionAudit
 from suture.demo.spam import Rule, reference_matches
@@ -44,7 +45,7 @@ def make_client(database: dict[str, Any], **overrides: Any) -> TestClient:
         **database,
         **overrides,
     }
-    return TestClient(create_app(Settings(**options)), raise_server_exceptions=False)
+    return manager_client(create_app(Settings(**options)), raise_server_exceptions=False)
 
 
 @pytest.fixture
@@ -496,6 +497,6 @@ def test_chaos_admin_answers_loopback_peers_only(tmp_path: Any, peer: str, allow
             **{**SMALL, "background": False, "chaos": True, "clock": FakeClock()},
         )
     )
-    with TestClient(app, raise_server_exceptions=False, client=(peer, 5555)) as c:
+    with manager_client(app, raise_server_exceptions=False, client=(peer, 5555)) as c:
         r = c.get("/api/admin/chaos")
         assert r.status_code == (200 if allowed else 403), r.text

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from demo_support import manager_client
 from suture.demo.app import Service, Settings, create_app
 from suture.testing import FakeClock
 
@@ -39,7 +40,7 @@ def client(tmp_path: Any, clock: FakeClock) -> Iterator[TestClient]:
         pool_size=4,
         pool_timeout=1.0,
     )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with manager_client(create_app(settings), raise_server_exceptions=False) as c:
         yield c
 
 

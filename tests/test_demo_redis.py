@@ -22,6 +22,7 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
+from demo_support import manager_client
 from suture.demo.app import Service, Settings, create_app
 from suture.testing import FakeClock
 
@@ -97,7 +98,7 @@ def workers(
     with ExitStack() as stack:
         a, b = (
             stack.enter_context(
-                TestClient(
+                manager_client(
                     create_app(
                         _settings(tmp_path, name, clock, redis_url=redis_url, redis_prefix=prefix)
                     ),
@@ -210,7 +211,7 @@ def test_an_unreachable_redis_degrades_to_local_state(
     url = f"redis://127.0.0.1:{_closed_port()}/0"
     settings = _settings(tmp_path, "alone", clock, redis_url=url)
     with caplog.at_level(logging.WARNING, logger="suture"):
-        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        with manager_client(create_app(settings), raise_server_exceptions=False) as client:
             health = client.get("/health")
             assert health.status_code == 200
             assert health.json()["stateStore"] == {
@@ -230,7 +231,7 @@ def test_an_unreachable_redis_degrades_to_local_state(
 
 
 def test_without_a_redis_url_the_state_is_in_memory(tmp_path: Path, clock: FakeClock) -> None:
-    with TestClient(create_app(_settings(tmp_path, "memory", clock))) as client:
+    with manager_client(create_app(_settings(tmp_path, "memory", clock))) as client:
         assert client.get("/health").json()["stateStore"] == {
             "backend": "memory",
             "degraded": False,

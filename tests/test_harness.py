@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from demo_support import BASE_URL, manager_headers
 from suture.cli import build_parser, main
 from suture.demo.app import Service, Settings, create_app
 from suture.demo.harness import (
@@ -238,7 +239,9 @@ async def test_asgi_lifespan_starts_and_stops_the_app(tmp_path: Path) -> None:
     transport = httpx.ASGITransport(app=app)
     async with (
         asgi_lifespan(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+        httpx.AsyncClient(
+            transport=transport, base_url=BASE_URL, headers=manager_headers(app)
+        ) as client,
     ):
         answer: Any = (await client.get(ASSISTANCE)).json()
         assert answer["success"] is True
@@ -258,7 +261,9 @@ async def test_the_chaos_admin_endpoint_starts_and_stops_the_traffic(tmp_path: P
     transport = httpx.ASGITransport(app=app)  # from 127.0.0.1: the admin endpoint answers
     async with (
         asgi_lifespan(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+        httpx.AsyncClient(
+            transport=transport, base_url=BASE_URL, headers=manager_headers(app)
+        ) as client,
     ):
         traffic: Traffic = app.state.traffic
         assert (await client.get("/api/dashboard")).json()["traffic"] == 0.0

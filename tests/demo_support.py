@@ -1,0 +1,24 @@
+"""The demo's test clients: signed in as a manager, on a Host the demo answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.testclient import TestClient
+
+#: The Host of every test request: a loopback name, answered by default.
+BASE_URL = "http://localhost"
+
+
+def manager_headers(app: Any) -> dict[str, str]:
+    """The bearer credential of the demo app's console manager (``Service.console_token``)."""
+    token = app.state.service.console_token
+    assert token, "the demo app has no console token (a managers file without --token?)"
+    return {"Authorization": f"Bearer {token}"}
+
+
+def manager_client(app: Any, **kwargs: Any) -> TestClient:
+    """A TestClient of the demo ``app`` that sends the console manager's bearer token."""
+    headers = {**manager_headers(app), **kwargs.pop("headers", {})}
+    kwargs.setdefault("base_url", BASE_URL)
+    return TestClient(app, headers=headers, **kwargs)
