@@ -286,7 +286,7 @@ class AuthMiddleware:
         if host not in self.allowed_hosts:
             return _error(421, "This server does not answer for that host.", "misdirected")
         method = scope["method"]
-        if method not in _SAFE_METHODS and not self._same_origin(headers, scope, host):
+        if method not in _SAFE_METHODS and not self._same_origin(headers, scope):
             return _error(403, "Cross-origin requests cannot change anything here.", "cross_origin")
         path = scope["path"]
         if path.startswith("/api/") and scope.get("query_string"):
@@ -326,14 +326,22 @@ class AuthMiddleware:
         return self.managers.session(session)
 
     @staticmethod
-    def _same_origin(headers: dict[bytes, str], scope: Scope, host: str) -> bool:
-        """False when a browser says the request came from another site or origin."""
+    def _same_origin(headers: dict[bytes, str], scope: Scope) -> bool:
+        """False when a browser says the request came from another site or origin.
+
+        ``Sec-Fetch-Site`` first (a browser sets it, a page cannot): only
+        ``same-origin`` and ``none`` (typed, bookmarked) pass. Without it, an
+        ``Origin`` must be this server's own (a form posted under
+        ``Referrer-Policy: no-referrer`` says ``null``: refused). A request with
+        neither is not a browser's cross-origin one (browsers send ``Origin`` on
+        every cross-origin write).
+        """
         site = headers.get(b"sec-fetch-site")
-        if site is not None and site not in ("same-origin", "none"):
-            return False
+        if site is not None:
+            return site in ("same-origin", "none")
         origin = headers.get(b"origin")
         if origin is None:
-            return True  # not a browser's cross-origin request (they always send Origin)
+            return True
         expected = f"{scope.get('scheme', 'http')}://{headers.get(b'host', '')}".lower()
         return origin.lower() == expected
 
