@@ -240,3 +240,104 @@ def test_without_redis_the_state_is_this_process_memory(
     assert cli.main(["demo", "--database-url", url]) == 0
     assert served["app"].state.service.settings.redis_url is None
     assert "shared state   none" in capsys.readouterr().out
+
+
+# --- who may act ----------------------------------------------------------------------
+
+
+def _serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Any, *argv: str) -> tuple[int, Any]:
+    """Run ``suture demo`` with uvicorn replaced; the exit code and the app it would serve."""
+    import uvicorn
+
+    served: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    monkeypatch.delenv("SUTURE_DEMO_TOKEN", raising=False)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}"
+    code = cli.main(["demo", "--database-url", url, "--messages", "10", *argv])
+    return code, served.get("app")
+
+
+def test_demo_prints_a_one_time_login_link_and_a_fresh_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    from starlette.testclient import TestClient
+
+    code, app = _serve(monkeypatch, tmp_path)
+    assert code == 0
+    out = capsys.readouterr().out
+    service = app.state.service
+    token = service.console_token
+    assert token and len(token) >= 24 and f"API token      {token}" in out
+    link = next(line for line in out.splitlines() if "log in" in line).split()[2]
+    assert link.startswith("http://127.0.0.1:8000/login?code=")
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        path = link.removeprefix("http://127.0.0.1:8000")
+        assert client.get(path, follow_redirects=False).status_code == 303
+        assert client.get(path, follow_redirects=False).status_code == 401  # once
+
+
+def test_demo_token_from_the_option_or_the_environment_is_not_printed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    code, app = _serve(monkeypatch, tmp_path, "--token", "given-token-123")
+    assert code == 0 and app.state.service.console_token == "given-token-123"
+    assert "given-token-123" not in capsys.readouterr().out
+    monkeypatch.setenv("SUTURE_DEMO_TOKEN", "env-token-456")
+    import uvicorn
+
+    served: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app))
+    url = f"sqlite+aiosqlite:///{tmp_path / 'env.db'}"
+    assert cli.main(["demo", "--database-url", url, "--messages", "10"]) == 0
+    assert served["app"].state.service.console_token == "env-token-456"
+    assert "env-token-456" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::"])
+def test_demo_beyond_loopback_refuses_to_start_without_a_credential(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any, host: str
+) -> None:
+    code, app = _serve(monkeypatch, tmp_path, "--host", host)
+    assert code == 2 and app is None
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0  # one clear line
+    assert f"--host {host} is not a loopback address" in err and "--token" in err
+
+
+def test_demo_beyond_loopback_with_a_managers_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    import hashlib
+
+    managers = tmp_path / "managers"
+    managers.write_text(f"alice {hashlib.sha256(b'alice-secret').hexdigest()}\n")
+    code, app = _serve(
+        monkeypatch,
+        tmp_path,
+        "--host",
+        "192.0.2.10",
+        "--managers",
+        str(managers),
+        "--allowed-host",
+        "demo.example",
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "1 from" in out and "/login" in out and "log in " not in out  # no console token
+    service = app.state.service
+    assert service.console_token is None
+    assert service.managers.check("alice-secret") == "alice"
+    assert set(service.settings.allowed_hosts) == {"demo.example", "192.0.2.10"}
+
+
+def test_demo_refuses_a_bad_managers_file_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    bad = tmp_path / "managers"
+    bad.write_text("alice not-a-hash\n")
+    code, _ = _serve(monkeypatch, tmp_path, "--managers", str(bad))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("suture demo: --managers: ") and ":1: expected" in err
+    code, _ = _serve(monkeypatch, tmp_path, "--managers", str(tmp_path / "missing"))
+    assert code == 2 and "--managers" in capsys.readouterr().err
