@@ -117,7 +117,7 @@ async def main(n: int = 20_000, rounds: int = 5) -> None:
     samples: dict[str, list[float]] = {name: [] for name in cases}
     gc.disable()
     try:
-        for name, (app, extra) in cases.items():  # warm up
+        for app, extra in cases.values():  # warm up
             await timings(app, extra, 2_000)
         for _ in range(rounds):  # interleaved rounds: drift hits every case alike
             for name, (app, extra) in cases.items():
