@@ -223,8 +223,14 @@ def test_dashboard_polling_backs_off_and_honours_retry_after(server: str, page: 
 # --- signing in, and what another origin cannot do ---------------------------------
 
 
+@pytest.fixture
+def healthy(demo: tuple[str, Any, Path]) -> None:
+    """The database breaker closed again (the dashboard test above leaves it open for 60 s)."""
+    demo[1].state.service.breaker.reset()
+
+
 def test_the_login_link_sets_a_strict_http_only_cookie_and_works_once(
-    demo: tuple[str, Any, Path], browser: Any
+    demo: tuple[str, Any, Path], browser: Any, healthy: None
 ) -> None:
     link = login_link(demo)
     first = browser.new_context()
@@ -254,7 +260,7 @@ def test_the_login_link_sets_a_strict_http_only_cookie_and_works_once(
 
 
 def test_the_manager_page_needs_a_login_and_the_token_form_gives_one(
-    demo: tuple[str, Any, Path], anonymous: Any
+    demo: tuple[str, Any, Path], anonymous: Any, healthy: None
 ) -> None:
     answer = anonymous.goto(f"{demo[0]}/")
     assert answer.status == 401
@@ -286,7 +292,7 @@ def rows(db: Path, message_id: int) -> tuple[Any, ...]:
 
 
 def test_a_form_posted_from_another_local_origin_is_refused(
-    demo: tuple[str, Any, Path], page: Any, api: httpx.Client
+    demo: tuple[str, Any, Path], page: Any, api: httpx.Client, healthy: None
 ) -> None:
     """A signed-in manager visits a page on another port of this machine that posts to the demo.
 
