@@ -17,7 +17,8 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+    """The demo on a free loopback port: its URL and the app (for a login link)."""
     import uvicorn
 
     db = tmp_path_factory.mktemp("stale") / "demo.db"
@@ -37,28 +38,34 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    app = create_app(settings)
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", app
     finally:
         srv.should_exit = True
         thread.join(timeout=30)
         sock.close()
 
 
-def test_the_list_stays_and_the_page_says_it_is_stale(server: str, browser: Any) -> None:
+def test_the_list_stays_and_the_page_says_it_is_stale(
+    server: tuple[str, Any], browser: Any
+) -> None:
+    url, app = server
+    service = app.state.service
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
-        page.goto(f"{server}/")
+        page.goto(f"{url}/login?code={service.managers.login_link()}")  # signs in
         page.wait_for_selector("#assistance-list li")
         before = page.locator("#assistance-list li").count()
         assert "need a manager" in page.text_content("#assistance-status")
-        with httpx.Client(base_url=server, timeout=30) as client:
+        bearer = {"Authorization": f"Bearer {service.console_token}"}
+        with httpx.Client(base_url=url, timeout=30, headers=bearer) as client:
             assert client.post("/api/admin/chaos", json={"errorRate": 1.0}).status_code == 200
             try:
                 page.click("#assistance-reload")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from demo_support import manager_client
 from suture.demo.app import Service, Settings, create_app
 from suture.demo.queue import STALE_FOR
 from suture.demo.routes import accepts_stale
@@ -41,7 +42,7 @@ def client(tmp_path: Any, clock: FakeClock) -> Iterator[TestClient]:
         pool_size=4,
         pool_timeout=1.0,
     )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with manager_client(create_app(settings), raise_server_exceptions=False) as c:
         yield c
 
 
