@@ -1,4 +1,4 @@
-"""Fault injection: prove that a service heals by breaking its dependencies on purpose.
+"""In-process faults: errors, added latency and pool exhaustion per named target.
 
 A :class:`Chaos` holds one :class:`FaultConfig` per named target (``"database"``,
 ``"payments"``...). Every fault is off by default. The code that talks to a
