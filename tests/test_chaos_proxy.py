@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import pathlib
+import signal
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -19,6 +24,8 @@ import pytest
 from suture.chaos import FaultProxy, ProxyError, ProxyFaults, ProxyStats
 from suture.chaos.proxy import is_loopback, parse_address
 from suture.testing import FakeClock
+
+SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -488,3 +495,72 @@ def test_postgres_through_the_proxy(pg_url: str) -> None:
     assert stats.reached == 2  # the blackholed connect never reached PostgreSQL
     assert stats.refused == 1
     assert stats.cut >= 1
+
+
+# --- suture proxy LISTEN TARGET ------------------------------------------------------
+
+
+def _suture(*argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "suture.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["0", "10.9.8.7:5432"], "refused: target '10.9.8.7' is not a loopback address"),
+        (["0.0.0.0:0", "127.0.0.1:5432"], "refused: listen '0.0.0.0' is not a loopback"),
+        (["0", "127.0.0.1:nope"], "refused: address='127.0.0.1:nope': 'nope' is not a port"),
+        (["0", "127.0.0.1:{closed}"], "the target 127.0.0.1:{closed} does not answer: conn"),
+        (["{taken}", "127.0.0.1:5432"], "cannot listen on 127.0.0.1:{taken}: address already"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(argv: list[str], message: str) -> None:
+    with socket.socket() as taken, socket.socket() as closed:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        closed.bind(("127.0.0.1", 0))
+        ports = {"taken": taken.getsockname()[1], "closed": closed.getsockname()[1]}
+        argv = [a.format(**ports) for a in argv]
+        if "{taken}" in message:  # the target must answer for the listen error to show
+            argv[1] = f"127.0.0.1:{taken.getsockname()[1]}"
+        process = _suture("proxy", *argv)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"suture proxy: {message.format(**ports)}"), err
+
+
+def test_cli_serves_switches_through_control_and_stops_on_ctrl_c(
+    echo: tuple[str, int],
+) -> None:
+    process = _suture("proxy", "127.0.0.1:0", f"127.0.0.1:{echo[1]}", "--latency", "0.05")
+    assert process.stdout is not None
+    lines = [process.stdout.readline() for _ in range(6)]
+    try:
+        listen = parse_address(lines[1].split()[1])
+        control = lines[3].split()[1]
+        assert "latency=0.05" in lines[4]
+        with socket.create_connection(listen, timeout=5) as sock:
+            assert _round_trip(sock) >= 0.05
+        status, state = _http(control + "/faults", "POST", {"mode": "reset"})
+        assert (status, state["stats"]["reached"]) == (200, 1)
+        with socket.create_connection(listen, timeout=5) as sock:
+            with pytest.raises(ConnectionResetError):
+                sock.sendall(b"x")
+                sock.recv(1)
+    except ConnectionResetError:  # the reset may already surface at connect
+        pass
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "suture proxy: stopped; 2 connection(s), 1 reached the target" in out
+    assert "Traceback" not in err
+    assert "faults now {'mode': 'reset'" in err

@@ -9,6 +9,11 @@
 ``suture chaos`` breaks it on purpose and reports how it healed:
 
     suture chaos [--quick] [--url http://127.0.0.1:PORT | --database-url URL] [--json]
+
+``suture proxy`` puts a TCP fault proxy in front of a dependency (no extra needed):
+
+    suture proxy [--control ADDR] [--mode MODE] [--latency S] [--jitter S]
+                 [--bandwidth B] [--drop F] [--allow-remote] [--no-check] LISTEN TARGET
 """
 
 from __future__ import annotations
@@ -165,7 +170,47 @@ def build_parser() -> argparse.ArgumentParser:
         f"dashboard moves (default 0 = off, at most {MAX_TRAFFIC:g})",
     )
     _add_chaos_command(commands)
+    _add_proxy_command(commands)
     return parser
+
+
+def _add_proxy_command(commands: Any) -> None:
+    proxy = commands.add_parser(
+        "proxy",
+        help="a TCP fault proxy in front of a dependency (PostgreSQL, Redis...)",
+        description=(
+            "Forward LISTEN to TARGET and inject network faults, switched at run time "
+            "through a local control endpoint: GET / shows the faults and the counts, "
+            'POST /faults with {"mode": "blackhole"} (or "reset", "pass", "latency": 0.3, '
+            '"jitter", "bandwidth", "drop") changes them, POST /clear heals. Loopback '
+            "addresses only unless --allow-remote. Ctrl-C stops it."
+        ),
+    )
+    proxy.add_argument("listen", metavar="LISTEN", help="HOST:PORT or PORT, e.g. 6432")
+    proxy.add_argument("target", metavar="TARGET", help="HOST:PORT, e.g. 127.0.0.1:5432")
+    proxy.add_argument(
+        "--control",
+        default="127.0.0.1:0",
+        metavar="ADDR",
+        help="the control endpoint's HOST:PORT, loopback only (default: a free port)",
+    )
+    proxy.add_argument(
+        "--mode", choices=["pass", "reset", "blackhole"], default="pass", help="(default pass)"
+    )
+    proxy.add_argument("--latency", type=_seconds, default=0.0, help="seconds per round trip")
+    proxy.add_argument("--jitter", type=_seconds, default=0.0, help="± seconds on the latency")
+    proxy.add_argument(
+        "--bandwidth", type=_positive, default=None, help="bytes per second each way (no limit)"
+    )
+    proxy.add_argument("--drop", type=_fraction, default=0.0, help="fraction of new connections")
+    proxy.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="accept a LISTEN or TARGET address that is not loopback",
+    )
+    proxy.add_argument(
+        "--no-check", action="store_true", help="start even if TARGET does not answer yet"
+    )
 
 
 def _add_chaos_command(commands: Any) -> None:
@@ -463,6 +508,88 @@ def _chaos(args: argparse.Namespace) -> int:
     return 0 if report.healed else 1
 
 
+def _size(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"  # pragma: no cover - the loop returns
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import math
+    import signal
+
+    from suture.chaos.proxy import FaultProxy, ProxyError, ProxyFaults, parse_address
+
+    try:
+        listen = parse_address(args.listen)
+        target = parse_address(args.target)
+        control = parse_address(args.control)
+        faults = ProxyFaults(
+            mode=args.mode,
+            latency=args.latency,
+            jitter=args.jitter,
+            bandwidth=args.bandwidth if args.bandwidth is not None else math.inf,
+            drop=args.drop,
+        )
+        proxy = FaultProxy(
+            target,
+            listen=listen,
+            control=control,
+            allow_remote=args.allow_remote,
+            faults=faults,
+        )
+    except (ValueError, ProxyError) as exc:
+        print(f"suture proxy: refused: {exc}", file=sys.stderr)
+        return 2
+    # Every change of faults is one WARNING line on the "suture" logger.
+    logging.basicConfig(format="%(asctime)s %(message)s", level=logging.WARNING)
+
+    async def serve() -> None:
+        if not args.no_check:
+            await proxy.aprobe()
+        async with proxy:
+            shown = proxy.faults.as_dict()
+            print(
+                "suture proxy\n"
+                f"  listen    {_host_port(proxy.address)}\n"
+                f"  target    {_host_port(proxy.target)}\n"
+                f"  control   {proxy.control_url}  (GET /, POST /faults "
+                '{"mode": "blackhole"}, POST /clear)\n'
+                f"  faults    {', '.join(f'{k}={v}' for k, v in shown.items())}\n"
+                "Ctrl-C stops it.",
+                flush=True,
+            )
+            stop = asyncio.Event()
+            if hasattr(signal, "SIGTERM"):  # a service manager's stop: as clean as Ctrl-C
+                with contextlib.suppress(NotImplementedError):  # not on Windows
+                    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            await stop.wait()
+
+    try:
+        asyncio.run(serve())
+    except ProxyError as exc:
+        print(f"suture proxy: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    stats = proxy.stats()
+    print(
+        f"suture proxy: stopped; {stats.connections} connection(s), {stats.reached} reached "
+        f"the target, {_size(stats.bytes_up)} up, {_size(stats.bytes_down)} down",
+        flush=True,
+    )
+    return 0
+
+
+def _host_port(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -470,6 +597,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args)
     if args.command == "chaos":
         return _chaos(args)
+    if args.command == "proxy":
+        return _proxy(args)
     parser.print_help()
     return 2
 
