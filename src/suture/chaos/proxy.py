@@ -294,16 +294,8 @@ class _Flow:
         else:
             counters.bytes_down += len(data)
             counters.chunks_down += 1
-        faults = proxy._faults
-        dst = self.dst
-        if (
-            self.task is None
-            and dst is not None
-            and faults.mode == "pass"
-            and not faults.shaped
-            and proxy._flowing.is_set()
-        ):
-            dst.transport.write(data)  # the pass-mode path: no task, no copy
+        if proxy._untouched and self.task is None and self.dst is not None:
+            self.dst.transport.write(data)  # the pass-mode path: no task, no copy
             return
         self._enqueue(data)
 
@@ -379,6 +371,7 @@ class _Side(asyncio.Protocol):
     def __init__(self, pipe: _Pipe, *, client: bool) -> None:
         self.pipe = pipe
         self.client = client
+        self.outflow = pipe.up if client else pipe.down  # where what this side sends goes
         self.transport: asyncio.Transport = cast(asyncio.Transport, None)
         self._writable: asyncio.Event | None = None
         self._reading_paused = 0  # pauses asked (the other side's buffer, a full queue)
@@ -393,7 +386,7 @@ class _Side(asyncio.Protocol):
             self.pipe.proxy._accepted(self)
 
     def data_received(self, data: bytes) -> None:
-        self.pipe.flow_from(self).feed(data)
+        self.outflow.feed(data)
 
     def eof_received(self) -> bool:
         self.got_eof = True
@@ -551,6 +544,8 @@ class FaultProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._flowing: asyncio.Event = cast(asyncio.Event, None)
+        # True when bytes go straight through (pass, no latency, no limit): read per chunk.
+        self._untouched = False
         self._server: asyncio.Server | None = None
         self._control_server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -822,6 +817,7 @@ class FaultProxy:
             self._flowing.clear()
         else:
             self._flowing.set()
+        self._untouched = faults.mode == "pass" and not faults.shaped
         if faults.mode == "reset":
             pipes = list(self._pipes)
             self._counters.cut += len(pipes)
