@@ -1,0 +1,563 @@
+"""Play a :class:`~suture.chaos.scenarios.Scenario` against the real reference service.
+
+For each scenario, two runs with the same load, the second in the service's
+naive mode (the founding spec's retry and breaker, :mod:`suture.demo.naive`).
+One run:
+
+1. a :class:`~suture.chaos.proxy.FaultProxy` in this process, in front of
+   PostgreSQL;
+2. the reference service as a real uvicorn process (``python -m
+   suture.demo.serve``) on a free loopback port, its database URL pointing at
+   the proxy, its tables in a schema of its own;
+3. the load as another process (``python -m suture.chaos.load``: closed-loop
+   httpx "browsers"), which reports every second;
+4. the steps: at each step's start the proxy's faults are switched; every
+   second this process reads the service's ``/health`` and
+   ``/api/dashboard`` (breaker state, pool use, attempts, retries, shed) and
+   the proxy's counts;
+5. the end: the proxy back to pass, the processes stopped, every acknowledged
+   write looked up in the database directly (lost or duplicated), the schema
+   dropped, one row per second built and the criteria judged.
+
+Ctrl-C (a cancellation) still restores the proxy, stops both processes, drops
+the schema and keeps what was measured: the run is marked ``partial``.
+httpx and psycopg are imported when a run starts (the ``demo`` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import suture
+from suture.chaos.proxy import FaultProxy, ProxyError, parse_address
+from suture.chaos.report import COLUMNS
+from suture.chaos.scenarios import Judged, RunView, Scenario, judge
+
+__all__ = ["MODES", "ChaosError", "RunResult", "Session", "play", "play_all"]
+
+#: The two runs of every scenario.
+MODES = ("suture", "naive")
+DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
+_START_TIMEOUT = 60.0
+
+
+class ChaosError(RuntimeError):
+    """The run cannot go on (a database that does not answer, a service that does not start)."""
+
+
+@dataclass
+class RunResult:
+    """One run: a scenario in one mode, its rows, its criteria."""
+
+    scenario: Scenario
+    mode: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    judged: list[Judged] = field(default_factory=list)
+    acked_writes: int = 0
+    lost_writes: int = 0
+    duplicated_writes: int = 0
+    partial: bool = False
+    error: str | None = None
+    seconds: float = 0.0
+    service: dict[str, Any] = field(default_factory=dict)
+    #: The proxy's counts at the end.
+    proxy: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def held(self) -> bool:
+        return self.error is None and not self.partial and all(j.held for j in self.judged)
+
+    def value(self, metric: str) -> float | None:
+        for j in self.judged:
+            if j.criterion.metric == metric:
+                return j.value
+        return None
+
+    def goodput(self) -> float | None:
+        clicks = sum(r["clicks"] for r in self.rows)
+        return None if not clicks else 100.0 * sum(r["ok"] for r in self.rows) / clicks
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario.name,
+            "mode": self.mode,
+            "held": self.held,
+            "partial": self.partial,
+            "error": self.error,
+            "seconds": round(self.seconds, 2),
+            "goodput": self.goodput(),
+            "acked_writes": self.acked_writes,
+            "lost_writes": self.lost_writes,
+            "duplicated_writes": self.duplicated_writes,
+            "service": self.service,
+            "proxy": self.proxy,
+            "criteria": [j.as_dict() for j in self.judged],
+            "rows": self.rows,
+        }
+
+
+@dataclass
+class Session:
+    """Every run so far (the report reads it, also after Ctrl-C)."""
+
+    database_url: str
+    results: list[RunResult] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def held(self) -> bool:
+        runs = [r for r in self.results if r.mode == "suture"]
+        return bool(runs) and not self.interrupted and all(r.held for r in runs)
+
+
+Progress = Callable[[str], None]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pythonpath() -> str:
+    here = str(Path(suture.__file__).resolve().parent.parent)
+    old = os.environ.get("PYTHONPATH")
+    return here if not old else f"{here}{os.pathsep}{old}"
+
+
+def database_target(url: str) -> tuple[tuple[str, int], str]:
+    """``(host, port)`` of a PostgreSQL URL and the URL's user/database part."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    auth, _, tail = rest.rpartition("@")
+    hostport = tail.partition("/")[0]
+    host, port = parse_address(hostport if ":" in hostport else f"{hostport}:5432")
+    return (host, port), f"{auth}@" if auth else ""
+
+
+def _proxied_url(url: str, proxy_port: int) -> str:
+    (_, _), auth = database_target(url)
+    dbname = url.rsplit("/", 1)[1]
+    return f"postgresql+psycopg://{auth}127.0.0.1:{proxy_port}/{dbname}"
+
+
+def _psycopg_dsn(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+class _Processes:
+    """The service and the load: started in their own session, stopped for sure."""
+
+    def __init__(self) -> None:
+        self.items: list[asyncio.subprocess.Process] = []
+        self.logs: list[Path] = []
+
+    async def start(self, *argv: str, stdout: int | None = None) -> asyncio.subprocess.Process:
+        descriptor, name = tempfile.mkstemp(prefix="suture-chaos-", suffix=".log")
+        self.logs.append(Path(name))
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdout=stdout if stdout is not None else asyncio.subprocess.DEVNULL,
+                stderr=descriptor,
+                stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": _pythonpath()},
+                start_new_session=True,  # a Ctrl-C in the terminal is ours to pass on
+            )
+        finally:
+            os.close(descriptor)
+        self.items.append(process)
+        return process
+
+    def last_line(self, index: int) -> str:
+        try:
+            lines = self.logs[index].read_text("utf-8", "replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+    async def stop(self) -> None:
+        for process in self.items:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+        for process in self.items:
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        for log in self.logs:
+            with contextlib.suppress(OSError):
+                log.unlink()
+
+
+async def _get_json(client: Any, path: str) -> dict[str, Any] | None:
+    try:
+        answer = await client.get(path, timeout=2.0)
+        body = answer.json()
+    except Exception:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def _sample(client: Any, proxy: FaultProxy) -> dict[str, Any]:
+    health, board = await asyncio.gather(
+        _get_json(client, "/health"), _get_json(client, "/api/dashboard")
+    )
+    stats = proxy.stats()
+    out: dict[str, Any] = {
+        "proxy_connections": stats.connections,
+        "proxy_chunks_up": stats.chunks_up,
+        "proxy_bytes_up": stats.bytes_up,
+    }
+    if health is not None:
+        breaker = health.get("breakers", {}).get("database", {})
+        out["breaker"] = breaker.get("state")
+        usage = (health.get("pool") or {}).get("usage") or {}
+        out["pool_in_use"] = usage.get("fraction")
+    if board is not None:
+        totals = board.get("totals", {})
+        for key in ("db_calls", "retries", "shed"):
+            out[key] = int(totals.get(key, 0))
+    return out
+
+
+def _reconcile(dsn: str, schema: str, acked: Mapping[int, str]) -> tuple[int, int]:
+    """Lost and duplicated acknowledged writes, read from the database directly."""
+    import psycopg
+
+    if not acked:
+        return 0, 0
+    ids = list(acked)
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        found: dict[int, str] = dict(
+            conn.execute(
+                f'SELECT id, manager_response FROM "{schema}".demo_task WHERE id = ANY(%s)',
+                (ids,),
+            ).fetchall()
+        )
+        repeated = conn.execute(
+            f'SELECT record_key, count(*) FROM "{schema}".demo_transition_audit '
+            "WHERE context = 'manager-response' AND record_key = ANY(%s) "
+            "GROUP BY record_key HAVING count(*) > 1",
+            ([str(i) for i in ids],),
+        ).fetchall()
+    lost = len([task_id for task_id, text in acked.items() if found.get(task_id) != text])
+    return lost, len(repeated)
+
+
+def _drop_schema(dsn: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def build_rows(
+    scenario: Scenario,
+    t0: float,
+    lines: Mapping[int, Mapping[str, Any]],
+    samples: Mapping[int, Mapping[str, Any]],
+    end: float,
+) -> list[dict[str, Any]]:
+    """One row per second (the CSV's :data:`~suture.chaos.report.COLUMNS`)."""
+    bounds = scenario.step_bounds()
+    first = int(t0)
+    rows: list[dict[str, Any]] = []
+    previous: Mapping[str, Any] = samples.get(first - 1) or samples.get(first) or {}
+    for second in range(first, int(end) + 1):
+        middle = second + 0.5 - t0
+        step_name, fault = bounds[-1][0].name, "none"
+        for step, start, stop in bounds:
+            if start <= middle < stop:
+                step_name = step.name
+                faults = step.proxy_faults().as_dict()
+                fault = step.faults.get("mode", "pass") if step.faults else "none"
+                if fault == "pass" and faults["latency"]:
+                    fault = f"+{faults['latency'] * 1000:g} ms"
+                break
+        else:
+            if middle < 0:
+                continue
+        line = lines.get(second, {})
+        outcomes = line.get("outcomes", {})
+        sample = samples.get(second, {})
+
+        def delta(
+            key: str, sample: Mapping[str, Any] = sample, previous: Mapping[str, Any] = previous
+        ) -> int | None:
+            now, before = sample.get(key), previous.get(key)
+            if now is None or before is None:
+                return None
+            return max(0, int(now) - int(before))
+
+        latencies = line.get("latencies", [])
+        rows.append(
+            {
+                "t": second - first,
+                "step": step_name,
+                "fault": fault,
+                "clicks": int(line.get("clicks", 0)),
+                "sent": int(line.get("sent", 0)),
+                "ok": int(outcomes.get("ok", 0)),
+                "status_503": int(outcomes.get("503", 0)),
+                "status_500": int(outcomes.get("500", 0)),
+                "status_4xx": int(outcomes.get("4xx", 0)),
+                "timeout": int(outcomes.get("timeout", 0)),
+                "error": int(outcomes.get("error", 0)),
+                "p50_ms": _round(_percentile(latencies, 50)),
+                "p99_ms": _round(_percentile(latencies, 99)),
+                "db_attempts": delta("db_calls"),
+                "proxy_connections": delta("proxy_connections"),
+                "proxy_chunks_up": delta("proxy_chunks_up"),
+                "breaker": sample.get("breaker"),
+                "pool_in_use": sample.get("pool_in_use"),
+                "retries": delta("retries"),
+                "shed": delta("shed"),
+            }
+        )
+        if sample:
+            previous = sample
+    while rows and not rows[-1]["sent"] and rows[-1]["breaker"] is None:
+        rows.pop()  # the seconds after the load stopped
+    assert all(set(r) == set(COLUMNS) for r in rows)
+    return rows
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+async def play(
+    scenario: Scenario,
+    mode: str,
+    *,
+    database_url: str,
+    result: RunResult,
+    progress: Progress,
+) -> RunResult:
+    """One run of ``scenario`` in ``mode`` ("suture" or "naive"); fills ``result`` as it goes."""
+    import httpx
+
+    target, _ = database_target(database_url)
+    schema = f"chaos_{uuid.uuid4().hex[:10]}"
+    processes = _Processes()
+    lines: dict[int, dict[str, Any]] = {}
+    samples: dict[int, dict[str, Any]] = {}
+    acked: dict[int, str] = {}
+    t0: float | None = None
+    started = time.monotonic()
+    service_settings = {**scenario.service, "naive": mode == "naive", "schema": schema}
+    result.service = dict(service_settings)
+    proxy = FaultProxy(target)
+    direct = _psycopg_dsn(database_url)
+    try:
+        await proxy.aprobe()
+        await proxy.start()
+        port = _free_port()
+        settings = {
+            **service_settings,
+            "database_url": _proxied_url(database_url, proxy.port),
+            "chaos": False,
+            "traffic": 0.0,
+        }
+        progress(f"{scenario.name} [{mode}] starting the service...")
+        service = await processes.start(
+            sys.executable,
+            "-m",
+            "suture.demo.serve",
+            "--port",
+            str(port),
+            "--settings",
+            json.dumps(settings),
+        )
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            deadline = time.monotonic() + _START_TIMEOUT
+            while await _get_json(client, "/health") is None:
+                if service.returncode is not None or time.monotonic() > deadline:
+                    raise ChaosError(
+                        f"the reference service did not start: {processes.last_line(0)}"
+                    )
+                await asyncio.sleep(0.2)
+            queue = await _get_json(client, "/api/manager/assistance?limit=200")
+            ids = [int(t["id"]) for t in (queue or {}).get("requests", [])]
+            load = await processes.start(
+                sys.executable,
+                "-m",
+                "suture.chaos.load",
+                "--url",
+                base,
+                "--seconds",
+                str(scenario.seconds),
+                "--workers",
+                str(scenario.workers),
+                "--rate",
+                str(scenario.rate),
+                "--browser",
+                mode,
+                "--write-share",
+                str(scenario.write_share),
+                "--write-ids",
+                ",".join(map(str, ids)),
+                "--tag",
+                schema,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert load.stdout is not None
+            stdout = load.stdout
+
+            async def read_load() -> None:
+                while raw := await stdout.readline():
+                    item = json.loads(raw)
+                    if "second" in item:
+                        lines[int(item["second"])] = item
+                        for task_id, text in item.get("acked", []):
+                            acked[int(task_id)] = str(text)
+
+            reader = asyncio.get_running_loop().create_task(read_load())
+            t0 = time.time()
+            samples[int(t0) - 1] = await _sample(client, proxy)
+            for step, _, stop in scenario.step_bounds():
+                await proxy.aset(step.proxy_faults())
+                while (now := time.time()) < t0 + stop:
+                    samples[int(now)] = await _sample(client, proxy)
+                    _show(progress, scenario, mode, step.name, now - t0, lines)
+                    await asyncio.sleep(min(1.0 - time.time() % 1.0 + 0.02, t0 + stop - now))
+            await proxy.aclear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(load.wait(), 30)
+            samples[int(time.time())] = await _sample(client, proxy)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader, 5)
+    except asyncio.CancelledError:
+        result.partial = True
+        raise
+    except (ChaosError, ProxyError) as exc:
+        result.error = str(exc)
+    finally:
+        proxy.clear()
+        result.proxy = proxy.stats().as_dict()
+        await proxy.aclose()
+        await processes.stop()
+        result.seconds = time.monotonic() - started
+        if t0 is not None:
+            result.rows = build_rows(scenario, t0, lines, samples, time.time())
+            result.acked_writes = len(acked)
+            try:
+                lost, dup = await asyncio.to_thread(_reconcile, direct, schema, acked)
+                result.lost_writes, result.duplicated_writes = lost, dup
+            except Exception as exc:  # the run's numbers are still worth reporting
+                result.error = result.error or f"could not reconcile the writes: {exc}"
+            result.judged = _judge(scenario, result, t0, lines)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(_drop_schema, direct, schema)
+    return result
+
+
+def _judge(
+    scenario: Scenario, result: RunResult, t0: float, lines: Mapping[int, Mapping[str, Any]]
+) -> list[Judged]:
+    first = int(t0)
+    bounds = [(s.name, start, stop) for s, start, stop in scenario.step_bounds()]
+    fail: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in bounds}
+    first_ok_after: dict[str, float | None] = {}
+    oks = sorted(float(line["first_ok"]) for line in lines.values() if line.get("first_ok"))
+    for name, start, stop in bounds:
+        for line in lines.values():
+            for when, ms in line.get("fail_ms", []):
+                if t0 + start <= when < t0 + stop:
+                    fail[name].append((when - first, ms))
+        later = [t for t in oks if t >= t0 + stop]
+        first_ok_after[name] = later[0] - (t0 + stop) if later else None
+    view = RunView(
+        rows=result.rows,
+        step_bounds=bounds,
+        first_ok_after=first_ok_after,
+        lost_writes=result.lost_writes,
+        duplicated_writes=result.duplicated_writes,
+        fail_latencies=fail,
+    )
+    return [judge(c, view) for c in scenario.criteria]
+
+
+def _show(
+    progress: Progress,
+    scenario: Scenario,
+    mode: str,
+    step: str,
+    elapsed: float,
+    lines: Mapping[int, Mapping[str, Any]],
+) -> None:
+    recent = [lines[s] for s in sorted(lines)[-3:]]
+    clicks = sum(int(line.get("clicks", 0)) for line in lines.values())
+    shown = sum(int(line.get("clicks", 0)) for line in recent)
+    rates = ""
+    if shown:
+        outcomes = {
+            k: sum(int(line["outcomes"].get(k, 0)) for line in recent) for k in ("ok", "503")
+        }
+        other = shown - outcomes["ok"] - outcomes["503"]
+        rates = (
+            f"  ok {100 * outcomes['ok'] / shown:3.0f}%  503 {100 * outcomes['503'] / shown:3.0f}%"
+            f"  other {100 * other / shown:3.0f}%"
+        )
+    progress(
+        f"{scenario.name} [{mode}] {step:<8} {elapsed:5.1f}/{scenario.seconds:g} s  "
+        f"clicks {clicks:>5}{rates}"
+    )
+
+
+async def play_all(
+    scenarios: Sequence[Scenario],
+    session: Session,
+    *,
+    progress: Progress,
+    modes: Sequence[str] = MODES,
+) -> Session:
+    """Every scenario in every mode, in order; results land in ``session`` as they run."""
+    for scenario in scenarios:
+        for mode in modes:
+            result = RunResult(scenario=scenario, mode=mode)
+            session.results.append(result)
+            try:
+                await play(
+                    scenario,
+                    mode,
+                    database_url=session.database_url,
+                    result=result,
+                    progress=progress,
+                )
+            except asyncio.CancelledError:
+                session.interrupted = True
+                raise
+            if result.error is not None and not result.rows:
+                raise ChaosError(result.error)
+    return session
+
+
+def median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
