@@ -19,8 +19,10 @@ The browser is one of two (``--browser``):
 
 Every second it prints one JSON line on stdout:
 ``{"second": <unix second>, "sent": n, "clicks": n, "outcomes": {...},
-"latencies": [ms...], "acked": [[id, text]...], "fail_ms": [[t, ms]...],
-"first_ok": t}`` (``fail_ms``: the 503 tries; ``first_ok``: the first 2xx try), and a last line
+"latencies": [ms...], "acked": [[id, text]...], "tries": {...}, "try_ms": [ms...],
+"fail_ms": [[t, ms]...], "first_ok": t}``: clicks (a browser action, its retries
+included) and tries (each HTTP request) by outcome and latency; ``fail_ms``: the
+503 tries; ``first_ok``: the first 2xx try, and a last line
 ``{"done": true}``. Clicks still in flight ``--grace`` seconds (default 5)
 after the end count as client timeouts (the user gave up). SIGINT or SIGTERM
 stops it early (the last second is still printed). httpx is imported when it
@@ -63,6 +65,9 @@ class _Second:
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     latencies: list[float] = field(default_factory=list)
     acked: list[list[Any]] = field(default_factory=list)
+    #: Every try (HTTP request) by outcome, and its latency in ms.
+    tries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    try_ms: list[float] = field(default_factory=list)
     #: The 503 tries: [unix time answered, latency in ms].
     fail_ms: list[list[float]] = field(default_factory=list)
     #: The unix time of the first try answered 2xx in this second.
@@ -90,6 +95,8 @@ class _Recorder:
                 "outcomes": b.outcomes,
                 "latencies": [round(x, 2) for x in b.latencies],
                 "acked": b.acked,
+                "tries": b.tries,
+                "try_ms": [round(x, 2) for x in b.try_ms],
                 "fail_ms": b.fail_ms,
                 "first_ok": b.first_ok,
             }
@@ -130,11 +137,17 @@ class _Browser:
         try:
             answer = await self.client.request(method, path, json=body, timeout=TRY_TIMEOUT)
         except Exception as exc:
-            name = type(exc).__name__
-            return ("timeout" if "Timeout" in name else "error"), None
+            ended = time.time()
+            outcome = "timeout" if "Timeout" in type(exc).__name__ else "error"
+            bucket = self.recorder.at(ended)
+            bucket.tries[outcome] += 1
+            bucket.try_ms.append((ended - started) * 1000)
+            return outcome, None
         ended = time.time()
         outcome = _outcome(answer.status_code)
         bucket = self.recorder.at(ended)
+        bucket.tries[outcome] += 1
+        bucket.try_ms.append((ended - started) * 1000)
         if outcome == "503":
             bucket.fail_ms.append([round(ended, 4), round((ended - started) * 1000, 3)])
         elif outcome == "ok" and (bucket.first_ok is None or ended < bucket.first_ok):

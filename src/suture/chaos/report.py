@@ -4,7 +4,7 @@ Standard library only. The HTML is one self-contained file: inline CSS and
 hand-written SVG, no script and nothing fetched, so it opens anywhere, also
 offline. Each scenario shows its criteria (each with the value measured with
 suture, and without) and one plot per run, with and without suture side by
-side, on one time axis: clicks by outcome, latency, dependency attempts and
+side, on one time axis: requests by outcome, latency, dependency attempts and
 the breaker's state as a band, the fault steps shaded.
 
 The CSV of a run has one row per second and the columns of :data:`COLUMNS`,
@@ -32,15 +32,23 @@ COLUMNS: tuple[str, ...] = (
     "t",  # seconds since the load started
     "step",  # the scenario's step
     "fault",  # the proxy's fault in that step ("none", "reset", "blackhole", "+300 ms")
-    "clicks",  # clicks that ended in that second (a click: a browser action, retries included)
-    "sent",  # HTTP requests sent (browser retries included)
-    "ok",  # clicks answered 2xx
-    "status_503",  # clicks answered 503
-    "status_500",  # clicks answered another 5xx
-    "status_4xx",  # clicks answered 4xx
-    "timeout",  # clicks that hit the client's timeout
+    "sent",  # HTTP requests sent (the browsers' retries included)
+    "req_ok",  # HTTP requests answered 2xx in that second
+    "req_503",  # ... answered 503
+    "req_500",  # ... answered another 5xx
+    "req_4xx",  # ... answered 4xx
+    "req_timeout",  # ... that hit the client's timeout (10 s)
+    "req_error",  # ... that ended in a transport error
+    "req_p50_ms",  # HTTP request latency, median
+    "req_p99_ms",  # HTTP request latency, 99th percentile
+    "clicks",  # clicks that ended in that second (a browser action, its retries included)
+    "ok",  # clicks answered 2xx in the end
+    "status_503",  # clicks answered 503 in the end
+    "status_500",  # clicks answered another 5xx in the end
+    "status_4xx",  # clicks answered 4xx in the end
+    "timeout",  # clicks that hit the client's timeout, or still waiting when the run ended
     "error",  # clicks that ended in a transport error
-    "p50_ms",  # click latency, median
+    "p50_ms",  # click latency (what the user waited, retries included), median
     "p99_ms",  # click latency, 99th percentile
     "db_attempts",  # database attempts the service made (its retries included)
     "proxy_connections",  # connections that reached the proxy (before any fault)
@@ -52,12 +60,12 @@ COLUMNS: tuple[str, ...] = (
 )
 
 OUTCOME_COLORS = (
-    ("ok", "#2e7d32", "2xx"),
-    ("status_4xx", "#1565c0", "4xx"),
-    ("status_503", "#ef6c00", "503"),
-    ("status_500", "#c62828", "500"),
-    ("timeout", "#6a1b9a", "timeout"),
-    ("error", "#616161", "error"),
+    ("req_ok", "#2e7d32", "2xx"),
+    ("req_4xx", "#1565c0", "4xx"),
+    ("req_503", "#ef6c00", "503"),
+    ("req_500", "#c62828", "500"),
+    ("req_timeout", "#6a1b9a", "client timeout"),
+    ("req_error", "#616161", "transport error"),
 )
 BREAKER_COLORS = {"closed": "#a5d6a7", "half_open": "#fff59d", "open": "#ef9a9a"}
 
@@ -305,10 +313,15 @@ def _steps(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, int, int]]
 
 
 def plot_svg(rows: Sequence[Mapping[str, Any]], *, title: str) -> str:
-    """One run on one time axis: clicks by outcome, latency, attempts, breaker band."""
+    """One run on one time axis: requests by outcome, latency, attempts, breaker band."""
     e = html.escape
     width, left, right = 580, 52, 10
-    panels = (("clicks / s", 120), ("latency ms (log)", 90), ("attempts / s", 80), ("", 16))
+    panels = (
+        ("requests / s by outcome", 120),
+        ("request latency ms (log)", 90),
+        ("per second", 80),
+        ("", 16),
+    )
     gap, top = 14, 8
     height = top + sum(h for _, h in panels) + gap * (len(panels) - 1) + 24
     n = max(1, len(rows))
@@ -354,49 +367,32 @@ def plot_svg(rows: Sequence[Mapping[str, Any]], *, title: str) -> str:
     y0 += h + gap
     # 2. latency p50 / p99, log scale from 1 ms
     label, h = panels[1]
-    highest = max([r["p99_ms"] or 0 for r in rows] + [10.0])
+    highest = max([r["req_p99_ms"] or 0 for r in rows] + [10.0])
     decades = max(1, math.ceil(math.log10(highest)))
     svg.append(_axis(left, y0, plot_w, h, label, 10.0**decades, log=True))
-    for key, color in (("p50_ms", "#1565c0"), ("p99_ms", "#c62828")):
-        points = []
-        for i, r in enumerate(rows):
-            value = r[key]
-            if value is None:
-                continue
-            frac = math.log10(max(value, 1.0)) / decades
-            points.append(f"{x(i + 0.5):.1f},{y0 + h - h * frac:.1f}")
-        if points:
-            svg.append(
-                f"<polyline fill='none' stroke='{color}' stroke-width='1.5' "
-                f"points='{' '.join(points)}'/>"
-            )
+    for key, color in (("req_p50_ms", "#1565c0"), ("req_p99_ms", "#c62828")):
+        for points in _segments(
+            rows,
+            key,
+            lambda i, v: (x(i + 0.5), y0 + h - h * math.log10(max(v, 1.0)) / decades),
+        ):
+            svg.append(_line(points, color))
     svg.append(
         f"<text x='{left + plot_w - 4}' y='{y0 + 10}' text-anchor='end'>"
         "<tspan fill='#1565c0'>p50</tspan> <tspan fill='#c62828'>p99</tspan></text>"
     )
     y0 += h + gap
-    # 3. dependency attempts (and clicks for scale)
+    # 3. dependency attempts (and the requests sent, for scale)
     label, h = panels[2]
-    peak = max([r["db_attempts"] or 0 for r in rows] + [r["clicks"] for r in rows] + [1])
+    peak = max([r["db_attempts"] or 0 for r in rows] + [r["sent"] for r in rows] + [1])
     svg.append(_axis(left, y0, plot_w, h, label, peak))
-    for key, color, dash in (
-        ("clicks", "#9e9e9e", " stroke-dasharray='3 2'"),
-        ("db_attempts", "#4e342e", ""),
-    ):
-        points = [
-            f"{x(i + 0.5):.1f},{y0 + h - h * (r[key] or 0) / peak:.1f}"
-            for i, r in enumerate(rows)
-            if r[key] is not None
-        ]
-        if points:
-            svg.append(
-                f"<polyline fill='none' stroke='{color}' stroke-width='1.5'{dash} "
-                f"points='{' '.join(points)}'/>"
-            )
+    for key, color, dash in (("sent", "#9e9e9e", True), ("db_attempts", "#4e342e", False)):
+        for points in _segments(rows, key, lambda i, v: (x(i + 0.5), y0 + h - h * v / peak)):
+            svg.append(_line(points, color, dashed=dash))
     svg.append(
         f"<text x='{left + plot_w - 4}' y='{y0 + 10}' text-anchor='end'>"
         "<tspan fill='#4e342e'>database attempts</tspan> "
-        "<tspan fill='#757575'>clicks</tspan></text>"
+        "<tspan fill='#757575'>requests sent</tspan></text>"
     )
     y0 += h + gap
     # 4. the breaker's state as a band
@@ -417,6 +413,30 @@ def plot_svg(rows: Sequence[Mapping[str, Any]], *, title: str) -> str:
     svg.append(f"<text x='{left + plot_w}' y='{y0 + 14}' text-anchor='end'>s</text>")
     svg.append("</svg>")
     return "".join(svg)
+
+
+def _segments(
+    rows: Sequence[Mapping[str, Any]], key: str, at: Any
+) -> list[list[tuple[float, float]]]:
+    """The points of ``key``, split where a second has no value (no line across a gap)."""
+    out: list[list[tuple[float, float]]] = [[]]
+    for i, r in enumerate(rows):
+        value = r[key]
+        if value is None:
+            if out[-1]:
+                out.append([])
+            continue
+        out[-1].append(at(i, float(value)))
+    return [points for points in out if points]
+
+
+def _line(points: Sequence[tuple[float, float]], color: str, *, dashed: bool = False) -> str:
+    if len(points) == 1:
+        px, py = points[0]
+        return f"<circle cx='{px:.1f}' cy='{py:.1f}' r='1.8' fill='{color}'/>"
+    dash = " stroke-dasharray='3 2'" if dashed else ""
+    coords = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+    return f"<polyline fill='none' stroke='{color}' stroke-width='1.5'{dash} points='{coords}'/>"
 
 
 def _axis(

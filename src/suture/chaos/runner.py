@@ -197,7 +197,7 @@ class _Processes:
                     process.send_signal(signal.SIGTERM)
         for process in self.items:
             try:
-                await asyncio.wait_for(process.wait(), 10)
+                await asyncio.wait_for(process.wait(), 3)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
@@ -315,13 +315,23 @@ def build_rows(
             return max(0, int(now) - int(before))
 
         latencies = line.get("latencies", [])
+        tries = line.get("tries", {})
+        try_ms = line.get("try_ms", [])
         rows.append(
             {
                 "t": second - first,
                 "step": step_name,
                 "fault": fault,
-                "clicks": int(line.get("clicks", 0)),
                 "sent": int(line.get("sent", 0)),
+                "req_ok": int(tries.get("ok", 0)),
+                "req_503": int(tries.get("503", 0)),
+                "req_500": int(tries.get("500", 0)),
+                "req_4xx": int(tries.get("4xx", 0)),
+                "req_timeout": int(tries.get("timeout", 0)),
+                "req_error": int(tries.get("error", 0)),
+                "req_p50_ms": _round(_percentile(try_ms, 50)),
+                "req_p99_ms": _round(_percentile(try_ms, 99)),
+                "clicks": int(line.get("clicks", 0)),
                 "ok": int(outcomes.get("ok", 0)),
                 "status_503": int(outcomes.get("503", 0)),
                 "status_500": int(outcomes.get("500", 0)),
@@ -351,66 +361,92 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-async def play(
-    scenario: Scenario,
-    mode: str,
-    *,
-    database_url: str,
-    result: RunResult,
-    progress: Progress,
-) -> RunResult:
-    """One run of ``scenario`` in ``mode`` ("suture" or "naive"); fills ``result`` as it goes."""
+class Stage:
+    """One run's own infrastructure: its proxy, its service process, its schema.
+
+    Started ahead of the run (:meth:`start`), so that the services of a session
+    boot together while nothing is measured; :meth:`stop` undoes everything.
+    """
+
+    def __init__(self, scenario: Scenario, mode: str, database_url: str) -> None:
+        self.scenario = scenario
+        self.mode = mode
+        self.database_url = database_url
+        self.schema = f"chaos_{uuid.uuid4().hex[:10]}"
+        self.direct = _psycopg_dsn(database_url)
+        target, _ = database_target(database_url)
+        self.proxy = FaultProxy(target)
+        self.processes = _Processes()
+        self.port = 0
+        self.service: asyncio.subprocess.Process | None = None
+        self.settings = {**scenario.service, "naive": mode == "naive", "schema": self.schema}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        await self.proxy.aprobe()
+        await self.proxy.start()
+        self.port = _free_port()
+        settings = {
+            **self.settings,
+            "database_url": _proxied_url(self.database_url, self.proxy.port),
+            "chaos": False,
+            "traffic": 0.0,
+        }
+        self.service = await self.processes.start(
+            sys.executable,
+            "-m",
+            "suture.demo.serve",
+            "--port",
+            str(self.port),
+            "--settings",
+            json.dumps(settings),
+        )
+
+    async def ready(self, client: Any) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT
+        while await _get_json(client, "/health") is None:
+            service = self.service
+            if service is None or service.returncode is not None or time.monotonic() > deadline:
+                raise ChaosError(
+                    f"the reference service did not start: {self.processes.last_line(0)}"
+                )
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        """Proxy back to pass and closed, processes stopped, schema dropped (idempotent)."""
+        self.proxy.clear()
+        await self.proxy.aclose()
+        await self.processes.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(_drop_schema, self.direct, self.schema)
+
+
+async def play(stage: Stage, *, result: RunResult, progress: Progress) -> RunResult:
+    """One run on a started ``stage``; fills ``result`` as it goes (also when cancelled)."""
     import httpx
 
-    target, _ = database_target(database_url)
-    schema = f"chaos_{uuid.uuid4().hex[:10]}"
-    processes = _Processes()
+    scenario, mode, proxy = stage.scenario, stage.mode, stage.proxy
     lines: dict[int, dict[str, Any]] = {}
     samples: dict[int, dict[str, Any]] = {}
     acked: dict[int, str] = {}
     t0: float | None = None
     started = time.monotonic()
-    service_settings = {**scenario.service, "naive": mode == "naive", "schema": schema}
-    result.service = dict(service_settings)
-    proxy = FaultProxy(target)
-    direct = _psycopg_dsn(database_url)
+    result.service = dict(stage.settings)
     try:
-        await proxy.aprobe()
-        await proxy.start()
-        port = _free_port()
-        settings = {
-            **service_settings,
-            "database_url": _proxied_url(database_url, proxy.port),
-            "chaos": False,
-            "traffic": 0.0,
-        }
-        progress(f"{scenario.name} [{mode}] starting the service...")
-        service = await processes.start(
-            sys.executable,
-            "-m",
-            "suture.demo.serve",
-            "--port",
-            str(port),
-            "--settings",
-            json.dumps(settings),
-        )
-        base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=base) as client:
-            deadline = time.monotonic() + _START_TIMEOUT
-            while await _get_json(client, "/health") is None:
-                if service.returncode is not None or time.monotonic() > deadline:
-                    raise ChaosError(
-                        f"the reference service did not start: {processes.last_line(0)}"
-                    )
-                await asyncio.sleep(0.2)
+        progress(f"{scenario.name} [{mode}] waiting for the service...")
+        async with httpx.AsyncClient(base_url=stage.base_url) as client:
+            await stage.ready(client)
             queue = await _get_json(client, "/api/manager/assistance?limit=200")
             ids = [int(t["id"]) for t in (queue or {}).get("requests", [])]
-            load = await processes.start(
+            load = await stage.processes.start(
                 sys.executable,
                 "-m",
                 "suture.chaos.load",
                 "--url",
-                base,
+                stage.base_url,
                 "--seconds",
                 str(scenario.seconds),
                 "--workers",
@@ -424,7 +460,9 @@ async def play(
                 "--write-ids",
                 ",".join(map(str, ids)),
                 "--tag",
-                schema,
+                stage.schema,
+                "--grace",
+                str(scenario.grace),
                 stdout=asyncio.subprocess.PIPE,
             )
             assert load.stdout is not None
@@ -448,9 +486,12 @@ async def play(
                     _show(progress, scenario, mode, step.name, now - t0, lines)
                     await asyncio.sleep(min(1.0 - time.time() % 1.0 + 0.02, t0 + stop - now))
             await proxy.aclear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(load.wait(), 30)
-            samples[int(time.time())] = await _sample(client, proxy)
+            while load.returncode is None:
+                now = time.time()
+                samples[int(now)] = await _sample(client, proxy)
+                _show(progress, scenario, mode, "ending", now - t0, lines)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(load.wait(), 1.0 - now % 1.0 + 0.02)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(reader, 5)
     except asyncio.CancelledError:
@@ -461,20 +502,18 @@ async def play(
     finally:
         proxy.clear()
         result.proxy = proxy.stats().as_dict()
-        await proxy.aclose()
-        await processes.stop()
+        await stage.processes.stop()
         result.seconds = time.monotonic() - started
         if t0 is not None:
             result.rows = build_rows(scenario, t0, lines, samples, time.time())
             result.acked_writes = len(acked)
             try:
-                lost, dup = await asyncio.to_thread(_reconcile, direct, schema, acked)
+                lost, dup = await asyncio.to_thread(_reconcile, stage.direct, stage.schema, acked)
                 result.lost_writes, result.duplicated_writes = lost, dup
             except Exception as exc:  # the run's numbers are still worth reporting
                 result.error = result.error or f"could not reconcile the writes: {exc}"
             result.judged = _judge(scenario, result, t0, lines)
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(_drop_schema, direct, schema)
+        await stage.stop()
     return result
 
 
@@ -489,8 +528,9 @@ def _judge(
     for name, start, stop in bounds:
         for line in lines.values():
             for when, ms in line.get("fail_ms", []):
-                if t0 + start <= when < t0 + stop:
-                    fail[name].append((when - first, ms))
+                sent_at = when - ms / 1000  # fast-fail is about the requests sent while open
+                if t0 + start <= sent_at < t0 + stop:
+                    fail[name].append((sent_at - first, ms))
         later = [t for t in oks if t >= t0 + stop]
         first_ok_after[name] = later[0] - (t0 + stop) if later else None
     view = RunView(
@@ -538,24 +578,31 @@ async def play_all(
     progress: Progress,
     modes: Sequence[str] = MODES,
 ) -> Session:
-    """Every scenario in every mode, in order; results land in ``session`` as they run."""
-    for scenario in scenarios:
-        for mode in modes:
-            result = RunResult(scenario=scenario, mode=mode)
+    """Every scenario in every mode, in order; results land in ``session`` as they run.
+
+    Every run's service starts at once, before the first run (they boot while
+    nothing is measured, and wait idle for their turn); each run's stage is
+    stopped right after it, and every stage also when the session is cancelled.
+    """
+    stages = [Stage(s, mode, session.database_url) for s in scenarios for mode in modes]
+    try:
+        progress(f"starting {len(stages)} service(s)...")
+        try:
+            await asyncio.gather(*(stage.start() for stage in stages))
+        except ProxyError as exc:
+            raise ChaosError(f"the database: {exc}") from None
+        for stage in stages:
+            result = RunResult(scenario=stage.scenario, mode=stage.mode)
             session.results.append(result)
             try:
-                await play(
-                    scenario,
-                    mode,
-                    database_url=session.database_url,
-                    result=result,
-                    progress=progress,
-                )
+                await play(stage, result=result, progress=progress)
             except asyncio.CancelledError:
                 session.interrupted = True
                 raise
             if result.error is not None and not result.rows:
                 raise ChaosError(result.error)
+    finally:
+        await asyncio.gather(*(stage.stop() for stage in stages), return_exceptions=True)
     return session
 
 

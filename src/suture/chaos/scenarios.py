@@ -127,6 +127,8 @@ class Scenario:
     write_share: float = 0.1
     #: Settings of the reference service in both runs (``naive`` is set by the runner).
     service: Mapping[str, Any] = field(default_factory=dict)
+    #: Seconds the clicks in flight at the end may still take (then: client timeouts).
+    grace: float = 5.0
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and isinstance(self.name, str), f"name={self.name!r}")
@@ -146,6 +148,10 @@ class Scenario:
         _require(
             isinstance(self.rate, int | float) and 0 < self.rate <= 500,
             f"scenario {self.name!r}: rate={self.rate!r} must be within (0, 500]",
+        )
+        _require(
+            isinstance(self.grace, int | float) and 0 <= self.grace <= 600,
+            f"scenario {self.name!r}: grace={self.grace!r} must be within [0, 600]",
         )
         _require(
             isinstance(self.write_share, int | float) and 0 <= self.write_share <= 1,
@@ -173,6 +179,7 @@ class Scenario:
             "workers": self.workers,
             "rate": self.rate,
             "write_share": self.write_share,
+            "grace": self.grace,
             "service": dict(self.service),
             "steps": [
                 {
@@ -210,6 +217,7 @@ class Scenario:
             "workers",
             "rate",
             "write_share",
+            "grace",
             "service",
             "steps",
             "criteria",
@@ -293,13 +301,13 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def _fast_fail(view: RunView, step: str | None) -> float | None:
-    """p99 of the 503 tries from the first second the breaker is seen OPEN in the step."""
+    """p99 of the 503 tries sent from the second after the breaker is first seen OPEN."""
     if step is None:
         return None
     opened = [r["t"] for r in view.in_step(step) if r["breaker"] == "open"]
     if not opened:
         return None
-    since = min(opened)
+    since = min(opened) + 1
     values = [ms for t, ms in view.fail_latencies.get(step, ()) if t >= since]
     return _percentile(values, 99)
 
@@ -384,8 +392,8 @@ _SERVICE: dict[str, Any] = {
     "pool_timeout": 1.0,
     "pool_size": 10,
     "tasks": 400,
-    "messages": 200,
-    "rules": 20,
+    "messages": 50,
+    "rules": 5,
     "monitor_interval": 0.5,
 }
 
@@ -433,13 +441,13 @@ SCENARIOS: dict[str, Scenario] = {
             "database-down",
             "the database refuses and cuts every connection (reset)",
             "reset",
-            (4.0, 8.0, 6.0),
+            (4.0, 8.0, 7.0),
         ),
         _outage(
             "database-hanging",
             "the database accepts connections and never answers (blackhole)",
             "blackhole",
-            (4.0, 8.0, 6.0),
+            (4.0, 8.0, 7.0),
         ),
     )
 }
@@ -454,7 +462,7 @@ def quick_scenarios() -> list[Scenario]:
         steps = tuple(
             Step(
                 name=st.name,
-                seconds=max(2.0, round(st.seconds / 2, 1)),
+                seconds=max(2.0, math.floor(st.seconds / 2)),
                 faults=st.faults,
                 dependency=st.dependency,
             )
@@ -471,6 +479,7 @@ def quick_scenarios() -> list[Scenario]:
                 rate=s.rate,
                 write_share=s.write_share,
                 service=s.service,
+                grace=2.0,
             )
         )
     return out
