@@ -20,9 +20,9 @@ The browser is one of two (``--browser``):
 Every second it prints one JSON line on stdout:
 ``{"second": <unix second>, "sent": n, "clicks": n, "outcomes": {...},
 "latencies": [ms...], "acked": [[id, text]...], "tries": {...}, "try_ms": [ms...],
-"fail_ms": [[t, ms]...], "first_ok": t}``: clicks (a browser action, its retries
-included) and tries (each HTTP request) by outcome and latency; ``fail_ms``: the
-503 tries; ``first_ok``: the first 2xx try, and a last line
+"fail_ms": [[t, ms]...], "ok_at": [[sent, answered]...]}``: clicks (a browser
+action, its retries included) and tries (each HTTP request) by outcome and
+latency; ``fail_ms``: the 503 tries; ``ok_at``: the 2xx tries, and a last line
 ``{"done": true}``. Clicks still in flight ``--grace`` seconds (default 5)
 after the end count as client timeouts (the user gave up). SIGINT or SIGTERM
 stops it early (the last second is still printed). httpx is imported when it
@@ -70,8 +70,8 @@ class _Second:
     try_ms: list[float] = field(default_factory=list)
     #: The 503 tries: [unix time answered, latency in ms].
     fail_ms: list[list[float]] = field(default_factory=list)
-    #: The unix time of the first try answered 2xx in this second.
-    first_ok: float | None = None
+    #: The tries answered 2xx: [unix time sent, unix time answered].
+    ok_at: list[list[float]] = field(default_factory=list)
 
 
 class _Recorder:
@@ -98,7 +98,7 @@ class _Recorder:
                 "tries": b.tries,
                 "try_ms": [round(x, 2) for x in b.try_ms],
                 "fail_ms": b.fail_ms,
-                "first_ok": b.first_ok,
+                "ok_at": b.ok_at,
             }
             sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
@@ -150,8 +150,8 @@ class _Browser:
         bucket.try_ms.append((ended - started) * 1000)
         if outcome == "503":
             bucket.fail_ms.append([round(ended, 4), round((ended - started) * 1000, 3)])
-        elif outcome == "ok" and (bucket.first_ok is None or ended < bucket.first_ok):
-            bucket.first_ok = round(ended, 4)
+        elif outcome == "ok":
+            bucket.ok_at.append([round(started, 4), round(ended, 4)])
         return outcome, _retry_after(answer.headers)
 
     async def click(self, method: str, path: str, body: Any = None) -> str:

@@ -524,15 +524,17 @@ def _judge(
     bounds = [(s.name, start, stop) for s, start, stop in scenario.step_bounds()]
     fail: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in bounds}
     first_ok_after: dict[str, float | None] = {}
-    oks = sorted(float(line["first_ok"]) for line in lines.values() if line.get("first_ok"))
+    oks = [(float(a), float(b)) for line in lines.values() for a, b in line.get("ok_at", [])]
     for name, start, stop in bounds:
         for line in lines.values():
             for when, ms in line.get("fail_ms", []):
                 sent_at = when - ms / 1000  # fast-fail is about the requests sent while open
                 if t0 + start <= sent_at < t0 + stop:
                     fail[name].append((sent_at - first, ms))
-        later = [t for t in oks if t >= t0 + stop]
-        first_ok_after[name] = later[0] - (t0 + stop) if later else None
+        # Recovery: the first request sent after the step that succeeds (one held by a
+        # partition and answered once it heals says nothing about new requests).
+        later = [answered for sent, answered in oks if sent >= t0 + stop]
+        first_ok_after[name] = min(later) - (t0 + stop) if later else None
     view = RunView(
         rows=result.rows,
         step_bounds=bounds,

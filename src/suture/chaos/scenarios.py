@@ -262,7 +262,7 @@ class RunView:
 
     rows: Sequence[Mapping[str, Any]]
     step_bounds: Sequence[tuple[str, float, float]]
-    #: Seconds after the start at which a try first succeeded after each step's end.
+    #: Seconds from each step's end to the first success of a request sent after it.
     first_ok_after: Mapping[str, float | None]
     lost_writes: int
     duplicated_writes: int
@@ -336,7 +336,7 @@ METRICS: dict[str, Metric] = {
     "amplification": Metric("database attempts per request sent", "x", _amplification),
     "goodput": Metric("clicks answered 2xx", "%", _goodput),
     "fast_fail_p99": Metric("p99 of the 503 answers once the breaker is open", " ms", _fast_fail),
-    "recovery": Metric("first success after the step ends", " s", _recovery),
+    "recovery": Metric("first success of a request sent after the step ends", " s", _recovery),
     "status_500": Metric("500 answers", "", _count("status_500")),
     "lost_writes": Metric("acknowledged writes lost", "", lambda v, s: float(v.lost_writes)),
     "duplicated_writes": Metric(
