@@ -89,6 +89,7 @@ def test_a_malformed_scenario_file_names_its_problem(
 def test_the_quick_set_fits_in_a_minute() -> None:
     quick = quick_scenarios()
     assert {s.name for s in quick} == {"database-down", "database-hanging"}
+    assert not SCENARIOS["database-slow"].quick
     # Two runs each; each run's service boots before the first run (about 5 s for all),
     # and each run may take its grace past its steps.
     assert sum(2 * (s.seconds + s.grace) for s in quick) + 5 <= 60

@@ -453,6 +453,33 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+def _slow(name: str, title: str, latency: float) -> Scenario:
+    return Scenario(
+        name=name,
+        title=title,
+        service=_SERVICE,
+        steps=(
+            Step(name="before", seconds=4.0),
+            Step(name="slow", seconds=8.0, faults={"latency": latency}),
+            Step(name="after", seconds=5.0),
+        ),
+        criteria=(
+            Criterion(
+                metric="goodput",
+                step="slow",
+                min=99.0,
+                text=f"clicks answered 2xx while every round trip is +{latency * 1000:g} ms >= 99%",
+            ),
+            *_ALWAYS,
+        ),
+    )
+
+
+SCENARIOS["database-slow"] = _slow(
+    "database-slow", "every round trip to the database 300 ms slower", 0.3
+)
+
+
 def quick_scenarios() -> list[Scenario]:
     """The CI-sized set: the quick scenarios with every step shortened (under 60 s in all)."""
     out = []
