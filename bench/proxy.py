@@ -13,12 +13,15 @@ its own process), and this client (blocking sockets, ``TCP_NODELAY``).
 * Throughput: ``--megabytes`` sent to the sink in 256 KiB writes, directly
   and through the proxy; the sink answers its byte count at the end of the
   stream, so the time covers every byte delivered. Goal: at least 200 MB/s.
+* When ``socat`` is installed, the same round trips through it (a proxy
+  written in C) show what any extra process hop costs on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -84,6 +87,30 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _start_socat(target_port: int) -> tuple[subprocess.Popen[bytes], int] | None:
+    """socat (a proxy written in C) in front of the same server: this machine's floor."""
+    if shutil.which("socat") is None:
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            "socat",
+            f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay",
+            f"TCP:127.0.0.1:{target_port},nodelay",
+        ]
+    )
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, port
+        except OSError:
+            time.sleep(0.05)
+    process.terminate()
+    return None
+
+
 def _connect(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -135,13 +162,18 @@ def main() -> None:
     echo_port, sink_port = map(int, servers.stdout.readline().split())
     echo_proxy, echo_via = _start_proxy(echo_port)
     sink_proxy, sink_via = _start_proxy(sink_port)
+    socat = _start_socat(echo_port)
     try:
         message = b"m" * 64
         direct_sock, proxied_sock = _connect(echo_port), _connect(echo_via)
         _round_trips(direct_sock, 2000, message)  # warm up both paths
         _round_trips(proxied_sock, 2000, message)
+        socat_sock = _connect(socat[1]) if socat is not None else None
+        if socat_sock is not None:
+            _round_trips(socat_sock, 2000, message)
         direct: list[float] = []
         proxied: list[float] = []
+        via_socat: list[float] = []
         block = 1000
         cpu = 0.0
         for _ in range(max(1, args.round_trips // block)):
@@ -149,8 +181,12 @@ def main() -> None:
             before = _cpu_seconds(echo_proxy.pid)
             proxied += _round_trips(proxied_sock, block, message)
             cpu += _cpu_seconds(echo_proxy.pid) - before
+            if socat_sock is not None:
+                via_socat += _round_trips(socat_sock, block, message)
         direct_sock.close()
         proxied_sock.close()
+        if socat_sock is not None:
+            socat_sock.close()
 
         def pct(values: list[float], q: int) -> float:
             return statistics.quantiles(values, n=100)[q - 1]
@@ -160,6 +196,10 @@ def main() -> None:
         print(f"  {'path':<22}{'p50':>9}{'p99':>9}")
         print(f"  {'direct':<22}{d50:>9.1f}{pct(direct, 99):>9.1f}")
         print(f"  {'through suture proxy':<22}{p50:>9.1f}{pct(proxied, 99):>9.1f}")
+        if via_socat:
+            s50 = statistics.median(via_socat)
+            print(f"  {'through socat (C)':<22}{s50:>9.1f}{pct(via_socat, 99):>9.1f}")
+            print(f"  socat adds at p50: {s50 - d50:.1f} us (a proxy in C: this machine's floor)")
         verdict = "ok" if p50 - d50 <= 100 else "MISSED"
         print(f"  added at p50: {p50 - d50:.1f} us (goal <= 100 us: {verdict})")
         print(f"  the proxy's CPU time per round trip: {cpu / len(proxied) * 1e6:.1f} us")
@@ -178,6 +218,9 @@ def main() -> None:
         for process in (echo_proxy, sink_proxy, servers):
             process.terminate()
             process.wait(10)
+        if socat is not None:
+            socat[0].terminate()
+            socat[0].wait(10)
 
 
 if __name__ == "__main__":
