@@ -75,6 +75,15 @@ def test_a_scenario_file_round_trips(tmp_path: pathlib.Path) -> None:
             '{"name": "x", "steps": [{"name": "a", "seconds": 1, "dependency": "redis"}]}',
             "dependency='redis'",
         ),
+        (
+            '{"name": "x", "steps": [{"name": "a", "seconds": 1, "injected": {"hold": 3}}]}',
+            "step 'a': injected: unknown hold",
+        ),
+        (
+            '{"name": "x", "steps": [{"name": "a", "seconds": 1, '
+            '"injected": {"error_rate": 1.5}}]}',
+            "injected error_rate=1.5 must be within [0, 1]",
+        ),
     ],
 )
 def test_a_malformed_scenario_file_names_its_problem(
@@ -84,6 +93,20 @@ def test_a_malformed_scenario_file_names_its_problem(
     path.write_text(content)
     with pytest.raises(ScenarioError, match=re.escape(message)):
         load_scenario_file(path)
+
+
+def test_an_error_storm_is_injected_through_the_admin_endpoint() -> None:
+    storm = SCENARIOS["errors-30"]
+    assert storm.injects
+    assert not SCENARIOS["database-down"].injects
+    by_name = {s.name: s for s in storm.steps}
+    assert by_name["storm"].admin_body() == {
+        "target": "database",
+        "errorRate": 0.3,
+        "latency": 0.0,
+    }
+    assert by_name["after"].admin_body()["errorRate"] == 0.0  # each step sets all of them
+    assert by_name["storm"].proxy_faults().mode == "pass"  # the network stays healthy
 
 
 def test_the_quick_set_fits_in_a_minute() -> None:

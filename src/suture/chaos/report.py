@@ -239,7 +239,8 @@ def render_html(session: Session) -> str:
         s = with_.scenario
         parts.append(f"<h2 id='{e(s.name)}'>{e(s.name)}: {e(s.title)}</h2>")
         steps = ", ".join(
-            f"{st.name} {st.seconds:g} s ({_step_fault(st.faults)})" for st in s.steps
+            f"{st.name} {st.seconds:g} s ({_step_fault({**st.faults, **st.injected})})"
+            for st in s.steps
         )
         parts.append(
             f"<p class='note'>Steps: {e(steps)}. Load: {s.workers} browsers, at most "

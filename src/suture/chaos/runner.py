@@ -238,6 +238,18 @@ async def _sample(client: Any, proxy: FaultProxy) -> dict[str, Any]:
     return out
 
 
+async def _inject(client: Any, body: Mapping[str, Any]) -> None:
+    """Set the service's in-process faults through its (loopback-only) chaos admin endpoint."""
+    try:
+        answer = await client.post("/api/admin/chaos", json=dict(body), timeout=5.0)
+    except Exception as exc:
+        raise ChaosError(f"setting the service's faults {dict(body)} failed: {exc}") from None
+    if answer.status_code != 200:
+        raise ChaosError(
+            f"setting the service's faults {dict(body)} failed: HTTP {answer.status_code}"
+        )
+
+
 def _reconcile(dsn: str, schema: str, acked: Mapping[int, str]) -> tuple[int, int]:
     """Lost and duplicated acknowledged writes, read from the database directly."""
     import psycopg
@@ -298,6 +310,8 @@ def build_rows(
                 fault = step.faults.get("mode", "pass") if step.faults else "none"
                 if fault == "pass" and faults["latency"]:
                     fault = f"+{faults['latency'] * 1000:g} ms"
+                if step.injected.get("error_rate"):
+                    fault = f"errors {step.injected['error_rate']:.0%}"
                 break
         else:
             if middle < 0:
@@ -392,7 +406,8 @@ class Stage:
         settings = {
             **self.settings,
             "database_url": _proxied_url(self.database_url, self.proxy.port),
-            "chaos": False,
+            # The admin endpoint only when a step injects faults in the service.
+            "chaos": self.scenario.injects,
             "traffic": 0.0,
         }
         self.service = await self.processes.start(
@@ -481,11 +496,15 @@ async def play(stage: Stage, *, result: RunResult, progress: Progress) -> RunRes
             samples[int(t0) - 1] = await _sample(client, proxy)
             for step, _, stop in scenario.step_bounds():
                 await proxy.aset(step.proxy_faults())
+                if scenario.injects:
+                    await _inject(client, step.admin_body())
                 while (now := time.time()) < t0 + stop:
                     samples[int(now)] = await _sample(client, proxy)
                     _show(progress, scenario, mode, step.name, now - t0, lines)
                     await asyncio.sleep(min(1.0 - time.time() % 1.0 + 0.02, t0 + stop - now))
             await proxy.aclear()
+            if scenario.injects:
+                await _inject(client, {"target": "database", "clear": True})
             while load.returncode is None:
                 now = time.time()
                 samples[int(now)] = await _sample(client, proxy)

@@ -39,6 +39,8 @@ __all__ = [
 
 #: What a step may break (each sits behind its own proxy).
 DEPENDENCIES = ("database",)
+#: In-process faults a step may inject, and their ceilings (the admin endpoint's too).
+_INJECTED = {"error_rate": 1.0, "latency": 60.0}
 
 
 class ScenarioError(ValueError):
@@ -52,13 +54,17 @@ def _require(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Step:
-    """``seconds`` of one state of the network."""
+    """``seconds`` of one state of the network (and, optionally, of the service's own faults)."""
 
     name: str
     seconds: float
     #: The proxy's faults during the step (:meth:`ProxyFaults.as_dict` keys); {} is healthy.
     faults: Mapping[str, Any] = field(default_factory=dict)
     dependency: str = "database"
+    #: In-process faults on the service's database target during the step (``error_rate``,
+    #: ``latency`` in seconds), set through its chaos admin endpoint: an error storm is the
+    #: database answering errors, which no proxy can forge.
+    injected: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and isinstance(self.name, str), f"step name={self.name!r}")
@@ -75,6 +81,27 @@ class Step:
             self.proxy_faults()
         except (TypeError, ValueError) as exc:
             raise ScenarioError(f"step {self.name!r}: faults: {exc}") from None
+        unknown = sorted(set(self.injected) - set(_INJECTED))
+        _require(
+            not unknown,
+            f"step {self.name!r}: injected: unknown {', '.join(unknown)}; expected some of "
+            f"{', '.join(_INJECTED)}",
+        )
+        for key, value in self.injected.items():
+            _require(
+                isinstance(value, int | float) and 0 <= value <= _INJECTED[key],
+                f"step {self.name!r}: injected {key}={value!r} must be within "
+                f"[0, {_INJECTED[key]:g}]",
+            )
+
+    def admin_body(self) -> dict[str, Any]:
+        """What the service's ``POST /api/admin/chaos`` takes for this step's injected faults."""
+        body: dict[str, Any] = {"target": "database", "errorRate": 0.0, "latency": 0.0}
+        if "error_rate" in self.injected:
+            body["errorRate"] = float(self.injected["error_rate"])
+        if "latency" in self.injected:
+            body["latency"] = float(self.injected["latency"])
+        return body
 
     def proxy_faults(self) -> ProxyFaults:
         return ProxyFaults().changed(dict(self.faults))
@@ -162,6 +189,11 @@ class Scenario:
     def seconds(self) -> float:
         return sum(s.seconds for s in self.steps)
 
+    @property
+    def injects(self) -> bool:
+        """True when a step injects in-process faults (the service's chaos admin is needed)."""
+        return any(s.injected for s in self.steps)
+
     def step_bounds(self) -> list[tuple[Step, float, float]]:
         """Each step with its start and end, in seconds from the start of the load."""
         out = []
@@ -187,6 +219,7 @@ class Scenario:
                     "seconds": s.seconds,
                     "dependency": s.dependency,
                     "faults": dict(s.faults),
+                    **({"injected": dict(s.injected)} if s.injected else {}),
                 }
                 for s in self.steps
             ],
@@ -480,6 +513,60 @@ SCENARIOS["database-slow"] = _slow(
 )
 
 
+def _storm(name: str, title: str, rate: float, criteria: Sequence[Criterion]) -> Scenario:
+    return Scenario(
+        name=name,
+        title=title,
+        service=_SERVICE,
+        steps=(
+            Step(name="before", seconds=4.0),
+            Step(name="storm", seconds=8.0, injected={"error_rate": rate}),
+            Step(name="after", seconds=5.0),
+        ),
+        criteria=(*criteria, *_ALWAYS),
+    )
+
+
+SCENARIOS["errors-30"] = _storm(
+    "errors-30",
+    "30% of the database attempts fail (injected in the service)",
+    0.3,
+    (
+        Criterion(
+            metric="goodput",
+            step="storm",
+            min=99.0,
+            text="clicks answered 2xx during the storm >= 99% (retries absorb it)",
+        ),
+    ),
+)
+SCENARIOS["errors-100"] = _storm(
+    "errors-100",
+    "every database attempt fails (injected in the service)",
+    1.0,
+    (
+        Criterion(
+            metric="amplification",
+            step="storm",
+            max=1.1,
+            text="database attempts per request during the storm <= 1.1x",
+        ),
+        Criterion(
+            metric="fast_fail_p99",
+            step="storm",
+            max=5.0,
+            text="p99 of the 503 answers once the breaker is open < 5 ms",
+        ),
+        Criterion(
+            metric="recovery",
+            step="storm",
+            max=_SERVICE["reset_timeout"] + 1.0,
+            text="first success <= reset timeout (2 s) + 1 s after the storm",
+        ),
+    ),
+)
+
+
 def quick_scenarios() -> list[Scenario]:
     """The CI-sized set: the quick scenarios with every step shortened (under 60 s in all)."""
     out = []
@@ -492,6 +579,7 @@ def quick_scenarios() -> list[Scenario]:
                 seconds=max(2.0, math.floor(st.seconds / 2)),
                 faults=st.faults,
                 dependency=st.dependency,
+                injected=st.injected,
             )
             for st in s.steps
         )
