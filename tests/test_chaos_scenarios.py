@@ -76,8 +76,8 @@ def test_a_scenario_file_round_trips(tmp_path: pathlib.Path) -> None:
             "dependency='redis'",
         ),
         (
-            '{"name": "x", "steps": [{"name": "a", "seconds": 1, "injected": {"hold": 3}}]}',
-            "step 'a': injected: unknown hold",
+            '{"name": "x", "steps": [{"name": "a", "seconds": 1, "injected": {"held": 3}}]}',
+            "step 'a': injected: unknown held",
         ),
         (
             '{"name": "x", "steps": [{"name": "a", "seconds": 1, '
@@ -104,6 +104,7 @@ def test_an_error_storm_is_injected_through_the_admin_endpoint() -> None:
         "target": "database",
         "errorRate": 0.3,
         "latency": 0.0,
+        "hold": 0,
     }
     assert by_name["after"].admin_body()["errorRate"] == 0.0  # each step sets all of them
     assert by_name["storm"].proxy_faults().mode == "pass"  # the network stays healthy
@@ -154,6 +155,7 @@ def test_each_metric_measures_what_it_says() -> None:
     assert value("goodput", max=100) == (pytest.approx(47.5), True)  # 19 of 40 clicks
     assert value("fast_fail_p99", "outage", max=5) == (4.0, True)  # the 900 ms one excluded
     assert value("recovery", "outage", max=3) == (2.4, True)
+    assert value("p99_503", "outage", max=5) == (900.0, False)  # every 503, the slow one too
     assert value("status_500", max=0) == (1.0, False)
     assert value("lost_writes", max=0) == (1.0, False)
     assert value("duplicated_writes", max=0) == (0.0, True)

@@ -312,6 +312,8 @@ def build_rows(
                     fault = f"+{faults['latency'] * 1000:g} ms"
                 if step.injected.get("error_rate"):
                     fault = f"errors {step.injected['error_rate']:.0%}"
+                elif step.injected.get("hold"):
+                    fault = f"{step.injected['hold']:g} held"
                 break
         else:
             if middle < 0:

@@ -40,7 +40,7 @@ __all__ = [
 #: What a step may break (each sits behind its own proxy).
 DEPENDENCIES = ("database",)
 #: In-process faults a step may inject, and their ceilings (the admin endpoint's too).
-_INJECTED = {"error_rate": 1.0, "latency": 60.0}
+_INJECTED = {"error_rate": 1.0, "latency": 60.0, "hold": 1000.0}
 
 
 class ScenarioError(ValueError):
@@ -96,11 +96,12 @@ class Step:
 
     def admin_body(self) -> dict[str, Any]:
         """What the service's ``POST /api/admin/chaos`` takes for this step's injected faults."""
-        body: dict[str, Any] = {"target": "database", "errorRate": 0.0, "latency": 0.0}
-        if "error_rate" in self.injected:
-            body["errorRate"] = float(self.injected["error_rate"])
-        if "latency" in self.injected:
-            body["latency"] = float(self.injected["latency"])
+        body: dict[str, Any] = {
+            "target": "database",
+            "errorRate": float(self.injected.get("error_rate", 0.0)),
+            "latency": float(self.injected.get("latency", 0.0)),
+            "hold": int(self.injected.get("hold", 0)),
+        }
         return body
 
     def proxy_faults(self) -> ProxyFaults:
@@ -345,6 +346,13 @@ def _fast_fail(view: RunView, step: str | None) -> float | None:
     return _percentile(values, 99)
 
 
+def _p99_503(view: RunView, step: str | None) -> float | None:
+    """p99 of every 503 try sent during the step (the breaker's state aside)."""
+    if step is None:
+        return None
+    return _percentile([ms for _, ms in view.fail_latencies.get(step, ())], 99)
+
+
 def _recovery(view: RunView, step: str | None) -> float | None:
     if step is None:
         return None
@@ -369,6 +377,7 @@ METRICS: dict[str, Metric] = {
     "amplification": Metric("database attempts per request sent", "x", _amplification),
     "goodput": Metric("clicks answered 2xx", "%", _goodput),
     "fast_fail_p99": Metric("p99 of the 503 answers once the breaker is open", " ms", _fast_fail),
+    "p99_503": Metric("p99 of the 503 answers", " ms", _p99_503),
     "recovery": Metric("first success of a request sent after the step ends", " s", _recovery),
     "status_500": Metric("500 answers", "", _count("status_500")),
     "lost_writes": Metric("acknowledged writes lost", "", lambda v, s: float(v.lost_writes)),
@@ -563,6 +572,33 @@ SCENARIOS["errors-100"] = _storm(
             max=_SERVICE["reset_timeout"] + 1.0,
             text="first success <= reset timeout (2 s) + 1 s after the storm",
         ),
+    ),
+)
+
+
+SCENARIOS["pool-exhausted"] = Scenario(
+    name="pool-exhausted",
+    title="every connection of the service's pool held (injected in the service)",
+    service=_SERVICE,
+    steps=(
+        Step(name="before", seconds=4.0),
+        Step(name="held", seconds=8.0, injected={"hold": _SERVICE["pool_size"]}),
+        Step(name="after", seconds=5.0),
+    ),
+    criteria=(
+        Criterion(
+            metric="p99_503",
+            step="held",
+            max=50.0,
+            text="p99 of the 503 answers while the pool is held < 50 ms (shed, not queued)",
+        ),
+        Criterion(
+            metric="recovery",
+            step="held",
+            max=3.0,
+            text="first success <= 3 s after the connections are given back",
+        ),
+        *_ALWAYS,
     ),
 )
 
