@@ -345,7 +345,7 @@ def plot_svg(rows: Sequence[Mapping[str, Any]], *, title: str) -> str:
         i0, i1 = index[start], index[stop] + 1
         svg.append(
             f"<rect x='{x(i0):.1f}' y='{top}' width='{(i1 - i0) * bar:.1f}' height='{total_h}' "
-            f"fill='#e0e0e0' opacity='0.6'/><text x='{x(i0) + 3:.1f}' y='{top + 10}' "
+            f"fill='#e0e0e0' opacity='0.6'/><text x='{x(i0) + 3:.1f}' y='{top + 22}' "
             f"fill='#424242'>{e(fault)}</text>"
         )
     y0 = top
