@@ -472,54 +472,54 @@ def _demo(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911, PLR0912 - on
     return 0
 
 
-def _network_chaos(args: argparse.Namespace) -> int:
-    """``suture chaos --scenario/--all/--report``: network faults, with and without suture."""
-    import asyncio
+def _network_plan(args: argparse.Namespace) -> tuple[list[Any], str]:
+    """The scenarios to play and the PostgreSQL URL; a ``ValueError`` says why not."""
+    from suture.chaos.runner import DEFAULT_DATABASE
+    from suture.chaos.scenarios import SCENARIOS, load_scenario_file, quick_scenarios
 
-    from suture.chaos.report import summary, write_report
-    from suture.chaos.runner import DEFAULT_DATABASE, ChaosError, Session, play_all
-    from suture.chaos.scenarios import (
-        SCENARIOS,
-        ScenarioError,
-        load_scenario_file,
-        quick_scenarios,
-    )
-
-    quick = {s.name: s for s in quick_scenarios()}
-    if args.list_scenarios:
-        for s in SCENARIOS.values():
-            mark = " (quick)" if s.quick else ""
-            print(f"{s.name:<20} {s.seconds:>4g} s  {s.title}{mark}")
-        return 0
     if args.url is not None:
-        print(
-            "suture chaos: --url drives the in-process harness; the network scenarios "
-            "start their own service (leave --url out)",
-            file=sys.stderr,
+        raise ValueError(
+            "--url drives the in-process harness; the network scenarios start their own "
+            "service (leave --url out)"
         )
-        return 2
-    chosen = []
-    try:
-        if args.scenario_file:
-            chosen += load_scenario_file(args.scenario_file)
-        for name in args.scenario or ():
-            if name not in SCENARIOS:
-                raise ScenarioError(f"unknown scenario {name!r}; shipped: {', '.join(SCENARIOS)}")
-            chosen.append(quick[name] if args.quick and name in quick else SCENARIOS[name])
-    except ScenarioError as exc:
-        print(f"suture chaos: {exc}", file=sys.stderr)
-        return 2
+    quick = {s.name: s for s in quick_scenarios()}
+    chosen: list[Any] = []
+    if args.scenario_file:
+        chosen += load_scenario_file(args.scenario_file)
+    for name in args.scenario or ():
+        if name not in SCENARIOS:
+            raise ValueError(f"unknown scenario {name!r}; shipped: {', '.join(SCENARIOS)}")
+        chosen.append(quick[name] if args.quick and name in quick else SCENARIOS[name])
     if args.all:
         chosen += list(SCENARIOS.values())
     if not chosen:
         chosen = list(quick.values()) if args.quick else list(SCENARIOS.values())
     url = args.database_url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE
     if not url.startswith(("postgresql", "postgres://")):
-        print(
-            "suture chaos: the network scenarios need PostgreSQL (--database-url "
-            "postgresql://user@127.0.0.1:5432/db)",
-            file=sys.stderr,
+        raise ValueError(
+            "the network scenarios need PostgreSQL (--database-url "
+            "postgresql://user@127.0.0.1:5432/db)"
         )
+    return chosen, url
+
+
+def _network_chaos(args: argparse.Namespace) -> int:
+    """``suture chaos --scenario/--all/--report``: network faults, with and without suture."""
+    import asyncio
+
+    from suture.chaos.report import summary, write_report
+    from suture.chaos.runner import ChaosError, Session, play_all
+    from suture.chaos.scenarios import SCENARIOS
+
+    if args.list_scenarios:
+        for s in SCENARIOS.values():
+            mark = " (quick)" if s.quick else ""
+            print(f"{s.name:<20} {s.seconds:>4g} s  {s.title}{mark}")
+        return 0
+    try:
+        chosen, url = _network_plan(args)
+    except ValueError as exc:  # ScenarioError too: a malformed scenario file
+        print(f"suture chaos: {exc}", file=sys.stderr)
         return 2
     session = Session(database_url=url)
     live = sys.stderr.isatty()
@@ -531,7 +531,6 @@ def _network_chaos(args: argparse.Namespace) -> int:
 
     logging.basicConfig(format="%(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("suture").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
-    runs = len(chosen) * 2
     print(
         f"suture chaos: {len(chosen)} scenario(s) x 2 runs (with suture, and naive), "
         f"about {sum(s.seconds + 8 for s in chosen) * 2:.0f} s...",
@@ -545,34 +544,20 @@ def _network_chaos(args: argparse.Namespace) -> int:
         session.interrupted = True
         code = 130
     except ChaosError as exc:
-        if live:
-            sys.stderr.write("\n")
-        print(f"suture chaos: {exc}", file=sys.stderr)
-        if not session.results or all(not r.rows for r in session.results):
-            return 2
+        print(f"{chr(10) if live else ''}suture chaos: {exc}", file=sys.stderr)
         code = 2
     if live:
         sys.stderr.write("\r" + " " * 99 + "\r")
+    if code == 2 and all(not r.rows for r in session.results):
+        return 2  # nothing was measured: the one line above says why
     print(summary(session))
     if args.report:
         page = write_report(session, args.report)
-        print(f"report: {page} (and report.json, {len(session.results)} of {runs} CSV)")
-    if code:
-        return code
-    return 0 if session.held else 1
+        print(f"report: {page} (and report.json, {len(session.results)} of {len(chosen) * 2} CSV)")
+    return code or (0 if session.held else 1)
 
 
 def _chaos(args: argparse.Namespace) -> int:
-    if args.scenario or args.scenario_file or args.all or args.report or args.list_scenarios:
-        missing = missing_demo_modules()
-        if missing:
-            print(
-                f"suture chaos needs the 'demo' extra; missing: {', '.join(missing)}.\n"
-                "Install it with:  pip install 'suture[demo]'",
-                file=sys.stderr,
-            )
-            return 2
-        return _network_chaos(args)
     missing = missing_demo_modules()
     if missing:
         print(
@@ -581,6 +566,8 @@ def _chaos(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.scenario or args.scenario_file or args.all or args.report or args.list_scenarios:
+        return _network_chaos(args)
     if args.concurrency < 1:
         print("suture chaos: --concurrency must be at least 1", file=sys.stderr)
         return 2

@@ -1,3 +1,4 @@
+# Over ~400 lines on purpose: one fault injector and the two pool holders it drives.
 """In-process faults: errors, added latency and pool exhaustion per named target.
 
 A :class:`Chaos` holds one :class:`FaultConfig` per named target (``"database"``,

@@ -182,7 +182,7 @@ class _Browser:
         return outcome
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - pacer, workers, flusher and stop, read in order
     import httpx
 
     recorder = _Recorder()

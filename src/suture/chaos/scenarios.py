@@ -1,3 +1,4 @@
+# Over ~400 lines on purpose: format, checks, metrics and shipped scenarios: one vocabulary.
 """Chaos scenarios as data: timed steps of network faults, the load, and the criteria.
 
 A :class:`Scenario` is what ``suture chaos --scenario NAME`` plays: a list of
