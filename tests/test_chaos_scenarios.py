@@ -17,7 +17,7 @@ import pytest
 
 from suture import cli
 from suture.chaos.report import COLUMNS, summary, write_report
-from suture.chaos.runner import RunResult, Session, build_rows
+from suture.chaos.results import RunResult, Session
 from suture.chaos.scenarios import (
     SCENARIOS,
     Criterion,
@@ -29,6 +29,7 @@ from suture.chaos.scenarios import (
     load_scenario_file,
     quick_scenarios,
 )
+from suture.demo.runner import build_rows
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
@@ -452,7 +453,7 @@ def test_ctrl_c_restores_stops_and_still_writes_a_partial_report(
         env={**os.environ, "PYTHONPATH": str(SRC)},
     )
     deadline = time.monotonic() + 60
-    while not _running("suture.chaos.load"):
+    while not _running("suture.demo.load"):
         assert time.monotonic() < deadline, "the first run did not start"
         assert process.poll() is None
         time.sleep(0.2)
@@ -468,6 +469,6 @@ def test_ctrl_c_restores_stops_and_still_writes_a_partial_report(
     assert "verdict: interrupted (partial report)" in stdout
     # Every process it started is stopped (the services of the runs not played yet too).
     assert _running("suture.demo.serve") == []
-    assert _running("suture.chaos.load") == []
+    assert _running("suture.demo.load") == []
     for run in data["runs"]:
         assert _schemas(pg_url.replace("+psycopg", ""), run["service"]["schema"]) == []

@@ -474,8 +474,8 @@ def _demo(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911, PLR0912 - on
 
 def _network_plan(args: argparse.Namespace) -> tuple[list[Any], str]:
     """The scenarios to play and the PostgreSQL URL; a ``ValueError`` says why not."""
-    from suture.chaos.runner import DEFAULT_DATABASE
     from suture.chaos.scenarios import SCENARIOS, load_scenario_file, quick_scenarios
+    from suture.demo.runner import DEFAULT_DATABASE
 
     if args.url is not None:
         raise ValueError(
@@ -508,8 +508,9 @@ def _network_chaos(args: argparse.Namespace) -> int:
     import asyncio
 
     from suture.chaos.report import summary, write_report
-    from suture.chaos.runner import ChaosError, Session, play_all
+    from suture.chaos.results import Session
     from suture.chaos.scenarios import SCENARIOS
+    from suture.demo.runner import ChaosError, play_all
 
     if args.list_scenarios:
         for s in SCENARIOS.values():

@@ -21,44 +21,11 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from suture.chaos.runner import RunResult, Session
+from suture.chaos.results import COLUMNS, RunResult, Session
 
 __all__ = ["COLUMNS", "csv_name", "summary", "write_report"]
-
-#: The per-second columns, in CSV order.
-COLUMNS: tuple[str, ...] = (
-    "t",  # seconds since the load started
-    "step",  # the scenario's step
-    "fault",  # the proxy's fault in that step ("none", "reset", "blackhole", "+300 ms")
-    "sent",  # HTTP requests sent (the browsers' retries included)
-    "req_ok",  # HTTP requests answered 2xx in that second
-    "req_503",  # ... answered 503
-    "req_500",  # ... answered another 5xx
-    "req_4xx",  # ... answered 4xx
-    "req_timeout",  # ... that hit the client's timeout (10 s)
-    "req_error",  # ... that ended in a transport error
-    "req_p50_ms",  # HTTP request latency, median
-    "req_p99_ms",  # HTTP request latency, 99th percentile
-    "clicks",  # clicks that ended in that second (a browser action, its retries included)
-    "ok",  # clicks answered 2xx in the end
-    "status_503",  # clicks answered 503 in the end
-    "status_500",  # clicks answered another 5xx in the end
-    "status_4xx",  # clicks answered 4xx in the end
-    "timeout",  # clicks that hit the client's timeout, or still waiting when the run ended
-    "error",  # clicks that ended in a transport error
-    "p50_ms",  # click latency (what the user waited, retries included), median
-    "p99_ms",  # click latency, 99th percentile
-    "db_attempts",  # database attempts the service made (its retries included)
-    "proxy_connections",  # connections that reached the proxy (before any fault)
-    "proxy_chunks_up",  # reads from the service to the database (about one per query)
-    "breaker",  # the service's database breaker: closed, open, half_open
-    "pool_in_use",  # the fraction of the pool's connections in use
-    "retries",  # retries the service scheduled
-    "shed",  # requests the service shed (overload)
-)
 
 OUTCOME_COLORS = (
     ("req_ok", "#2e7d32", "2xx"),

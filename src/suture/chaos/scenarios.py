@@ -9,7 +9,7 @@ step it is measured over and a limit; the runner measures, this module judges.
 A scenario file is the JSON of :meth:`Scenario.as_dict`
 (:func:`load_scenario_file` reads one and names what is wrong in it).
 
-Standard library only: the runner (:mod:`suture.chaos.runner`) does the I/O.
+Standard library only: the runner (:mod:`suture.demo.runner`) does the I/O.
 """
 
 from __future__ import annotations

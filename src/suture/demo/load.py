@@ -1,6 +1,6 @@
 """The load of a chaos run: closed-loop "browsers" in a process of their own.
 
-    python -m suture.chaos.load --url http://127.0.0.1:PORT --seconds 30 \\
+    python -m suture.demo.load --url http://127.0.0.1:PORT --seconds 30 \\
         --workers 16 --rate 40 --browser suture --write-ids 1,2,3 --tag run1
 
 Each worker clicks, waits for the outcome, clicks again, all of them at most
@@ -25,8 +25,8 @@ action, its retries included) and tries (each HTTP request) by outcome and
 latency; ``fail_ms``: the 503 tries; ``ok_at``: the 2xx tries, and a last line
 ``{"done": true}``. Clicks still in flight ``--grace`` seconds (default 5)
 after the end count as client timeouts (the user gave up). SIGINT or SIGTERM
-stops it early (the last second is still printed). httpx is imported when it
-runs: this module is not imported by ``suture.chaos``.
+stops it early (the last second is still printed). It needs httpx (the
+``demo`` extra), imported when it runs.
 """
 
 from __future__ import annotations
@@ -276,7 +276,7 @@ def _ids(text: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m suture.chaos.load")
+    parser = argparse.ArgumentParser(prog="python -m suture.demo.load")
     parser.add_argument("--url", required=True)
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--workers", type=int, default=16)

@@ -10,7 +10,7 @@ One run:
 2. the reference service as a real uvicorn process (``python -m
    suture.demo.serve``) on a free loopback port, its database URL pointing at
    the proxy, its tables in a schema of its own;
-3. the load as another process (``python -m suture.chaos.load``: closed-loop
+3. the load as another process (``python -m suture.demo.load``: closed-loop
    httpx "browsers"), which reports every second;
 4. the steps: at each step's start the proxy's faults are switched; every
    second this process reads the service's ``/health`` and
@@ -40,90 +40,21 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import suture
 from suture.chaos.proxy import FaultProxy, ProxyError, parse_address
-from suture.chaos.report import COLUMNS
+from suture.chaos.results import COLUMNS, MODES, RunResult, Session
 from suture.chaos.scenarios import Judged, RunView, Scenario, judge
 
 __all__ = ["MODES", "ChaosError", "RunResult", "Session", "play", "play_all"]
 
-#: The two runs of every scenario.
-MODES = ("suture", "naive")
 DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
 _START_TIMEOUT = 60.0
 
 
 class ChaosError(RuntimeError):
     """The run cannot go on (a database that does not answer, a service that does not start)."""
-
-
-@dataclass
-class RunResult:
-    """One run: a scenario in one mode, its rows, its criteria."""
-
-    scenario: Scenario
-    mode: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    judged: list[Judged] = field(default_factory=list)
-    acked_writes: int = 0
-    lost_writes: int = 0
-    duplicated_writes: int = 0
-    partial: bool = False
-    error: str | None = None
-    seconds: float = 0.0
-    service: dict[str, Any] = field(default_factory=dict)
-    #: The proxy's counts at the end.
-    proxy: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def held(self) -> bool:
-        return self.error is None and not self.partial and all(j.held for j in self.judged)
-
-    def value(self, metric: str) -> float | None:
-        for j in self.judged:
-            if j.criterion.metric == metric:
-                return j.value
-        return None
-
-    def goodput(self) -> float | None:
-        clicks = sum(r["clicks"] for r in self.rows)
-        return None if not clicks else 100.0 * sum(r["ok"] for r in self.rows) / clicks
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario.name,
-            "mode": self.mode,
-            "held": self.held,
-            "partial": self.partial,
-            "error": self.error,
-            "seconds": round(self.seconds, 2),
-            "goodput": self.goodput(),
-            "acked_writes": self.acked_writes,
-            "lost_writes": self.lost_writes,
-            "duplicated_writes": self.duplicated_writes,
-            "service": self.service,
-            "proxy": self.proxy,
-            "criteria": [j.as_dict() for j in self.judged],
-            "rows": self.rows,
-        }
-
-
-@dataclass
-class Session:
-    """Every run so far (the report reads it, also after Ctrl-C)."""
-
-    database_url: str
-    results: list[RunResult] = field(default_factory=list)
-    interrupted: bool = False
-
-    @property
-    def held(self) -> bool:
-        runs = [r for r in self.results if r.mode == "suture"]
-        return bool(runs) and not self.interrupted and all(r.held for r in runs)
 
 
 Progress = Callable[[str], None]
@@ -136,7 +67,7 @@ def _free_port() -> int:
 
 
 def _pythonpath() -> str:
-    here = str(Path(suture.__file__).resolve().parent.parent)
+    here = str(Path(__file__).resolve().parents[2])  # the directory holding ``suture``
     old = os.environ.get("PYTHONPATH")
     return here if not old else f"{here}{os.pathsep}{old}"
 
@@ -464,7 +395,7 @@ async def play(  # noqa: C901, PLR0915 - one run in order; its cleanup in one fi
             load = await stage.processes.start(
                 sys.executable,
                 "-m",
-                "suture.chaos.load",
+                "suture.demo.load",
                 "--url",
                 stage.base_url,
                 "--seconds",
