@@ -9,6 +9,11 @@
 ``suture chaos`` breaks it on purpose and reports how it healed:
 
     suture chaos [--quick] [--url http://127.0.0.1:PORT | --database-url URL] [--json]
+
+``suture proxy`` puts a TCP fault proxy in front of a dependency (no extra needed):
+
+    suture proxy [--control ADDR] [--mode MODE] [--latency S] [--jitter S]
+                 [--bandwidth B] [--drop F] [--allow-remote] [--no-check] LISTEN TARGET
 """
 
 from __future__ import annotations
@@ -187,7 +192,47 @@ def build_parser() -> argparse.ArgumentParser:
         f"dashboard moves (default 0 = off, at most {MAX_TRAFFIC:g})",
     )
     _add_chaos_command(commands)
+    _add_proxy_command(commands)
     return parser
+
+
+def _add_proxy_command(commands: Any) -> None:
+    proxy = commands.add_parser(
+        "proxy",
+        help="a TCP fault proxy in front of a dependency (PostgreSQL, Redis...)",
+        description=(
+            "Forward LISTEN to TARGET and inject network faults, switched at run time "
+            "through a local control endpoint: GET / shows the faults and the counts, "
+            'POST /faults with {"mode": "blackhole"} (or "reset", "pass", "latency": 0.3, '
+            '"jitter", "bandwidth", "drop") changes them, POST /clear heals. Loopback '
+            "addresses only unless --allow-remote. Ctrl-C stops it."
+        ),
+    )
+    proxy.add_argument("listen", metavar="LISTEN", help="HOST:PORT or PORT, e.g. 6432")
+    proxy.add_argument("target", metavar="TARGET", help="HOST:PORT, e.g. 127.0.0.1:5432")
+    proxy.add_argument(
+        "--control",
+        default="127.0.0.1:0",
+        metavar="ADDR",
+        help="the control endpoint's HOST:PORT, loopback only (default: a free port)",
+    )
+    proxy.add_argument(
+        "--mode", choices=["pass", "reset", "blackhole"], default="pass", help="(default pass)"
+    )
+    proxy.add_argument("--latency", type=_seconds, default=0.0, help="seconds per round trip")
+    proxy.add_argument("--jitter", type=_seconds, default=0.0, help="± seconds on the latency")
+    proxy.add_argument(
+        "--bandwidth", type=_positive, default=None, help="bytes per second each way (no limit)"
+    )
+    proxy.add_argument("--drop", type=_fraction, default=0.0, help="fraction of new connections")
+    proxy.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="accept a LISTEN or TARGET address that is not loopback",
+    )
+    proxy.add_argument(
+        "--no-check", action="store_true", help="start even if TARGET does not answer yet"
+    )
 
 
 def _add_chaos_command(commands: Any) -> None:
@@ -237,6 +282,31 @@ def _add_chaos_command(commands: Any) -> None:
     )
     chaos.add_argument("--json", action="store_true", help="print the report as JSON")
     chaos.add_argument("--verbose", action="store_true", help="log suture's events to stderr")
+    network = chaos.add_argument_group(
+        "network scenarios (PostgreSQL behind suture's fault proxy, the service as a real "
+        "process, each scenario with and without suture)"
+    )
+    network.add_argument(
+        "--scenario",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="play this scenario (repeatable); --list-scenarios shows them",
+    )
+    network.add_argument(
+        "--scenario-file", default=None, metavar="PATH", help="play the scenario(s) of a JSON file"
+    )
+    network.add_argument("--all", action="store_true", help="play every shipped scenario")
+    network.add_argument(
+        "--report",
+        default=None,
+        metavar="DIR",
+        help="write report.html, report.json and one CSV per run there "
+        "(with --quick alone: the CI-sized set)",
+    )
+    network.add_argument(
+        "--list-scenarios", action="store_true", help="list the shipped scenarios and exit"
+    )
 
 
 def missing_demo_modules() -> list[str]:
@@ -483,6 +553,92 @@ def _demo(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911, PLR0912, PLR
     return 0
 
 
+def _network_plan(args: argparse.Namespace) -> tuple[list[Any], str]:
+    """The scenarios to play and the PostgreSQL URL; a ``ValueError`` says why not."""
+    from suture.chaos.scenarios import SCENARIOS, load_scenario_file, quick_scenarios
+    from suture.demo.runner import DEFAULT_DATABASE
+
+    if args.url is not None:
+        raise ValueError(
+            "--url drives the in-process harness; the network scenarios start their own "
+            "service (leave --url out)"
+        )
+    quick = {s.name: s for s in quick_scenarios()}
+    chosen: list[Any] = []
+    if args.scenario_file:
+        chosen += load_scenario_file(args.scenario_file)
+    for name in args.scenario or ():
+        if name not in SCENARIOS:
+            raise ValueError(f"unknown scenario {name!r}; shipped: {', '.join(SCENARIOS)}")
+        chosen.append(quick[name] if args.quick and name in quick else SCENARIOS[name])
+    if args.all:
+        chosen += list(SCENARIOS.values())
+    if not chosen:
+        chosen = list(quick.values()) if args.quick else list(SCENARIOS.values())
+    url = args.database_url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE
+    if not url.startswith(("postgresql", "postgres://")):
+        raise ValueError(
+            "the network scenarios need PostgreSQL (--database-url "
+            "postgresql://user@127.0.0.1:5432/db)"
+        )
+    return chosen, url
+
+
+def _network_chaos(args: argparse.Namespace) -> int:
+    """``suture chaos --scenario/--all/--report``: network faults, with and without suture."""
+    import asyncio
+
+    from suture.chaos.report import summary, write_report
+    from suture.chaos.results import Session
+    from suture.chaos.scenarios import SCENARIOS
+    from suture.demo.runner import ChaosError, play_all
+
+    if args.list_scenarios:
+        for s in SCENARIOS.values():
+            mark = " (quick)" if s.quick else ""
+            print(f"{s.name:<20} {s.seconds:>4g} s  {s.title}{mark}")
+        return 0
+    try:
+        chosen, url = _network_plan(args)
+    except ValueError as exc:  # ScenarioError too: a malformed scenario file
+        print(f"suture chaos: {exc}", file=sys.stderr)
+        return 2
+    session = Session(database_url=url)
+    live = sys.stderr.isatty()
+
+    def progress(text: str) -> None:
+        if live:
+            sys.stderr.write("\r" + text[:99].ljust(99))
+            sys.stderr.flush()
+
+    logging.basicConfig(format="%(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("suture").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
+    print(
+        f"suture chaos: {len(chosen)} scenario(s) x 2 runs (with suture, and naive), "
+        f"about {sum(s.seconds + 8 for s in chosen) * 2:.0f} s...",
+        file=sys.stderr,
+        flush=True,
+    )
+    code = 0
+    try:
+        asyncio.run(play_all(chosen, session, progress=progress))
+    except KeyboardInterrupt:
+        session.interrupted = True
+        code = 130
+    except ChaosError as exc:
+        print(f"{chr(10) if live else ''}suture chaos: {exc}", file=sys.stderr)
+        code = 2
+    if live:
+        sys.stderr.write("\r" + " " * 99 + "\r")
+    if code == 2 and all(not r.rows for r in session.results):
+        return 2  # nothing was measured: the one line above says why
+    print(summary(session))
+    if args.report:
+        page = write_report(session, args.report)
+        print(f"report: {page} (and report.json, {len(session.results)} of {len(chosen) * 2} CSV)")
+    return code or (0 if session.held else 1)
+
+
 def _chaos(args: argparse.Namespace) -> int:
     missing = missing_demo_modules()
     if missing:
@@ -492,6 +648,8 @@ def _chaos(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.scenario or args.scenario_file or args.all or args.report or args.list_scenarios:
+        return _network_chaos(args)
     if args.concurrency < 1:
         print("suture chaos: --concurrency must be at least 1", file=sys.stderr)
         return 2
@@ -544,6 +702,88 @@ def _chaos(args: argparse.Namespace) -> int:
     return 0 if report.healed else 1
 
 
+def _size(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"  # pragma: no cover - the loop returns
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import math
+    import signal
+
+    from suture.chaos.proxy import FaultProxy, ProxyError, ProxyFaults, parse_address
+
+    try:
+        listen = parse_address(args.listen)
+        target = parse_address(args.target)
+        control = parse_address(args.control)
+        faults = ProxyFaults(
+            mode=args.mode,
+            latency=args.latency,
+            jitter=args.jitter,
+            bandwidth=args.bandwidth if args.bandwidth is not None else math.inf,
+            drop=args.drop,
+        )
+        proxy = FaultProxy(
+            target,
+            listen=listen,
+            control=control,
+            allow_remote=args.allow_remote,
+            faults=faults,
+        )
+    except (ValueError, ProxyError) as exc:
+        print(f"suture proxy: refused: {exc}", file=sys.stderr)
+        return 2
+    # Every change of faults is one WARNING line on the "suture" logger.
+    logging.basicConfig(format="%(asctime)s %(message)s", level=logging.WARNING)
+
+    async def serve() -> None:
+        if not args.no_check:
+            await proxy.aprobe()
+        async with proxy:
+            shown = proxy.faults.as_dict()
+            print(
+                "suture proxy\n"
+                f"  listen    {_host_port(proxy.address)}\n"
+                f"  target    {_host_port(proxy.target)}\n"
+                f"  control   {proxy.control_url}  (GET /, POST /faults "
+                '{"mode": "blackhole"}, POST /clear)\n'
+                f"  faults    {', '.join(f'{k}={v}' for k, v in shown.items())}\n"
+                "Ctrl-C stops it.",
+                flush=True,
+            )
+            stop = asyncio.Event()
+            if hasattr(signal, "SIGTERM"):  # a service manager's stop: as clean as Ctrl-C
+                with contextlib.suppress(NotImplementedError):  # not on Windows
+                    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            await stop.wait()
+
+    try:
+        asyncio.run(serve())
+    except ProxyError as exc:
+        print(f"suture proxy: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    stats = proxy.stats()
+    print(
+        f"suture proxy: stopped; {stats.connections} connection(s), {stats.reached} reached "
+        f"the target, {_size(stats.bytes_up)} up, {_size(stats.bytes_down)} down",
+        flush=True,
+    )
+    return 0
+
+
+def _host_port(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -551,6 +791,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args)
     if args.command == "chaos":
         return _chaos(args)
+    if args.command == "proxy":
+        return _proxy(args)
     parser.print_help()
     return 2
 

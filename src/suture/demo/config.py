@@ -64,6 +64,12 @@ class Settings:
     failure_threshold: int = 10
     reset_timeout: float = 10.0
     db_timeout: float | None = 5.0
+    #: The founding spec's design instead of suture's policy (for comparison in
+    #: ``suture chaos``): 3 attempts, 1 s then 2 s waits without jitter, every error
+    #: retried but a 4xx (an open breaker too), no retry budget, no per-attempt
+    #: timeout, a breaker of 5 consecutive failures with an unbounded half-open and a
+    #: 30 s open time. The retry and breaker settings above are then not used.
+    naive: bool = False
     #: Pool monitor: sampling period and the WARNING / CRITICAL fractions.
     monitor_interval: float = 1.0
     warning: float = 0.7

@@ -31,12 +31,14 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from suture._decorator import Decorator
 from suture.breaker import BreakerStore, CircuitBreaker
 from suture.budget import Budget, RetryBudget
 from suture.chaos import Chaos
 from suture.clock import Clock
 from suture.demo.config import Settings, async_url
 from suture.demo.models import Base, RawMessage, SpamRule, Task, TransitionAudit
+from suture.demo.naive import NaivePolicy, naive_breaker, naive_retry
 from suture.demo.seed import aseed, generate
 from suture.demo.telemetry import Telemetry
 from suture.policy import Policy
@@ -126,7 +128,8 @@ class Resilience:
     breaker: CircuitBreaker
     retry_budget: Budget
     retry: Retry
-    policy: Policy
+    #: suture's :class:`Policy`, or the spec's design (:class:`NaivePolicy`) for comparison.
+    policy: Decorator
 
 
 def resilience(
@@ -136,8 +139,24 @@ def resilience(
     store: BreakerStore | None = None,
     budget: Budget | None = None,
 ) -> Resilience:
-    """The policy of every database call; ``store`` and ``budget`` share state (Redis)."""
+    """The policy of every database call; ``store`` and ``budget`` share state (Redis).
+
+    With ``settings.naive`` the founding spec's design instead (:mod:`suture.demo.naive`):
+    its breaker keeps its state in this process, and the budget is only displayed.
+    """
     s = settings
+    if s.naive:
+        naive_breaker_ = naive_breaker(DB, clock=s.clock)
+        naive_retry_ = naive_retry(DB, clock=s.clock)
+        shown_budget: Budget = budget or RetryBudget(
+            ratio=s.retry_budget_ratio, capacity=BUDGET_CAPACITY, name=DB, clock=s.clock
+        )
+        return Resilience(
+            breaker=naive_breaker_,
+            retry_budget=shown_budget,
+            retry=naive_retry_,
+            policy=NaivePolicy(retry=naive_retry_, breaker=naive_breaker_),
+        )
     breaker = CircuitBreaker(
         DB,
         failure_threshold=s.failure_threshold,
@@ -173,7 +192,7 @@ class Database:
     """
 
     def __init__(
-        self, engine: AsyncEngine, *, policy: Policy, chaos: Chaos, telemetry: Telemetry
+        self, engine: AsyncEngine, *, policy: Decorator, chaos: Chaos, telemetry: Telemetry
     ) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)

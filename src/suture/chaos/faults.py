@@ -1,4 +1,5 @@
-"""Fault injection: prove that a service heals by breaking its dependencies on purpose.
+# Over ~400 lines on purpose: one fault injector and the two pool holders it drives.
+"""In-process faults: errors, added latency and pool exhaustion per named target.
 
 A :class:`Chaos` holds one :class:`FaultConfig` per named target (``"database"``,
 ``"payments"``...). Every fault is off by default. The code that talks to a

@@ -1,0 +1,637 @@
+# Over ~400 lines on purpose: format, checks, metrics and shipped scenarios: one vocabulary.
+"""Chaos scenarios as data: timed steps of network faults, the load, and the criteria.
+
+A :class:`Scenario` is what ``suture chaos --scenario NAME`` plays: a list of
+:class:`Step` (how long, which :class:`~suture.chaos.proxy.ProxyFaults` on
+which dependency), the load, a few settings of the reference service, and its
+:class:`Criterion` list. Each criterion names a metric of :data:`METRICS`, the
+step it is measured over and a limit; the runner measures, this module judges.
+A scenario file is the JSON of :meth:`Scenario.as_dict`
+(:func:`load_scenario_file` reads one and names what is wrong in it).
+
+Standard library only: the runner (:mod:`suture.demo.runner`) does the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from suture.chaos.proxy import ProxyFaults
+
+__all__ = [
+    "DEPENDENCIES",
+    "METRICS",
+    "SCENARIOS",
+    "Criterion",
+    "Judged",
+    "RunView",
+    "Scenario",
+    "ScenarioError",
+    "Step",
+    "judge",
+    "load_scenario_file",
+    "quick_scenarios",
+]
+
+#: What a step may break (each sits behind its own proxy).
+DEPENDENCIES = ("database",)
+#: In-process faults a step may inject, and their ceilings (the admin endpoint's too).
+_INJECTED = {"error_rate": 1.0, "latency": 60.0, "hold": 1000.0}
+
+
+class ScenarioError(ValueError):
+    """A scenario (or a scenario file) that cannot be played; the message names the problem."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ScenarioError(message)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """``seconds`` of one state of the network (and, optionally, of the service's own faults)."""
+
+    name: str
+    seconds: float
+    #: The proxy's faults during the step (:meth:`ProxyFaults.as_dict` keys); {} is healthy.
+    faults: Mapping[str, Any] = field(default_factory=dict)
+    dependency: str = "database"
+    #: In-process faults on the service's database target during the step (``error_rate``,
+    #: ``latency`` in seconds), set through its chaos admin endpoint: an error storm is the
+    #: database answering errors, which no proxy can forge.
+    injected: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name) and isinstance(self.name, str), f"step name={self.name!r}")
+        _require(
+            isinstance(self.seconds, int | float) and 0 < self.seconds <= 3600,
+            f"step {self.name!r}: seconds={self.seconds!r} must be within (0, 3600]",
+        )
+        _require(
+            self.dependency in DEPENDENCIES,
+            f"step {self.name!r}: dependency={self.dependency!r}, expected one of "
+            f"{', '.join(DEPENDENCIES)}",
+        )
+        try:
+            self.proxy_faults()
+        except (TypeError, ValueError) as exc:
+            raise ScenarioError(f"step {self.name!r}: faults: {exc}") from None
+        unknown = sorted(set(self.injected) - set(_INJECTED))
+        _require(
+            not unknown,
+            f"step {self.name!r}: injected: unknown {', '.join(unknown)}; expected some of "
+            f"{', '.join(_INJECTED)}",
+        )
+        for key, value in self.injected.items():
+            _require(
+                isinstance(value, int | float) and 0 <= value <= _INJECTED[key],
+                f"step {self.name!r}: injected {key}={value!r} must be within "
+                f"[0, {_INJECTED[key]:g}]",
+            )
+
+    def admin_body(self) -> dict[str, Any]:
+        """What the service's ``POST /api/admin/chaos`` takes for this step's injected faults."""
+        body: dict[str, Any] = {
+            "target": "database",
+            "errorRate": float(self.injected.get("error_rate", 0.0)),
+            "latency": float(self.injected.get("latency", 0.0)),
+            "hold": int(self.injected.get("hold", 0)),
+        }
+        return body
+
+    def proxy_faults(self) -> ProxyFaults:
+        return ProxyFaults().changed(dict(self.faults))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Criterion:
+    """``metric`` measured over ``step`` (the whole run when ``None``) within ``max`` / ``min``."""
+
+    metric: str
+    step: str | None = None
+    max: float | None = None
+    min: float | None = None
+    #: Judged on the run with suture only (the naive run shows its value beside it).
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        _require(
+            self.metric in METRICS,
+            f"criterion metric={self.metric!r}: expected one of {', '.join(sorted(METRICS))}",
+        )
+        _require(
+            (self.max is None) != (self.min is None),
+            f"criterion {self.metric!r}: give exactly one of max and min",
+        )
+
+    def limit_text(self) -> str:
+        unit = METRICS[self.metric].unit
+        if self.max is not None:
+            return f"<= {self.max:g}{unit}"
+        return f">= {self.min:g}{unit}"
+
+    def describe(self) -> str:
+        where = f" ({self.step})" if self.step else ""
+        return self.text or f"{METRICS[self.metric].title}{where} {self.limit_text()}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    name: str
+    title: str
+    steps: tuple[Step, ...]
+    criteria: tuple[Criterion, ...] = ()
+    #: Part of the CI-sized set (``--quick``).
+    quick: bool = False
+    #: Closed-loop browsers, and the ceiling on their clicks per second in all.
+    workers: int = 16
+    rate: float = 40.0
+    #: Share of clicks that answer a task (a write reconciled afterwards).
+    write_share: float = 0.1
+    #: Settings of the reference service in both runs (``naive`` is set by the runner).
+    service: Mapping[str, Any] = field(default_factory=dict)
+    #: Seconds the clicks in flight at the end may still take (then: client timeouts).
+    grace: float = 5.0
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name) and isinstance(self.name, str), f"name={self.name!r}")
+        _require(len(self.steps) > 0, f"scenario {self.name!r}: no steps")
+        names = [s.name for s in self.steps]
+        _require(len(set(names)) == len(names), f"scenario {self.name!r}: step names repeat")
+        for c in self.criteria:
+            _require(
+                c.step is None or c.step in names,
+                f"scenario {self.name!r}: criterion {c.metric!r} names step {c.step!r}, "
+                f"not one of {', '.join(names)}",
+            )
+        _require(
+            isinstance(self.workers, int) and 1 <= self.workers <= 256,
+            f"scenario {self.name!r}: workers={self.workers!r} must be within [1, 256]",
+        )
+        _require(
+            isinstance(self.rate, int | float) and 0 < self.rate <= 500,
+            f"scenario {self.name!r}: rate={self.rate!r} must be within (0, 500]",
+        )
+        _require(
+            isinstance(self.grace, int | float) and 0 <= self.grace <= 600,
+            f"scenario {self.name!r}: grace={self.grace!r} must be within [0, 600]",
+        )
+        _require(
+            isinstance(self.write_share, int | float) and 0 <= self.write_share <= 1,
+            f"scenario {self.name!r}: write_share={self.write_share!r} must be within [0, 1]",
+        )
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.steps)
+
+    @property
+    def injects(self) -> bool:
+        """True when a step injects in-process faults (the service's chaos admin is needed)."""
+        return any(s.injected for s in self.steps)
+
+    def step_bounds(self) -> list[tuple[Step, float, float]]:
+        """Each step with its start and end, in seconds from the start of the load."""
+        out = []
+        at = 0.0
+        for step in self.steps:
+            out.append((step, at, at + step.seconds))
+            at += step.seconds
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "quick": self.quick,
+            "workers": self.workers,
+            "rate": self.rate,
+            "write_share": self.write_share,
+            "grace": self.grace,
+            "service": dict(self.service),
+            "steps": [
+                {
+                    "name": s.name,
+                    "seconds": s.seconds,
+                    "dependency": s.dependency,
+                    "faults": dict(s.faults),
+                    **({"injected": dict(s.injected)} if s.injected else {}),
+                }
+                for s in self.steps
+            ],
+            "criteria": [
+                {
+                    k: v
+                    for k, v in (
+                        ("metric", c.metric),
+                        ("step", c.step),
+                        ("max", c.max),
+                        ("min", c.min),
+                        ("text", c.text),
+                    )
+                    if v not in (None, "")
+                }
+                for c in self.criteria
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Scenario:
+        """The inverse of :meth:`as_dict`; anything wrong is a :class:`ScenarioError`."""
+        _require(isinstance(data, dict), "a scenario is a JSON object")
+        known = {
+            "name",
+            "title",
+            "quick",
+            "workers",
+            "rate",
+            "write_share",
+            "grace",
+            "service",
+            "steps",
+            "criteria",
+        }
+        unknown = sorted(set(data) - known)
+        _require(not unknown, f"unknown scenario field(s): {', '.join(unknown)}")
+        _require("name" in data and "steps" in data, "a scenario needs a name and steps")
+        try:
+            steps = tuple(Step(**s) for s in data["steps"])
+            criteria = tuple(Criterion(**c) for c in data.get("criteria", ()))
+            values = {k: v for k, v in data.items() if k not in ("steps", "criteria")}
+            values.setdefault("title", values["name"])
+            return cls(steps=steps, criteria=criteria, **values)
+        except TypeError as exc:
+            raise ScenarioError(f"scenario {data.get('name')!r}: {exc}") from None
+
+
+def load_scenario_file(path: str | Path) -> list[Scenario]:
+    """One scenario (a JSON object) or several (a list) from a file."""
+    try:
+        text = Path(path).read_text("utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ScenarioError(f"{path}: not JSON: {exc.msg} (line {exc.lineno})") from None
+    items = data if isinstance(data, list) else [data]
+    return [Scenario.from_dict(item) for item in items]
+
+
+# --- measuring and judging -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunView:
+    """What the metrics read: one run's per-second rows and its reconciliation.
+
+    Each row is a dict of the CSV columns (:data:`suture.chaos.report.COLUMNS`);
+    ``t`` is seconds from the start of the load, ``step`` the step's name.
+    """
+
+    rows: Sequence[Mapping[str, Any]]
+    step_bounds: Sequence[tuple[str, float, float]]
+    #: Seconds from each step's end to the first success of a request sent after it.
+    first_ok_after: Mapping[str, float | None]
+    lost_writes: int
+    duplicated_writes: int
+    #: The 503 tries of each step: (seconds from the start, latency in ms), for fast-fail.
+    fail_latencies: Mapping[str, Sequence[tuple[float, float]]]
+
+    def in_step(self, step: str | None) -> list[Mapping[str, Any]]:
+        if step is None:
+            return list(self.rows)
+        return [r for r in self.rows if r["step"] == step]
+
+
+def _sum(rows: Sequence[Mapping[str, Any]], key: str) -> float:
+    return float(sum(r[key] or 0 for r in rows))
+
+
+def _amplification(view: RunView, step: str | None) -> float | None:
+    """Database attempts per HTTP request sent (the browsers' retries are requests too)."""
+    rows = view.in_step(step)
+    sent = _sum(rows, "sent")
+    return None if not sent else _sum(rows, "db_attempts") / sent
+
+
+def _goodput(view: RunView, step: str | None) -> float | None:
+    rows = view.in_step(step)
+    clicks = _sum(rows, "clicks")
+    return None if not clicks else 100.0 * _sum(rows, "ok") / clicks
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def _fast_fail(view: RunView, step: str | None) -> float | None:
+    """p99 of the 503 tries sent from the second after the breaker is first seen OPEN."""
+    if step is None:
+        return None
+    opened = [r["t"] for r in view.in_step(step) if r["breaker"] == "open"]
+    if not opened:
+        return None
+    since = min(opened) + 1
+    values = [ms for t, ms in view.fail_latencies.get(step, ()) if t >= since]
+    return _percentile(values, 99)
+
+
+def _p99_503(view: RunView, step: str | None) -> float | None:
+    """p99 of every 503 try sent during the step (the breaker's state aside)."""
+    if step is None:
+        return None
+    return _percentile([ms for _, ms in view.fail_latencies.get(step, ())], 99)
+
+
+def _recovery(view: RunView, step: str | None) -> float | None:
+    if step is None:
+        return None
+    return view.first_ok_after.get(step)
+
+
+def _count(key: str) -> Callable[[RunView, str | None], float | None]:
+    def measure(view: RunView, step: str | None) -> float | None:
+        return _sum(view.in_step(step), key)
+
+    return measure
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    title: str
+    unit: str
+    measure: Callable[[RunView, str | None], float | None]
+
+
+METRICS: dict[str, Metric] = {
+    "amplification": Metric("database attempts per request sent", "x", _amplification),
+    "goodput": Metric("clicks answered 2xx", "%", _goodput),
+    "fast_fail_p99": Metric("p99 of the 503 answers once the breaker is open", " ms", _fast_fail),
+    "p99_503": Metric("p99 of the 503 answers", " ms", _p99_503),
+    "recovery": Metric("first success of a request sent after the step ends", " s", _recovery),
+    "status_500": Metric("500 answers", "", _count("status_500")),
+    "lost_writes": Metric("acknowledged writes lost", "", lambda v, s: float(v.lost_writes)),
+    "duplicated_writes": Metric(
+        "acknowledged writes duplicated", "", lambda v, s: float(v.duplicated_writes)
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Judged:
+    criterion: Criterion
+    value: float | None
+    held: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "criterion": self.criterion.describe(),
+            "metric": self.criterion.metric,
+            "step": self.criterion.step,
+            "limit": self.criterion.limit_text(),
+            "value": self.value,
+            "held": self.held,
+        }
+
+
+def judge(criterion: Criterion, view: RunView) -> Judged:
+    """Measure ``criterion``'s metric on ``view``; a value that cannot be measured fails."""
+    value = METRICS[criterion.metric].measure(view, criterion.step)
+    if value is None:
+        return Judged(criterion=criterion, value=None, held=False)
+    if criterion.max is not None:
+        held = value <= criterion.max
+    else:
+        assert criterion.min is not None
+        held = value >= criterion.min
+    return Judged(criterion=criterion, value=value, held=held)
+
+
+# --- the shipped scenarios -----------------------------------------------------------
+
+_ALWAYS = (
+    Criterion(metric="status_500", max=0, text="no 500 answers"),
+    Criterion(metric="lost_writes", max=0, text="0 acknowledged writes lost"),
+    Criterion(metric="duplicated_writes", max=0, text="0 acknowledged writes duplicated"),
+)
+
+#: The reference service in both runs: a 2 s breaker open time so healing shows in a
+#: short run, 1 s per database attempt and per pool checkout (a hanging database costs
+#: 1 s per attempt, not 5), and a small seed so it starts fast.
+_SERVICE: dict[str, Any] = {
+    "reset_timeout": 2.0,
+    "db_timeout": 1.0,
+    "pool_timeout": 1.0,
+    "pool_size": 10,
+    "tasks": 400,
+    "messages": 50,
+    "rules": 5,
+    "monitor_interval": 0.5,
+}
+
+
+def _outage(name: str, title: str, mode: str, seconds: tuple[float, float, float]) -> Scenario:
+    before, during, after = seconds
+    return Scenario(
+        name=name,
+        title=title,
+        quick=True,
+        service=_SERVICE,
+        steps=(
+            Step(name="before", seconds=before),
+            Step(name="outage", seconds=during, faults={"mode": mode}),
+            Step(name="after", seconds=after),
+        ),
+        criteria=(
+            Criterion(
+                metric="amplification",
+                step="outage",
+                max=1.1,
+                text="database attempts per request during the outage <= 1.1x",
+            ),
+            Criterion(
+                metric="fast_fail_p99",
+                step="outage",
+                max=5.0,
+                text="p99 of the 503 answers once the breaker is open < 5 ms",
+            ),
+            Criterion(
+                metric="recovery",
+                step="outage",
+                max=_SERVICE["reset_timeout"] + 1.0,
+                text="first success <= reset timeout (2 s) + 1 s after the outage",
+            ),
+            *_ALWAYS,
+        ),
+    )
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        _outage(
+            "database-down",
+            "the database refuses and cuts every connection (reset)",
+            "reset",
+            (4.0, 8.0, 7.0),
+        ),
+        _outage(
+            "database-hanging",
+            "the database accepts connections and never answers (blackhole)",
+            "blackhole",
+            (4.0, 8.0, 7.0),
+        ),
+    )
+}
+
+
+def _slow(name: str, title: str, latency: float) -> Scenario:
+    return Scenario(
+        name=name,
+        title=title,
+        service=_SERVICE,
+        steps=(
+            Step(name="before", seconds=4.0),
+            Step(name="slow", seconds=8.0, faults={"latency": latency}),
+            Step(name="after", seconds=5.0),
+        ),
+        criteria=(
+            Criterion(
+                metric="goodput",
+                step="slow",
+                min=99.0,
+                text=f"clicks answered 2xx while every round trip is +{latency * 1000:g} ms >= 99%",
+            ),
+            *_ALWAYS,
+        ),
+    )
+
+
+SCENARIOS["database-slow"] = _slow(
+    "database-slow", "every round trip to the database 300 ms slower", 0.3
+)
+
+
+def _storm(name: str, title: str, rate: float, criteria: Sequence[Criterion]) -> Scenario:
+    return Scenario(
+        name=name,
+        title=title,
+        service=_SERVICE,
+        steps=(
+            Step(name="before", seconds=4.0),
+            Step(name="storm", seconds=8.0, injected={"error_rate": rate}),
+            Step(name="after", seconds=5.0),
+        ),
+        criteria=(*criteria, *_ALWAYS),
+    )
+
+
+SCENARIOS["errors-30"] = _storm(
+    "errors-30",
+    "30% of the database attempts fail (injected in the service)",
+    0.3,
+    (
+        Criterion(
+            metric="goodput",
+            step="storm",
+            min=99.0,
+            text="clicks answered 2xx during the storm >= 99% (retries absorb it)",
+        ),
+    ),
+)
+SCENARIOS["errors-100"] = _storm(
+    "errors-100",
+    "every database attempt fails (injected in the service)",
+    1.0,
+    (
+        Criterion(
+            metric="amplification",
+            step="storm",
+            max=1.1,
+            text="database attempts per request during the storm <= 1.1x",
+        ),
+        Criterion(
+            metric="fast_fail_p99",
+            step="storm",
+            max=5.0,
+            text="p99 of the 503 answers once the breaker is open < 5 ms",
+        ),
+        Criterion(
+            metric="recovery",
+            step="storm",
+            max=_SERVICE["reset_timeout"] + 1.0,
+            text="first success <= reset timeout (2 s) + 1 s after the storm",
+        ),
+    ),
+)
+
+
+SCENARIOS["pool-exhausted"] = Scenario(
+    name="pool-exhausted",
+    title="every connection of the service's pool held (injected in the service)",
+    service=_SERVICE,
+    steps=(
+        Step(name="before", seconds=4.0),
+        Step(name="held", seconds=8.0, injected={"hold": _SERVICE["pool_size"]}),
+        Step(name="after", seconds=5.0),
+    ),
+    criteria=(
+        Criterion(
+            metric="p99_503",
+            step="held",
+            max=50.0,
+            text="p99 of the 503 answers while the pool is held < 50 ms (shed, not queued)",
+        ),
+        Criterion(
+            metric="recovery",
+            step="held",
+            max=3.0,
+            text="first success <= 3 s after the connections are given back",
+        ),
+        *_ALWAYS,
+    ),
+)
+
+
+def quick_scenarios() -> list[Scenario]:
+    """The CI-sized set: the quick scenarios with every step shortened (under 60 s in all)."""
+    out = []
+    for s in SCENARIOS.values():
+        if not s.quick:
+            continue
+        steps = tuple(
+            Step(
+                name=st.name,
+                seconds=max(2.0, math.floor(st.seconds / 2)),
+                faults=st.faults,
+                dependency=st.dependency,
+                injected=st.injected,
+            )
+            for st in s.steps
+        )
+        out.append(
+            Scenario(
+                name=s.name,
+                title=s.title,
+                steps=steps,
+                criteria=s.criteria,
+                quick=True,
+                workers=s.workers,
+                rate=s.rate,
+                write_share=s.write_share,
+                service=s.service,
+                grace=2.0,
+            )
+        )
+    return out

@@ -1,0 +1,305 @@
+"""The load of a chaos run: closed-loop "browsers" in a process of their own.
+
+    python -m suture.demo.load --url http://127.0.0.1:PORT --seconds 30 \\
+        --workers 16 --rate 40 --browser suture --write-ids 1,2,3 --tag run1
+
+Each worker clicks, waits for the outcome, clicks again, all of them at most
+``--rate`` clicks per second. A click reads the manager's queue
+(``GET /api/manager/assistance``) or, for a share of them, answers one waiting
+task (``POST /api/manager/assistance/{id}/respond``, each id at most once: an
+acknowledged answer is a write the run reconciles with the database).
+
+The browser is one of two (``--browser``):
+
+* ``suture``: what ``suture.js`` does by default: up to 3 tries of idempotent
+  requests only, full-jitter backoff from 0.5 s, a ``Retry-After`` honoured (and
+  one over 60 s ends the tries), a 30 s deadline, 10 s per try;
+* ``naive``: the founding spec's browser: every failed click (5xx, timeout,
+  transport error) tried 3 more times after 1 s, 2 s and 4 s, writes included.
+
+Every second it prints one JSON line on stdout:
+``{"second": <unix second>, "sent": n, "clicks": n, "outcomes": {...},
+"latencies": [ms...], "acked": [[id, text]...], "tries": {...}, "try_ms": [ms...],
+"fail_ms": [[t, ms]...], "ok_at": [[sent, answered]...]}``: clicks (a browser
+action, its retries included) and tries (each HTTP request) by outcome and
+latency; ``fail_ms``: the 503 tries; ``ok_at``: the 2xx tries, and a last line
+``{"done": true}``. Clicks still in flight ``--grace`` seconds (default 5)
+after the end count as client timeouts (the user gave up). SIGINT or SIGTERM
+stops it early (the last second is still printed). It needs httpx (the
+``demo`` extra), imported when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["BROWSERS", "OUTCOMES", "main"]
+
+BROWSERS = ("suture", "naive")
+#: A click's outcome: 2xx, 503, another 5xx, a 4xx, a client timeout, a transport error.
+OUTCOMES = ("ok", "503", "500", "4xx", "timeout", "error")
+READ = "/api/manager/assistance"
+TRY_TIMEOUT = 10.0
+SUTURE_TRIES = 3
+SUTURE_BASE = 0.5
+SUTURE_CAP = 8.0
+SUTURE_DEADLINE = 30.0
+SUTURE_MAX_RETRY_AFTER = 60.0
+NAIVE_WAITS = (1.0, 2.0, 4.0)
+
+
+@dataclass
+class _Second:
+    sent: int = 0
+    clicks: int = 0
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    latencies: list[float] = field(default_factory=list)
+    acked: list[list[Any]] = field(default_factory=list)
+    #: Every try (HTTP request) by outcome, and its latency in ms.
+    tries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    try_ms: list[float] = field(default_factory=list)
+    #: The 503 tries: [unix time answered, latency in ms].
+    fail_ms: list[list[float]] = field(default_factory=list)
+    #: The tries answered 2xx: [unix time sent, unix time answered].
+    ok_at: list[list[float]] = field(default_factory=list)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.seconds: dict[int, _Second] = {}
+
+    def at(self, when: float) -> _Second:
+        second = int(when)
+        bucket = self.seconds.get(second)
+        if bucket is None:
+            bucket = self.seconds[second] = _Second()
+        return bucket
+
+    def flush(self, before: int) -> None:
+        for second in sorted(s for s in self.seconds if s < before):
+            b = self.seconds.pop(second)
+            line = {
+                "second": second,
+                "sent": b.sent,
+                "clicks": b.clicks,
+                "outcomes": b.outcomes,
+                "latencies": [round(x, 2) for x in b.latencies],
+                "acked": b.acked,
+                "tries": b.tries,
+                "try_ms": [round(x, 2) for x in b.try_ms],
+                "fail_ms": b.fail_ms,
+                "ok_at": b.ok_at,
+            }
+            sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
+
+
+def _outcome(status: int) -> str:
+    if 200 <= status < 300:
+        return "ok"
+    if status == 503:
+        return "503"
+    if status >= 500:
+        return "500"
+    return "4xx"
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class _Browser:
+    def __init__(self, client: Any, recorder: _Recorder, kind: str, rng: random.Random) -> None:
+        self.client = client
+        self.recorder = recorder
+        self.kind = kind
+        self.rng = rng
+
+    async def _try(self, method: str, path: str, body: Any) -> tuple[str, float | None]:
+        started = time.time()
+        self.recorder.at(started).sent += 1
+        try:
+            answer = await self.client.request(method, path, json=body, timeout=TRY_TIMEOUT)
+        except Exception as exc:
+            ended = time.time()
+            outcome = "timeout" if "Timeout" in type(exc).__name__ else "error"
+            bucket = self.recorder.at(ended)
+            bucket.tries[outcome] += 1
+            bucket.try_ms.append((ended - started) * 1000)
+            return outcome, None
+        ended = time.time()
+        outcome = _outcome(answer.status_code)
+        bucket = self.recorder.at(ended)
+        bucket.tries[outcome] += 1
+        bucket.try_ms.append((ended - started) * 1000)
+        if outcome == "503":
+            bucket.fail_ms.append([round(ended, 4), round((ended - started) * 1000, 3)])
+        elif outcome == "ok":
+            bucket.ok_at.append([round(started, 4), round(ended, 4)])
+        return outcome, _retry_after(answer.headers)
+
+    async def click(self, method: str, path: str, body: Any = None) -> str:
+        if self.kind == "naive":
+            outcome, _ = await self._try(method, path, body)
+            for wait in NAIVE_WAITS:
+                if outcome in ("ok", "4xx"):
+                    break
+                await asyncio.sleep(wait)
+                outcome, _ = await self._try(method, path, body)
+            return outcome
+        started = time.monotonic()
+        idempotent = method == "GET"
+        outcome, retry_after = await self._try(method, path, body)
+        for tried in range(1, SUTURE_TRIES):
+            transient = outcome in ("503", "500", "timeout", "error")
+            if not (transient and idempotent):
+                break
+            if retry_after is not None and retry_after > SUTURE_MAX_RETRY_AFTER:
+                break
+            delay = self.rng.uniform(0, min(SUTURE_CAP, SUTURE_BASE * 2 ** (tried - 1)))
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+            if time.monotonic() - started + delay > SUTURE_DEADLINE:
+                break
+            await asyncio.sleep(delay)
+            outcome, retry_after = await self._try(method, path, body)
+        return outcome
+
+
+async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - pacer, workers, flusher and stop, read in order
+    import httpx
+
+    recorder = _Recorder()
+    rng = random.Random(args.seed)
+    write_ids = list(args.write_ids)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    interval = 1.0 / args.rate
+    next_slot = time.monotonic()
+    ends = time.monotonic() + args.seconds
+
+    async def pace() -> bool:
+        nonlocal next_slot
+        now = time.monotonic()
+        slot = max(now, next_slot)
+        next_slot = slot + interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+        return not stop.is_set() and time.monotonic() < ends
+
+    limits = httpx.Limits(max_connections=args.workers, max_keepalive_connections=args.workers)
+    # Only managers get in: the runner hands its run's token through the environment.
+    token = os.environ.get("SUTURE_DEMO_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=args.url, limits=limits, headers=headers) as client:
+
+        async def worker(index: int) -> None:
+            browser = _Browser(client, recorder, args.browser, random.Random(args.seed + index))
+            while await pace():
+                started = time.time()
+                acked = False
+                try:
+                    if write_ids and rng.random() < args.write_share:
+                        task_id = write_ids.pop()
+                        text = f"{args.tag}-{task_id}"
+                        outcome = await browser.click(
+                            "POST",
+                            f"/api/manager/assistance/{task_id}/respond",
+                            {"response": text},
+                        )
+                        acked = outcome == "ok"
+                    else:
+                        outcome = await browser.click("GET", READ)
+                except asyncio.CancelledError:
+                    # Still waiting when the run ended (and its grace): the user gave up.
+                    ended = time.time()
+                    bucket = recorder.at(ended)
+                    bucket.clicks += 1
+                    bucket.outcomes["timeout"] += 1
+                    bucket.latencies.append((ended - started) * 1000)
+                    raise
+                ended = time.time()
+                bucket = recorder.at(ended)
+                bucket.clicks += 1
+                bucket.outcomes[outcome] += 1
+                bucket.latencies.append((ended - started) * 1000)
+                if acked:
+                    bucket.acked.append([task_id, text])
+
+        async def flusher() -> None:
+            while True:
+                await asyncio.sleep(1.0 - time.time() % 1.0 + 0.01)
+                recorder.flush(int(time.time()))
+
+        flushing = loop.create_task(flusher())
+        workers = [loop.create_task(worker(i)) for i in range(args.workers)]
+        done_waiting: asyncio.Task[Any] = loop.create_task(stop.wait())
+        pending: set[asyncio.Task[Any]] = set(workers)
+        while pending and not stop.is_set():
+            left = ends + args.grace - time.monotonic()
+            if left <= 0:
+                break
+            _, pending = await asyncio.wait(
+                [done_waiting, *pending], timeout=left, return_when="FIRST_COMPLETED"
+            )
+            pending.discard(done_waiting)
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        done_waiting.cancel()
+        flushing.cancel()
+        with suppress(asyncio.CancelledError):
+            await flushing
+    recorder.flush(int(time.time()) + 2)
+    sys.stdout.write(json.dumps({"done": True}) + "\n")
+    sys.stdout.flush()
+
+
+def _ids(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()] if text else []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m suture.demo.load")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=40.0)
+    parser.add_argument("--browser", choices=BROWSERS, default="suture")
+    parser.add_argument("--write-share", type=float, default=0.1)
+    parser.add_argument("--write-ids", type=_ids, default=[])
+    parser.add_argument("--tag", default="chaos")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        help="seconds past --seconds for the clicks in flight; then they count as timeouts",
+    )
+    args = parser.parse_args(argv)
+    asyncio.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,576 @@
+# Over ~400 lines on purpose: one run, start to end, reads in order.
+"""Play a :class:`~suture.chaos.scenarios.Scenario` against the real reference service.
+
+For each scenario, two runs with the same load, the second in the service's
+naive mode (the founding spec's retry and breaker, :mod:`suture.demo.naive`).
+One run:
+
+1. a :class:`~suture.chaos.proxy.FaultProxy` in this process, in front of
+   PostgreSQL;
+2. the reference service as a real uvicorn process (``python -m
+   suture.demo.serve``) on a free loopback port, its database URL pointing at
+   the proxy, its tables in a schema of its own;
+3. the load as another process (``python -m suture.demo.load``: closed-loop
+   httpx "browsers"), which reports every second;
+4. the steps: at each step's start the proxy's faults are switched; every
+   second this process reads the service's ``/health`` and
+   ``/api/dashboard`` (breaker state, pool use, attempts, retries, shed) and
+   the proxy's counts;
+5. the end: the proxy back to pass, the processes stopped, every acknowledged
+   write looked up in the database directly (lost or duplicated), the schema
+   dropped, one row per second built and the criteria judged.
+
+Ctrl-C (a cancellation) still restores the proxy, stops both processes, drops
+the schema and keeps what was measured: the run is marked ``partial``.
+httpx and psycopg are imported when a run starts (the ``demo`` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import secrets
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from suture.chaos.proxy import FaultProxy, ProxyError, parse_address
+from suture.chaos.results import COLUMNS, MODES, RunResult, Session
+from suture.chaos.scenarios import Judged, RunView, Scenario, judge
+
+__all__ = ["MODES", "ChaosError", "RunResult", "Session", "play", "play_all"]
+
+DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
+_START_TIMEOUT = 60.0
+
+
+class ChaosError(RuntimeError):
+    """The run cannot go on (a database that does not answer, a service that does not start)."""
+
+
+Progress = Callable[[str], None]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pythonpath() -> str:
+    here = str(Path(__file__).resolve().parents[2])  # the directory holding ``suture``
+    old = os.environ.get("PYTHONPATH")
+    return here if not old else f"{here}{os.pathsep}{old}"
+
+
+def database_target(url: str) -> tuple[tuple[str, int], str]:
+    """``(host, port)`` of a PostgreSQL URL and the URL's user/database part."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    auth, _, tail = rest.rpartition("@")
+    hostport = tail.partition("/")[0]
+    host, port = parse_address(hostport if ":" in hostport else f"{hostport}:5432")
+    return (host, port), f"{auth}@" if auth else ""
+
+
+def _proxied_url(url: str, proxy_port: int) -> str:
+    (_, _), auth = database_target(url)
+    dbname = url.rsplit("/", 1)[1]
+    return f"postgresql+psycopg://{auth}127.0.0.1:{proxy_port}/{dbname}"
+
+
+def _psycopg_dsn(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+class _Processes:
+    """The service and the load: started in their own session, stopped for sure."""
+
+    def __init__(self) -> None:
+        self.items: list[asyncio.subprocess.Process] = []
+        self.logs: list[Path] = []
+
+    async def start(
+        self, *argv: str, stdout: int | None = None, env: Mapping[str, str] | None = None
+    ) -> asyncio.subprocess.Process:
+        descriptor, name = tempfile.mkstemp(prefix="suture-chaos-", suffix=".log")
+        self.logs.append(Path(name))
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdout=stdout if stdout is not None else asyncio.subprocess.DEVNULL,
+                stderr=descriptor,
+                stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": _pythonpath(), **(env or {})},
+                start_new_session=True,  # a Ctrl-C in the terminal is ours to pass on
+            )
+        finally:
+            os.close(descriptor)
+        self.items.append(process)
+        return process
+
+    def last_line(self, index: int) -> str:
+        try:
+            lines = self.logs[index].read_text("utf-8", "replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+    async def stop(self) -> None:
+        for process in self.items:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+        for process in self.items:
+            try:
+                await asyncio.wait_for(process.wait(), 3)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        for log in self.logs:
+            with contextlib.suppress(OSError):
+                log.unlink()
+
+
+async def _get_json(client: Any, path: str) -> dict[str, Any] | None:
+    try:
+        answer = await client.get(path, timeout=2.0)
+        body = answer.json()
+    except Exception:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def _sample(client: Any, proxy: FaultProxy) -> dict[str, Any]:
+    health, board = await asyncio.gather(
+        _get_json(client, "/health"), _get_json(client, "/api/dashboard")
+    )
+    stats = proxy.stats()
+    out: dict[str, Any] = {
+        "proxy_connections": stats.connections,
+        "proxy_chunks_up": stats.chunks_up,
+        "proxy_bytes_up": stats.bytes_up,
+    }
+    if health is not None:
+        breaker = health.get("breakers", {}).get("database", {})
+        out["breaker"] = breaker.get("state")
+        usage = (health.get("pool") or {}).get("usage") or {}
+        out["pool_in_use"] = usage.get("fraction")
+    if board is not None:
+        totals = board.get("totals", {})
+        for key in ("db_calls", "retries", "shed"):
+            out[key] = int(totals.get(key, 0))
+    return out
+
+
+async def _inject(client: Any, body: Mapping[str, Any]) -> None:
+    """Set the service's in-process faults through its (loopback-only) chaos admin endpoint."""
+    try:
+        answer = await client.post("/api/admin/chaos", json=dict(body), timeout=5.0)
+    except Exception as exc:
+        raise ChaosError(f"setting the service's faults {dict(body)} failed: {exc}") from None
+    if answer.status_code != 200:
+        raise ChaosError(
+            f"setting the service's faults {dict(body)} failed: HTTP {answer.status_code}"
+        )
+
+
+def _reconcile(dsn: str, schema: str, acked: Mapping[int, str]) -> tuple[int, int]:
+    """Lost and duplicated acknowledged writes, read from the database directly."""
+    import psycopg
+
+    if not acked:
+        return 0, 0
+    ids = list(acked)
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        found: dict[int, str] = dict(
+            conn.execute(
+                f'SELECT id, manager_response FROM "{schema}".demo_task WHERE id = ANY(%s)',
+                (ids,),
+            ).fetchall()
+        )
+        repeated = conn.execute(
+            f'SELECT record_key, count(*) FROM "{schema}".demo_transition_audit '
+            "WHERE context = 'manager-response' AND record_key = ANY(%s) "
+            "GROUP BY record_key HAVING count(*) > 1",
+            ([str(i) for i in ids],),
+        ).fetchall()
+    lost = len([task_id for task_id, text in acked.items() if found.get(task_id) != text])
+    return lost, len(repeated)
+
+
+def _drop_schema(dsn: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def build_rows(
+    scenario: Scenario,
+    t0: float,
+    lines: Mapping[int, Mapping[str, Any]],
+    samples: Mapping[int, Mapping[str, Any]],
+    end: float,
+) -> list[dict[str, Any]]:
+    """One row per second (the CSV's :data:`~suture.chaos.report.COLUMNS`)."""
+    bounds = scenario.step_bounds()
+    first = int(t0)
+    rows: list[dict[str, Any]] = []
+    previous: Mapping[str, Any] = samples.get(first - 1) or samples.get(first) or {}
+    for second in range(first, int(end) + 1):
+        middle = second + 0.5 - t0
+        step_name, fault = bounds[-1][0].name, "none"
+        for step, start, stop in bounds:
+            if start <= middle < stop:
+                step_name = step.name
+                faults = step.proxy_faults().as_dict()
+                fault = step.faults.get("mode", "pass") if step.faults else "none"
+                if fault == "pass" and faults["latency"]:
+                    fault = f"+{faults['latency'] * 1000:g} ms"
+                if step.injected.get("error_rate"):
+                    fault = f"errors {step.injected['error_rate']:.0%}"
+                elif step.injected.get("hold"):
+                    fault = f"{step.injected['hold']:g} held"
+                break
+        else:
+            if middle < 0:
+                continue
+        line = lines.get(second, {})
+        outcomes = line.get("outcomes", {})
+        sample = samples.get(second, {})
+
+        def delta(
+            key: str, sample: Mapping[str, Any] = sample, previous: Mapping[str, Any] = previous
+        ) -> int | None:
+            now, before = sample.get(key), previous.get(key)
+            if now is None or before is None:
+                return None
+            return max(0, int(now) - int(before))
+
+        latencies = line.get("latencies", [])
+        tries = line.get("tries", {})
+        try_ms = line.get("try_ms", [])
+        rows.append(
+            {
+                "t": second - first,
+                "step": step_name,
+                "fault": fault,
+                "sent": int(line.get("sent", 0)),
+                "req_ok": int(tries.get("ok", 0)),
+                "req_503": int(tries.get("503", 0)),
+                "req_500": int(tries.get("500", 0)),
+                "req_4xx": int(tries.get("4xx", 0)),
+                "req_timeout": int(tries.get("timeout", 0)),
+                "req_error": int(tries.get("error", 0)),
+                "req_p50_ms": _round(_percentile(try_ms, 50)),
+                "req_p99_ms": _round(_percentile(try_ms, 99)),
+                "clicks": int(line.get("clicks", 0)),
+                "ok": int(outcomes.get("ok", 0)),
+                "status_503": int(outcomes.get("503", 0)),
+                "status_500": int(outcomes.get("500", 0)),
+                "status_4xx": int(outcomes.get("4xx", 0)),
+                "timeout": int(outcomes.get("timeout", 0)),
+                "error": int(outcomes.get("error", 0)),
+                "p50_ms": _round(_percentile(latencies, 50)),
+                "p99_ms": _round(_percentile(latencies, 99)),
+                "db_attempts": delta("db_calls"),
+                "proxy_connections": delta("proxy_connections"),
+                "proxy_chunks_up": delta("proxy_chunks_up"),
+                "breaker": sample.get("breaker"),
+                "pool_in_use": sample.get("pool_in_use"),
+                "retries": delta("retries"),
+                "shed": delta("shed"),
+            }
+        )
+        if sample:
+            previous = sample
+    while rows and not rows[-1]["sent"] and rows[-1]["breaker"] is None:
+        rows.pop()  # the seconds after the load stopped
+    assert all(set(r) == set(COLUMNS) for r in rows)
+    return rows
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+class Stage:
+    """One run's own infrastructure: its proxy, its service process, its schema.
+
+    Started ahead of the run (:meth:`start`), so that the services of a session
+    boot together while nothing is measured; :meth:`stop` undoes everything.
+    """
+
+    def __init__(self, scenario: Scenario, mode: str, database_url: str) -> None:
+        self.scenario = scenario
+        self.mode = mode
+        self.database_url = database_url
+        self.schema = f"chaos_{uuid.uuid4().hex[:10]}"
+        self.direct = _psycopg_dsn(database_url)
+        target, _ = database_target(database_url)
+        self.proxy = FaultProxy(target)
+        self.processes = _Processes()
+        self.port = 0
+        self.service: asyncio.subprocess.Process | None = None
+        self.settings = {**scenario.service, "naive": mode == "naive", "schema": self.schema}
+        # Only managers get in (suture.demo.auth): one fresh token per run, for this
+        # process's own reads and for the load's "browsers" (in their environment).
+        self.token = secrets.token_urlsafe(24)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        await self.proxy.aprobe()
+        await self.proxy.start()
+        self.port = _free_port()
+        settings = {
+            **self.settings,
+            "database_url": _proxied_url(self.database_url, self.proxy.port),
+            # The admin endpoint only when a step injects faults in the service.
+            "chaos": self.scenario.injects,
+            "traffic": 0.0,
+            "token": self.token,
+        }
+        self.service = await self.processes.start(
+            sys.executable,
+            "-m",
+            "suture.demo.serve",
+            "--port",
+            str(self.port),
+            "--settings",
+            json.dumps(settings),
+        )
+
+    async def ready(self, client: Any) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT
+        while await _get_json(client, "/health") is None:
+            service = self.service
+            if service is None or service.returncode is not None or time.monotonic() > deadline:
+                raise ChaosError(
+                    f"the reference service did not start: {self.processes.last_line(0)}"
+                )
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        """Proxy back to pass and closed, processes stopped, schema dropped (idempotent)."""
+        self.proxy.clear()
+        await self.proxy.aclose()
+        await self.processes.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(_drop_schema, self.direct, self.schema)
+
+
+async def play(  # noqa: C901, PLR0915 - one run in order; its cleanup in one finally
+    stage: Stage, *, result: RunResult, progress: Progress
+) -> RunResult:
+    """One run on a started ``stage``; fills ``result`` as it goes (also when cancelled)."""
+    import httpx
+
+    scenario, mode, proxy = stage.scenario, stage.mode, stage.proxy
+    lines: dict[int, dict[str, Any]] = {}
+    samples: dict[int, dict[str, Any]] = {}
+    acked: dict[int, str] = {}
+    t0: float | None = None
+    started = time.monotonic()
+    result.service = dict(stage.settings)
+    try:
+        progress(f"{scenario.name} [{mode}] waiting for the service...")
+        auth = {"Authorization": f"Bearer {stage.token}"}
+        async with httpx.AsyncClient(base_url=stage.base_url, headers=auth) as client:
+            await stage.ready(client)
+            queue = await _get_json(client, "/api/manager/assistance?limit=200")
+            ids = [int(t["id"]) for t in (queue or {}).get("requests", [])]
+            load = await stage.processes.start(
+                sys.executable,
+                "-m",
+                "suture.demo.load",
+                "--url",
+                stage.base_url,
+                "--seconds",
+                str(scenario.seconds),
+                "--workers",
+                str(scenario.workers),
+                "--rate",
+                str(scenario.rate),
+                "--browser",
+                mode,
+                "--write-share",
+                str(scenario.write_share),
+                "--write-ids",
+                ",".join(map(str, ids)),
+                "--tag",
+                stage.schema,
+                "--grace",
+                str(scenario.grace),
+                stdout=asyncio.subprocess.PIPE,
+                env={"SUTURE_DEMO_TOKEN": stage.token},
+            )
+            assert load.stdout is not None
+            stdout = load.stdout
+
+            async def read_load() -> None:
+                while raw := await stdout.readline():
+                    item = json.loads(raw)
+                    if "second" in item:
+                        lines[int(item["second"])] = item
+                        for task_id, text in item.get("acked", []):
+                            acked[int(task_id)] = str(text)
+
+            reader = asyncio.get_running_loop().create_task(read_load())
+            t0 = time.time()
+            samples[int(t0) - 1] = await _sample(client, proxy)
+            for step, _, stop in scenario.step_bounds():
+                await proxy.aset(step.proxy_faults())
+                if scenario.injects:
+                    await _inject(client, step.admin_body())
+                while (now := time.time()) < t0 + stop:
+                    samples[int(now)] = await _sample(client, proxy)
+                    _show(progress, scenario, mode, step.name, now - t0, lines)
+                    await asyncio.sleep(min(1.0 - time.time() % 1.0 + 0.02, t0 + stop - now))
+            await proxy.aclear()
+            if scenario.injects:
+                await _inject(client, {"target": "database", "clear": True})
+            while load.returncode is None:
+                now = time.time()
+                samples[int(now)] = await _sample(client, proxy)
+                _show(progress, scenario, mode, "ending", now - t0, lines)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(load.wait(), 1.0 - now % 1.0 + 0.02)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader, 5)
+    except asyncio.CancelledError:
+        result.partial = True
+        raise
+    except (ChaosError, ProxyError) as exc:
+        result.error = str(exc)
+    finally:
+        proxy.clear()
+        result.proxy = proxy.stats().as_dict()
+        await stage.processes.stop()
+        result.seconds = time.monotonic() - started
+        if t0 is not None:
+            result.rows = build_rows(scenario, t0, lines, samples, time.time())
+            result.acked_writes = len(acked)
+            try:
+                lost, dup = await asyncio.to_thread(_reconcile, stage.direct, stage.schema, acked)
+                result.lost_writes, result.duplicated_writes = lost, dup
+            except Exception as exc:  # the run's numbers are still worth reporting
+                result.error = result.error or f"could not reconcile the writes: {exc}"
+            result.judged = _judge(scenario, result, t0, lines)
+        await stage.stop()
+    return result
+
+
+def _judge(
+    scenario: Scenario, result: RunResult, t0: float, lines: Mapping[int, Mapping[str, Any]]
+) -> list[Judged]:
+    first = int(t0)
+    bounds = [(s.name, start, stop) for s, start, stop in scenario.step_bounds()]
+    fail: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in bounds}
+    first_ok_after: dict[str, float | None] = {}
+    oks = [(float(a), float(b)) for line in lines.values() for a, b in line.get("ok_at", [])]
+    for name, start, stop in bounds:
+        for line in lines.values():
+            for when, ms in line.get("fail_ms", []):
+                sent_at = when - ms / 1000  # fast-fail is about the requests sent while open
+                if t0 + start <= sent_at < t0 + stop:
+                    fail[name].append((sent_at - first, ms))
+        # Recovery: the first request sent after the step that succeeds (one held by a
+        # partition and answered once it heals says nothing about new requests).
+        later = [answered for sent, answered in oks if sent >= t0 + stop]
+        first_ok_after[name] = min(later) - (t0 + stop) if later else None
+    view = RunView(
+        rows=result.rows,
+        step_bounds=bounds,
+        first_ok_after=first_ok_after,
+        lost_writes=result.lost_writes,
+        duplicated_writes=result.duplicated_writes,
+        fail_latencies=fail,
+    )
+    return [judge(c, view) for c in scenario.criteria]
+
+
+def _show(
+    progress: Progress,
+    scenario: Scenario,
+    mode: str,
+    step: str,
+    elapsed: float,
+    lines: Mapping[int, Mapping[str, Any]],
+) -> None:
+    recent = [lines[s] for s in sorted(lines)[-3:]]
+    clicks = sum(int(line.get("clicks", 0)) for line in lines.values())
+    shown = sum(int(line.get("clicks", 0)) for line in recent)
+    rates = ""
+    if shown:
+        outcomes = {
+            k: sum(int(line["outcomes"].get(k, 0)) for line in recent) for k in ("ok", "503")
+        }
+        other = shown - outcomes["ok"] - outcomes["503"]
+        rates = (
+            f"  ok {100 * outcomes['ok'] / shown:3.0f}%  503 {100 * outcomes['503'] / shown:3.0f}%"
+            f"  other {100 * other / shown:3.0f}%"
+        )
+    progress(
+        f"{scenario.name} [{mode}] {step:<8} {elapsed:5.1f}/{scenario.seconds:g} s  "
+        f"clicks {clicks:>5}{rates}"
+    )
+
+
+async def play_all(
+    scenarios: Sequence[Scenario],
+    session: Session,
+    *,
+    progress: Progress,
+    modes: Sequence[str] = MODES,
+) -> Session:
+    """Every scenario in every mode, in order; results land in ``session`` as they run.
+
+    Every run's service starts at once, before the first run (they boot while
+    nothing is measured, and wait idle for their turn); each run's stage is
+    stopped right after it, and every stage also when the session is cancelled.
+    """
+    stages = [Stage(s, mode, session.database_url) for s in scenarios for mode in modes]
+    try:
+        progress(f"starting {len(stages)} service(s)...")
+        try:
+            await asyncio.gather(*(stage.start() for stage in stages))
+        except ProxyError as exc:
+            raise ChaosError(f"the database: {exc}") from None
+        for stage in stages:
+            result = RunResult(scenario=stage.scenario, mode=stage.mode)
+            session.results.append(result)
+            try:
+                await play(stage, result=result, progress=progress)
+            except asyncio.CancelledError:
+                session.interrupted = True
+                raise
+            if result.error is not None and not result.rows:
+                raise ChaosError(result.error)
+    finally:
+        await asyncio.gather(*(stage.stop() for stage in stages), return_exceptions=True)
+    return session
+
+
+def median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
