@@ -19,9 +19,17 @@ from suture.breaker import (
 )
 from suture.budget import Budget, RetryBudget
 from suture.chaos import Chaos, FaultConfig, InjectedFault
-from suture.classify import Classifier, is_transient, is_transient_status, retry_after
+from suture.classify import Classifier, is_overload, is_transient, is_transient_status, retry_after
 from suture.clock import SYSTEM_CLOCK, Clock, SystemClock
-from suture.errors import BreakerOpen, InvalidTransition, Overloaded, ResponseError, SutureError
+from suture.deadline import Deadline, deadline, remaining
+from suture.errors import (
+    BreakerOpen,
+    DeadlineExceeded,
+    InvalidTransition,
+    Overloaded,
+    ResponseError,
+    SutureError,
+)
 from suture.events import (
     BreakerRejected,
     BreakerStateChanged,
@@ -66,6 +74,8 @@ __all__ = [
     "Classifier",
     "Clock",
     "CountWindow",
+    "Deadline",
+    "DeadlineExceeded",
     "Event",
     "Fallback",
     "FaultConfig",
@@ -103,9 +113,12 @@ __all__ = [
     "avalidate_response",
     "breakers",
     "compose",
+    "deadline",
+    "is_overload",
     "is_transient",
     "is_transient_status",
     "last_served",
+    "remaining",
     "retry",
     "retry_after",
     "subscribe",

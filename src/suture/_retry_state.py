@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from suture.classify import retry_after
-from suture.errors import BreakerOpen, Overloaded
+from suture.deadline import get_current
+from suture.errors import BreakerOpen, DeadlineExceeded, Overloaded
 from suture.events import RetryBudgetExhausted, RetryGaveUp, RetryScheduled, emit
 
 if TYPE_CHECKING:
@@ -19,12 +20,14 @@ if TYPE_CHECKING:
 __all__ = ["NEVER_RETRIED", "CallState"]
 
 # Waiting is the breaker's and the shedder's job: whatever ``on`` says, a retry
-# never hammers an open breaker or a service that just shed the request.
-NEVER_RETRIED = (BreakerOpen, Overloaded)
+# never hammers an open breaker or a service that just shed the request, and
+# never retries once the request's own deadline is spent.
+NEVER_RETRIED = (BreakerOpen, Overloaded, DeadlineExceeded)
 
 _REASONS = {
     "attempts": "all attempts used",
     "deadline": "the next wait would end at or past the deadline",
+    "request deadline": "the next wait would end at or past the request's deadline",
     "budget": "the retry budget is empty",
     "retry_after": "the server asked for a longer wait than max_delay",
 }
@@ -54,7 +57,7 @@ class CallState:
         policy = self.policy
         if not isinstance(exc, Exception):
             return None  # cancellation, KeyboardInterrupt, SystemExit: left untouched
-        if isinstance(exc, NEVER_RETRIED) or not policy.on(exc):
+        if isinstance(exc, NEVER_RETRIED) or policy.overload(exc) or not policy.on(exc):
             if self.attempt > 1:
                 self._note(exc, "the error is not retryable")
             return None
@@ -72,8 +75,8 @@ class CallState:
             delay = hinted
         # A wait that ends at the deadline would start an attempt with no time left
         # (in async code, cancelled at once, its TimeoutError replacing the real error).
-        if stop is None and policy.deadline is not None and elapsed + delay >= policy.deadline:
-            stop = "deadline"
+        if stop is None:
+            stop = self._past_deadline(elapsed, delay)
         if stop is not None:
             return self._give_up(exc, elapsed, stop)
         budget = policy.budget
@@ -94,6 +97,16 @@ class CallState:
             policy.on_retry(event)
         self.attempt += 1
         return delay
+
+    def _past_deadline(self, elapsed: float, delay: float) -> str | None:
+        """The deadline a wait of ``delay`` would end at or past: the policy's, the request's."""
+        deadline = self.policy.deadline
+        if deadline is not None and elapsed + delay >= deadline:
+            return "deadline"
+        request = get_current()  # suture.deadline(...) around the call, if any
+        if request is not None and request.remaining() - delay <= 0:
+            return "request deadline"
+        return None
 
     def _note(self, exc: BaseException, reason: str, elapsed: float | None = None) -> None:
         if elapsed is None:

@@ -1,4 +1,4 @@
-"""The single definition of "transient", and Retry-After parsing.
+"""The single definitions of "transient" and of "overload", and Retry-After parsing.
 
 Retry, breaker and the HTTP edge all ask this module whether an error is worth
 trying again. Connection errors, timeouts and the HTTP statuses 5xx, 408, 425
@@ -9,6 +9,14 @@ HTTP status codes are read by duck typing from the common clients' errors
 (``httpx.HTTPStatusError``, ``requests.HTTPError``,
 ``aiohttp.ClientResponseError``, :class:`suture.ResponseError`) without
 importing those libraries, and never by matching message text.
+
+*Overload* (:data:`is_overload`) is a different question: did the call fail
+because a queue **in our own process** was full (a pool checkout that timed
+out, :class:`suture.Overloaded`, a limiter's rejection), rather than because
+the dependency erred? A full local queue says nothing about the dependency's
+health, so by default a breaker counts it neither way, a retry does not retry
+it (retrying into a full queue makes it longer) and the HTTP edge answers it
+as ``503 overloaded`` with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ __all__ = [
     "TRANSIENT_STATUSES",
     "Classifier",
     "ExceptionClassifier",
+    "OverloadClassifier",
+    "is_overload",
     "is_transient",
     "is_transient_status",
     "parse_retry_after",
@@ -80,6 +90,20 @@ _TRANSIENT_NAMES: Final = frozenset(
         "redis.ConnectionError",
         "redis.TimeoutError",
         "redis.BusyLoadingError",
+    }
+)
+
+# Local resource exhaustion in libraries suture does not import: a wait for a
+# slot of our own pool or queue that timed out. Checked before "transient".
+_OVERLOAD_NAMES: Final = frozenset(
+    {
+        # SQLAlchemy's only TimeoutError: "QueuePool limit of size N overflow M reached"
+        "sqlalchemy.TimeoutError",
+        # psycopg's own pool, httpx's and urllib3's connection pools
+        "psycopg_pool.PoolTimeout",
+        "psycopg_pool.TooManyRequests",
+        "httpx.PoolTimeout",
+        "urllib3.EmptyPoolError",
     }
 )
 
@@ -232,6 +256,76 @@ class Classifier:
 
 is_transient: Final = Classifier()
 """The default classifier: ``suture.is_transient(exc) -> bool``."""
+
+
+class OverloadClassifier:
+    """Decides whether an error is *overload*: a full queue in our own process.
+
+    Order of the questions: cancellation is never overload; an error that
+    carries a boolean ``overload`` attribute says so itself
+    (:class:`suture.Overloaded` does); the user's types and predicates; known
+    errors of common libraries, by name (SQLAlchemy's pool checkout timeout,
+    ``httpx.PoolTimeout``, ``psycopg_pool.PoolTimeout``, urllib3's
+    ``EmptyPoolError``). A bare ``TimeoutError`` from an ``asyncio`` or
+    ``threading`` semaphore wait cannot be told from a dependency's timeout:
+    raise :class:`suture.Overloaded` there (``suture.AdaptiveLimiter`` and the
+    pool monitor do), or add your type with :meth:`extend`.
+    Immutable; :meth:`extend` returns a new one.
+    """
+
+    __slots__ = ("_predicates", "_types")
+
+    def __init__(
+        self,
+        *,
+        types: tuple[type[BaseException], ...] = (),
+        predicates: tuple[ExceptionClassifier, ...] = (),
+    ) -> None:
+        for t in types:
+            if not (isinstance(t, type) and issubclass(t, BaseException)):
+                raise TypeError(f"types={types!r}: every item must be an exception type, got {t!r}")
+        for p in predicates:
+            if not callable(p):
+                raise TypeError(f"predicates: {p!r} is not a callable (exception) -> bool")
+        self._types = types
+        self._predicates = predicates
+
+    def extend(
+        self,
+        *,
+        types: tuple[type[BaseException], ...] = (),
+        predicate: ExceptionClassifier | None = None,
+    ) -> OverloadClassifier:
+        """A new classifier that also calls these types (or what ``predicate`` accepts) overload."""
+        return OverloadClassifier(
+            types=self._types + tuple(types),
+            predicates=self._predicates + ((predicate,) if predicate else ()),
+        )
+
+    def __call__(self, exc: BaseException) -> bool:
+        if not isinstance(exc, Exception):
+            return False
+        own = getattr(exc, "overload", None)
+        if isinstance(own, bool):
+            return own
+        if self._types and isinstance(exc, self._types):
+            return True
+        for predicate in self._predicates:
+            if predicate(exc):
+                return True
+        return any(n in _OVERLOAD_NAMES for n in _mro_names(exc))
+
+    def __repr__(self) -> str:
+        extra = []
+        if self._types:
+            extra.append(f"types={self._types!r}")
+        if self._predicates:
+            extra.append(f"predicates={len(self._predicates)}")
+        return f"OverloadClassifier({', '.join(extra)})"
+
+
+is_overload: Final = OverloadClassifier()
+"""The default overload classifier: ``suture.classify.is_overload(exc) -> bool``."""
 
 
 def _header(headers: object, name: str) -> str | None:

@@ -240,7 +240,8 @@ def _add_chaos_command(commands: Any) -> None:
         "chaos",
         help="break the reference service on purpose and report how it healed",
         description=(
-            "The chaos harness: plays baseline, 30% database errors, +300 ms latency, "
+            "The chaos harness: plays baseline, 30% database errors, a slow database "
+            "(+300 ms per statement, inside the connection), "
             "an exhausted pool, 100% database errors, and the faults cleared against "
             "the reference service, with closed-loop workers at a bounded rate, and "
             "prints per-phase numbers and a verdict per phase. In-process on a fresh "
@@ -549,7 +550,16 @@ def _demo(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911, PLR0912, PLR
     print("\n".join(lines), flush=True)
     # proxy_headers=False: the client address is the TCP peer's, so an X-Forwarded-For
     # header cannot make a request look local to the chaos admin endpoint.
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False)
+    from suture.demo.guard import server_options
+
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        proxy_headers=False,
+        **server_options(),  # slow clients: header timeout, connection cap, keep-alive
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 __all__ = [
     "BreakerOpen",
+    "DeadlineExceeded",
     "InvalidTransition",
     "Overloaded",
     "ResponseError",
@@ -71,6 +72,8 @@ class Overloaded(SutureError):
     """
 
     transient = False
+    #: Local resource exhaustion, not an error of a dependency (``suture.classify.is_overload``).
+    overload = True
 
     def __init__(self, level: object, retry_after: float, *, source: str = "pool") -> None:
         self.level = level
@@ -85,6 +88,29 @@ class Overloaded(SutureError):
 
 def _rebuild_overloaded(level: object, retry_after: float, source: str) -> Overloaded:
     return Overloaded(level, retry_after, source=source)
+
+
+class DeadlineExceeded(SutureError, TimeoutError):
+    """The request's deadline (:func:`suture.deadline`) is spent, or too close to start this step.
+
+    A :class:`TimeoutError` (code that catches timeouts catches it), but neither
+    transient nor a failure of a dependency: the caller's time ran out. A retry
+    never retries it, a breaker counts it neither way, the HTTP edge answers it
+    as ``503 deadline_exceeded`` with ``Retry-After``. ``budget`` is the
+    deadline's length in seconds, ``where`` the step that found it spent.
+    """
+
+    transient = False
+    overload = False
+
+    def __init__(self, where: str, budget: float | None = None) -> None:
+        self.where = where
+        self.budget = budget
+        within = "" if budget is None else f" of {budget:g}s"
+        super().__init__(f"the request's deadline{within} is spent ({where})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.where, self.budget))
 
 
 class InvalidTransition(SutureError):

@@ -279,6 +279,17 @@ class Permit:
         """Release the slot without teaching the limiter (the call failed for its own reasons)."""
         self._finish("ignore")
 
+    def release(self, exc: BaseException | None = None) -> None:
+        """Release by the outcome: ``None`` is a success, an error the limiter's
+        ``drop_on`` accepts (a timeout, a transient error) a drop; any other
+        error, a cancellation included, releases the slot untaught.
+
+        What ``with``/``async with`` do on exit; for the acquire/release step by
+        hand (``permit = limiter.acquire(p)`` ... ``permit.release(error)``).
+        Only the first release of a permit counts.
+        """
+        self._exit(exc)
+
     def _exit(self, exc: BaseException | None) -> None:
         if exc is None:
             self.success()

@@ -38,7 +38,7 @@ from suture._retry_block import Attempt, AttemptManager
 from suture._retry_state import CallState
 from suture.backoff import Backoff, Jitter
 from suture.budget import Budget
-from suture.classify import ExceptionClassifier, is_transient
+from suture.classify import ExceptionClassifier, is_overload, is_transient
 from suture.clock import _WAITS, SYSTEM_CLOCK, Clock
 from suture.events import RetryScheduled
 
@@ -65,6 +65,7 @@ class RetryOptions(TypedDict, total=False):
     jitter: Jitter
     deadline: Seconds | None
     on: ExceptionSpec
+    overload: ExceptionSpec
     on_retry: RetryHook | None
     budget: Budget | None
     clock: Clock
@@ -95,7 +96,7 @@ def _deadline(name: str, value: Seconds | None) -> float | None:
     return None if value is None else check_seconds(name, value, positive=True)
 
 
-def _classifier(name: str, value: ExceptionSpec) -> ExceptionClassifier:
+def _classifier(name: str, value: ExceptionSpec) -> ExceptionClassifier:  # on=, overload=
     return exception_classifier(value, name)
 
 
@@ -120,10 +121,16 @@ class Retry(Decorator):
     :param jitter: ``"none"``, ``"full"``, ``"equal"`` or ``"decorrelated"``.
     :param deadline: the whole call, waits included, never runs past this many
         seconds; no wait is started that would end at or past it. ``None``: no deadline.
+        The request's deadline (:func:`suture.deadline`) is respected either way:
+        no wait is started that would end at or past it.
     :param on: what is worth retrying: a classifier ``(exc) -> bool``, an
         exception type or a tuple of them. Default :data:`suture.is_transient`.
         Whatever it says, :class:`suture.BreakerOpen` and :class:`suture.Overloaded`
-        are never retried.
+        are never retried, nor is :class:`suture.DeadlineExceeded`.
+    :param overload: what is *overload* (a full queue in our own process, such
+        as a pool checkout timeout), never retried: retrying into a full queue
+        makes it longer. Default :data:`suture.classify.is_overload`;
+        ``overload=()`` leaves such errors to ``on``.
     :param on_retry: a hook called before each wait with the :class:`RetryScheduled` event.
     :param budget: a :class:`suture.RetryBudget` (or any :class:`suture.Budget`, such as
         ``suture.contrib.redis.RedisRetryBudget``) shared by policies; when empty,
@@ -147,6 +154,7 @@ class Retry(Decorator):
     jitter: Jitter = "full"
     deadline: Option[Seconds | None, float | None] = Option(None, _deadline)
     on: Option[ExceptionSpec, ExceptionClassifier] = Option(is_transient, _classifier)
+    overload: Option[ExceptionSpec, ExceptionClassifier] = Option(is_overload, _classifier)
     on_retry: RetryHook | None = None
     budget: Budget | None = None
     clock: Clock = SYSTEM_CLOCK

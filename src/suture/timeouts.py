@@ -10,6 +10,13 @@
   timeout failure. It does not make the caller wait less. To bound the wait
   itself, give the blocking call its own timeout (socket, HTTP client,
   database statement timeout).
+
+Both respect the request's deadline (:func:`suture.deadline`): an attempt's
+limit is the smaller of ``seconds`` and what remains of it, and an attempt is
+not started once it is spent. When the deadline is what cut the attempt
+short, the error is :class:`suture.DeadlineExceeded` (a ``TimeoutError``
+that no retry retries and no breaker counts: the caller's time ran out, the
+dependency did nothing wrong).
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from typing import Any, ParamSpec, TypeVar
 from suture._config import Seconds, check_seconds
 from suture._decorator import Decorator
 from suture.clock import SYSTEM_CLOCK, Clock
+from suture.deadline import get_current
+from suture.errors import DeadlineExceeded
 
 __all__ = ["Timeout", "timeout"]
 
@@ -68,13 +77,26 @@ class Timeout(Decorator):
 
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            scope = asyncio.timeout(limit)
+            request = get_current()
+            bound = limit
+            if request is not None:
+                left = request.remaining()
+                if left <= 0:
+                    raise DeadlineExceeded(f"before {name}", request.budget)
+                bound = min(limit, left)
+            scope = asyncio.timeout(bound)
             try:
                 async with scope:
                     return await fn(*args, **kwargs)
             except TimeoutError as exc:
-                if scope.expired():  # ours, not a TimeoutError the call raised itself
-                    exc.add_note(f"suture.timeout: {name} was cancelled after {limit:g}s")
+                if not scope.expired():  # a TimeoutError the call raised itself
+                    raise
+                if bound < limit:
+                    assert request is not None
+                    raise DeadlineExceeded(
+                        f"{name} cancelled after {bound:.3f}s", request.budget
+                    ) from exc
+                exc.add_note(f"suture.timeout: {name} was cancelled after {limit:g}s")
                 raise
 
         return async_wrapper
@@ -86,9 +108,20 @@ class Timeout(Decorator):
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            request = get_current()
             start = now()
+            bound = limit
+            if request is not None:
+                left = request.at - request.clock.now()
+                if left <= 0:
+                    raise DeadlineExceeded(f"before {name}", request.budget)
+                if left < limit:
+                    bound = left
             result = fn(*args, **kwargs)
             elapsed = now() - start
+            if elapsed > bound and bound < limit:
+                assert request is not None
+                raise DeadlineExceeded(f"{name} took {elapsed:.3f}s", request.budget)
             if elapsed > limit:
                 raise TimeoutError(
                     f"{name} took {elapsed:.3f}s, past its {limit:g}s timeout "

@@ -28,7 +28,7 @@ from suture._config import ExceptionClassifier
 from suture.breaker.config import BreakerConfig, BreakerFallback
 from suture.breaker.store import BreakerRecord, BreakerState, BreakerStore, MemoryBreakerStore
 from suture.clock import Clock
-from suture.errors import BreakerOpen, InvalidTransition
+from suture.errors import BreakerOpen, DeadlineExceeded, InvalidTransition
 from suture.events import BreakerRejected, BreakerStateChanged, Event, emit, listening, logger
 from suture.windows import FAILURE, SLOW, TimeWindow, WindowCounter, count_value
 
@@ -80,6 +80,7 @@ class BreakerCore:
         "_opened_at",
         "_opened_wall",
         "_origin",
+        "_overload",
         "_pending",
         "_pending_lock",
         "_permits",
@@ -115,7 +116,12 @@ class BreakerCore:
         self._now = self._clock.now
         self._forced_wait = config.reset_timeout
         self._needs_time = isinstance(config.window, TimeWindow)
-        self._ignore: tuple[type[BaseException], ...] = (BreakerOpen, *config.ignore)
+        self._ignore: tuple[type[BaseException], ...] = (
+            BreakerOpen,
+            DeadlineExceeded,
+            *config.ignore,
+        )
+        self._overload: ExceptionClassifier = config.overload
         self._window: WindowCounter | None = (
             config.window.counter() if config.window is not None else None
         )
@@ -182,6 +188,8 @@ class BreakerCore:
         if not isinstance(exc, Exception) or isinstance(exc, self._ignore):
             return IGNORED  # cancellation, KeyboardInterrupt, SystemExit, ignored types
         try:
+            if self._overload(exc):
+                return IGNORED  # our own queue was full: nothing learnt about the dependency
             return FAILED if self._on(exc) else SUCCESS
         except Exception:
             logger.exception("suture: breaker %s: classifier failed on %r", self.name, exc)

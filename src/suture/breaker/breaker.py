@@ -38,7 +38,8 @@ from suture._decorator import Decorator
 from suture.breaker._machine import CLOSED, HALF_OPEN, OPEN, BreakerCore
 from suture.breaker.config import BreakerConfig, BreakerOptions
 from suture.breaker.store import BreakerState
-from suture.errors import BreakerOpen
+from suture.deadline import get_current
+from suture.errors import BreakerOpen, DeadlineExceeded
 from suture.events import Event, emit
 from suture.windows import count_value
 
@@ -117,6 +118,11 @@ class CircuitBreaker(BreakerCore, Decorator):
     :param on: what counts as a failure: a classifier or exception type(s);
         default :data:`suture.is_transient`. Other errors count as successes
         (the dependency answered).
+    :param overload: what is *overload*, counted neither way: a full queue in our
+        own process (a pool checkout timeout, :class:`suture.Overloaded`) says
+        nothing about the dependency. Default :data:`suture.classify.is_overload`;
+        ``overload=()`` counts such errors by ``on`` like any other.
+        :class:`suture.DeadlineExceeded` (the caller's time ran out) is always ignored.
     :param ignore: exception types that count neither way.
     :param fallback: called with the :class:`BreakerOpen` error instead of
         raising it; its result (awaited if awaitable) is returned.
@@ -305,6 +311,9 @@ class CircuitBreaker(BreakerCore, Decorator):
 _SKELETON: Final = """\
 def factory(fn, breaker, quick, admit, finish, fallback, ok, closed_ok, closed_error, now, OPEN):
     {a}def guarded(fn, args, kwargs):
+        request = current_deadline()
+        if request is not None and request.remaining() <= 0:
+            raise DeadlineExceeded(f"{{breaker.name}} not probed", request.budget)
         gen, admitted, error = admit()
         if error is not None:
             if breaker._fallback is None:
@@ -339,7 +348,8 @@ def factory(fn, breaker, quick, admit, finish, fallback, ok, closed_ok, closed_e
     return run
 """
 """How every call runs: ``guarded`` when the breaker is not CLOSED (the open
-rejection first, without the lock), the closed hot path otherwise.
+rejection first, without the lock; no probe once the request's deadline is
+spent), the closed hot path otherwise.
 ``{a}``/``{w}`` make it sync or async; ``{params}`` the decorator's wrapper
 (``fn`` from the closure) or ``call``'s runner (``fn`` passed in);
 :data:`_MODES` what the closed path measures and counts."""
@@ -371,7 +381,10 @@ def _factory(kind: str, form: str, mode: str) -> Callable[..., Callable[..., Any
     filename = f"<suture.breaker {kind} {form} {mode}>"
     # Registered like dataclasses' generated code is not, so tracebacks show the lines.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = {
+        "current_deadline": get_current,
+        "DeadlineExceeded": DeadlineExceeded,
+    }
     exec(compile(source, filename, "exec"), namespace)
     factory: Callable[..., Callable[..., Any]] = namespace["factory"]
     return factory

@@ -24,7 +24,7 @@ from suture._config import (
     exception_classifier,
 )
 from suture.breaker.store import BreakerStore
-from suture.classify import is_transient
+from suture.classify import is_overload, is_transient
 from suture.clock import SYSTEM_CLOCK, Clock
 from suture.errors import BreakerOpen
 from suture.windows import CountWindow, TimeWindow
@@ -50,6 +50,7 @@ class BreakerOptions(TypedDict, total=False):
     open_factor: float
     max_reset_timeout: Seconds | None
     on: ExceptionSpec
+    overload: ExceptionSpec
     ignore: tuple[type[BaseException], ...]
     fallback: BreakerFallback | None
     clock: Clock
@@ -81,6 +82,7 @@ class BreakerConfig:
     open_factor: float = 1.0
     max_reset_timeout: float | None = None
     on: ExceptionClassifier = is_transient
+    overload: ExceptionClassifier = is_overload
     ignore: tuple[type[BaseException], ...] = ()
     fallback: BreakerFallback | None = None
     clock: Clock = SYSTEM_CLOCK
@@ -162,6 +164,7 @@ class BreakerConfig:
                 )
             put(self, "max_reset_timeout", cap)
         put(self, "on", exception_classifier(self.on))
+        put(self, "overload", exception_classifier(self.overload, "overload"))
         put(self, "ignore", _exception_types(self.ignore))
         fallback = self.fallback
         if fallback is not None and not callable(fallback):

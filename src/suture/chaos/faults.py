@@ -19,7 +19,11 @@ Three kinds of fault:
   sees as transient (so retries and breakers react as they would to a real
   outage);
 * **latency**: ``latency`` seconds added before the call (through the injected
-  clock, so tests never wait);
+  clock, so tests never wait); ``statement_latency`` seconds added to every
+  statement *while the connection is held*, as a slow database does (through
+  an integration that calls :meth:`Chaos.statement_delay`, such as
+  :func:`suture.contrib.sqlalchemy_chaos.slow_statements`): a slow database
+  fills the pool, latency before the call does not;
 * **pool exhaustion**: ``hold`` connections taken from the target's pool and
   kept, through a holder registered with :meth:`Chaos.register_holder`
   (:class:`ConnectionHog` for a blocking pool, :class:`AsyncConnectionHog` for
@@ -85,19 +89,29 @@ class FaultConfig:
     latency: float = 0.0
     #: Connections held out of the target's pool (needs a registered holder).
     hold: int = 0
+    #: Seconds added to every statement while its connection is held (needs an integration).
+    statement_latency: float = 0.0
 
     def __post_init__(self) -> None:
         check_fraction("error_rate", self.error_rate, allow_zero=True)
         check_seconds("latency", self.latency)
         check_int("hold", self.hold, minimum=0)
+        check_seconds("statement_latency", self.statement_latency)
 
     @property
     def active(self) -> bool:
         """True when any fault is on."""
-        return self.error_rate > 0 or self.latency > 0 or self.hold > 0
+        return (
+            self.error_rate > 0 or self.latency > 0 or self.hold > 0 or self.statement_latency > 0
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"error_rate": self.error_rate, "latency": self.latency, "hold": self.hold}
+        return {
+            "error_rate": self.error_rate,
+            "latency": self.latency,
+            "hold": self.hold,
+            "statement_latency": self.statement_latency,
+        }
 
 
 _OFF = FaultConfig()
@@ -145,6 +159,7 @@ class Chaos:
         error_rate: float | None = None,
         latency: Seconds | None = None,
         hold: int | None = None,
+        statement_latency: Seconds | None = None,
     ) -> FaultConfig:
         """Change some faults of ``target`` (the others keep theirs); returns the new config."""
         if not isinstance(target, str) or not target:
@@ -156,6 +171,8 @@ class Chaos:
             changes["latency"] = check_seconds("latency", latency)
         if hold is not None:
             changes["hold"] = check_int("hold", hold, minimum=0)
+        if statement_latency is not None:
+            changes["statement_latency"] = check_seconds("statement_latency", statement_latency)
         with self._lock:
             old = self._configs.get(target, _OFF)
             new = replace(old, **changes)
@@ -176,7 +193,7 @@ class Chaos:
         """Turn every fault off (of one target, or of all)."""
         targets = [target] if target is not None else list(self._configs)
         for name in targets:
-            self.configure(name, error_rate=0.0, latency=0.0, hold=0)
+            self.configure(name, error_rate=0.0, latency=0.0, hold=0, statement_latency=0.0)
 
     def config(self, target: str) -> FaultConfig:
         """The faults currently set for ``target``."""
@@ -219,6 +236,19 @@ class Chaos:
             return 0.0, False
         fail = cfg.error_rate > 0 and (cfg.error_rate >= 1.0 or self._rand() < cfg.error_rate)
         return cfg.latency, fail
+
+    def statement_delay(self, target: str) -> float:
+        """Seconds to add to one statement of ``target`` while its connection is held.
+
+        For integrations that run inside the connection (a SQLAlchemy event, a
+        proxy per round trip); records the fault when there is one.
+        """
+        cfg = self._configs.get(target)
+        if cfg is None or cfg.statement_latency <= 0:
+            return 0.0
+        delay = cfg.statement_latency
+        self._record(target, "statement_latency", f"{delay:.3f}s", {"seconds": delay})
+        return 0.0 if _WAITS.skip else delay
 
     def _record(self, target: str, kind: str, detail: str, extra: dict[str, Any]) -> None:
         key = (target, kind)

@@ -19,7 +19,11 @@ Install with the ``http`` extra. Two layers, sync and async alike:
   PATCH only when the request carries an ``Idempotency-Key`` header, when the
   method is listed in ``methods``, or when the request says
   ``extensions={"suture.retry": True}``. An open breaker raises
-  :class:`suture.BreakerOpen` without calling the network.
+  :class:`suture.BreakerOpen` without calling the network. Inside
+  :func:`suture.deadline`, each attempt's timeouts are no longer than what
+  remains of it; an attempt is not started once it is spent, and a timeout
+  the deadline set raises :class:`suture.DeadlineExceeded` (never counted
+  against the host's breaker).
 
   An error answer (status >= 400) is validated: its first ``max_error_bytes``
   are read and the rest is never downloaded; the response handed back holds
@@ -53,7 +57,8 @@ from suture.contrib.httpx_limits import (
     pause_async,
     told_to_wait,
 )
-from suture.errors import BreakerOpen, Overloaded, ResponseError
+from suture.deadline import get_current
+from suture.errors import BreakerOpen, DeadlineExceeded, Overloaded, ResponseError
 from suture.responses import (
     Expect,
     Outcome,
@@ -64,6 +69,8 @@ from suture.responses import (
 )
 from suture.responses.reading import aread_prefix, read_prefix
 from suture.retrying import Retry
+
+_TIMEOUT_KEYS: Final = ("connect", "read", "write", "pool")
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -208,6 +215,34 @@ class _Base:
         if self.timeout is not None:
             request.extensions["timeout"] = self.timeout.as_dict()
 
+    def bound(self, request: httpx.Request) -> float | None:
+        """Lower the attempt's timeouts to what remains of the request's deadline.
+
+        Returns the remaining seconds when the deadline bounds this attempt
+        (``None``: no deadline); raises :class:`suture.DeadlineExceeded` when it
+        is spent, so no attempt starts that cannot finish.
+        """
+        request_deadline = get_current()
+        if request_deadline is None:
+            return None
+        left = request_deadline.remaining()
+        if left <= 0:
+            raise DeadlineExceeded(f"before {_name(request)}", request_deadline.budget)
+        given = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {
+            key: left if given.get(key) is None or given[key] > left else given[key]
+            for key in _TIMEOUT_KEYS
+        }
+        return left
+
+    def cut_short(self, exc: Exception, left: float | None, request: httpx.Request) -> None:
+        """A timeout the request's deadline set is the deadline's fault, not the host's."""
+        request_deadline = get_current()
+        if left is not None and request_deadline is not None and request_deadline.expired():
+            raise DeadlineExceeded(
+                f"{_name(request)} cut after {left:.3f}s", request_deadline.budget
+            ) from exc
+
     def rebuild(self, request: httpx.Request, response: httpx.Response, body: bytes) -> Any:
         """An in-memory copy of an error response holding the body's first bytes."""
         headers = [
@@ -322,7 +357,12 @@ class ResilientTransport(httpx.BaseTransport, _Base):
 
     def _send(self, request: httpx.Request) -> httpx.Response:
         _count_call(request)
-        response = self.transport.handle_request(request)
+        left = self.bound(request)
+        try:
+            response = self.transport.handle_request(request)
+        except httpx.TimeoutException as exc:
+            self.cut_short(exc, left, request)
+            raise
         if response.status_code < 400:
             return response
         if self.rate_limit is not None and (wait := told_to_wait(response)) is not None:
@@ -391,7 +431,12 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport, _Base):
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         _count_call(request)
-        response = await self.transport.handle_async_request(request)
+        left = self.bound(request)
+        try:
+            response = await self.transport.handle_async_request(request)
+        except httpx.TimeoutException as exc:
+            self.cut_short(exc, left, request)
+            raise
         if response.status_code < 400:
             return response
         if self.rate_limit is not None and (wait := told_to_wait(response)) is not None:

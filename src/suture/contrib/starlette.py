@@ -19,7 +19,15 @@
   ``suture.PoolMonitor``'s ``admit``) before each request, with a priority
   chosen per route, and sheds with the same ``503`` shape;
 * **the browser client**: ``GET /suture.js`` serves ``suture/static/suture.js``
-  from the installed package.
+  from the installed package;
+* **a deadline per request** (``deadline=``): :class:`DeadlineMiddleware` sets
+  :func:`suture.deadline` for each request (a default, per route prefix),
+  lowered by an ``X-Request-Timeout`` header, never raised; a spent deadline
+  is ``503 deadline_exceeded`` with ``Retry-After``, never a ``500`` or a hang;
+* **overload**: an error :func:`suture.classify.is_overload` recognises (a pool
+  checkout timeout) is ``503 overloaded`` with ``Retry-After``, like a shed
+  request; :class:`LimiterMiddleware` admits requests through a
+  :class:`suture.AdaptiveLimiter` (acquire before, release with the latency after).
 
 :func:`health_route` adds a ``/health`` answering breaker states and pool
 levels (:func:`health_report`).
@@ -29,6 +37,7 @@ Needs the ``web`` extra (``starlette``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.resources
 import logging
@@ -51,23 +60,30 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on the installed extras
     raise missing_extra(__name__, "web", _exc) from _exc
 
-from suture.classify import is_transient, reason_phrase
+from suture.classify import is_overload, is_transient, reason_phrase
 from suture.contrib.starlette_security import (
     DEFAULT_CONTENT_SECURITY_POLICY,
     SecurityHeadersMiddleware,
 )
-from suture.errors import BreakerOpen, InvalidTransition, Overloaded
+from suture.deadline import deadline as _deadline_scope
+from suture.errors import BreakerOpen, DeadlineExceeded, InvalidTransition, Overloaded
 
 __all__ = [
+    "DEADLINE_HEADER",
+    "DEADLINE_RETRY_AFTER",
     "DEFAULT_CONTENT_SECURITY_POLICY",
     "EXEMPT",
     "REQUEST_ID_HEADER",
     "TRANSIENT_RETRY_AFTER",
     "AdmissionMiddleware",
     "BodyLimitMiddleware",
+    "DeadlineMiddleware",
+    "LimiterMiddleware",
     "SecurityHeadersMiddleware",
     "TransientErrorMiddleware",
     "breaker_open_handler",
+    "deadline_exceeded_handler",
+    "deadline_exceeded_response",
     "error_body",
     "health_report",
     "health_route",
@@ -77,6 +93,7 @@ __all__ = [
     "overloaded_handler",
     "overloaded_response",
     "request_id",
+    "requested_seconds",
     "suture_js",
     "suture_js_route",
     "unavailable_response",
@@ -87,6 +104,10 @@ __all__ = [
 logger = logging.getLogger("suture")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+#: The header a client lowers its request's deadline with (seconds).
+DEADLINE_HEADER = "X-Request-Timeout"
+#: ``Retry-After`` seconds for a request whose deadline was spent.
+DEADLINE_RETRY_AFTER = 1.0
 #: ``Retry-After`` seconds for a transient error that escaped its retries.
 TRANSIENT_RETRY_AFTER = 2.0
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -185,6 +206,36 @@ async def overloaded_handler(request: Request, exc: Exception) -> Response:
     return overloaded_response(exc, request_id(request))
 
 
+def deadline_exceeded_response(rid: str | None = None) -> JSONResponse:
+    """The ``503`` for a request whose deadline was spent before its answer was ready."""
+    return unavailable_response(
+        "The service could not answer in time; please try again in a moment.",
+        DEADLINE_RETRY_AFTER,
+        code="deadline_exceeded",
+        rid=rid,
+    )
+
+
+async def deadline_exceeded_handler(request: Request, exc: Exception) -> Response:
+    """``DeadlineExceeded`` -> ``503 deadline_exceeded`` with ``Retry-After``."""
+    return deadline_exceeded_response(request_id(request))
+
+
+def _local_overload_response(request: Request, exc: Exception) -> JSONResponse:
+    """A full queue of our own (a pool checkout timeout) answered as a shed request."""
+    logger.warning(
+        "%s %s shed: %s (a local queue is full; request id %s)",
+        request.method,
+        _loggable(request.url.path),
+        type(exc).__name__,
+        request_id(request),
+    )
+    return overloaded_response(
+        Overloaded(type(exc).__name__, TRANSIENT_RETRY_AFTER, source="local queue"),
+        request_id(request),
+    )
+
+
 def _state_name(state: object) -> str | None:
     if state is None:
         return None
@@ -223,6 +274,8 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> Response
     ``Retry-After`` instead: the client may try again, nothing is broken.
     """
     rid = request_id(request)
+    if is_overload(exc):
+        return _local_overload_response(request, exc)
     if is_transient(exc):
         # A dependency failed in a way that heals (a dropped connection, a timeout)
         # and the retries are spent: tell the client to come back soon, not "bug".
@@ -490,9 +543,14 @@ class TransientErrorMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
-            if started or not is_transient(exc):
+            if started:
                 raise
             request = Request(scope)
+            if is_overload(exc):
+                await _local_overload_response(request, exc)(scope, receive, send)
+                return
+            if not is_transient(exc):
+                raise
             await _transient_response(request, exc, self.retry_after)(scope, receive, send)
 
 
@@ -511,6 +569,220 @@ def _transient_response(request: Request, exc: Exception, retry_after: float) ->
         code="unavailable",
         rid=rid,
     )
+
+
+# --- deadline -------------------------------------------------------------------
+
+#: An ``X-Request-Timeout`` above this is not a number of seconds anyone meant.
+_MAX_HEADER_SECONDS = 86_400.0
+_HEADER_SECONDS = re.compile(r"(?:[0-9]{1,9}(?:\.[0-9]{0,6})?|\.[0-9]{1,6})", re.ASCII)
+_HEADER_KEY = DEADLINE_HEADER.lower().encode("latin-1")
+#: Clients already warned about a bad ``X-Request-Timeout`` (bounded: cleared when full).
+_WARNED_CLIENTS: set[str] = set()
+_MAX_WARNED = 1024
+
+
+def _prefix_table(items: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Path prefix -> value, longest prefix first; a prefix must start with ``/``."""
+    pairs = items.items() if isinstance(items, Mapping) else items
+    table: list[tuple[str, Any]] = []
+    for prefix, value in pairs:
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise ValueError(f"prefix {prefix!r} must be a path starting with '/'")
+        table.append((prefix, value))
+    return sorted(table, key=lambda kv: -len(kv[0]))
+
+
+def _lookup(table: Sequence[tuple[str, Any]], path: str, default: Any) -> Any:
+    for prefix, value in table:
+        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+            return value
+    return default
+
+
+def _route_seconds(name: str, value: object) -> float | None:
+    """A route's deadline: ``None`` (no deadline: a stream, a health check) or seconds > 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}={value!r}: expected seconds (a number > 0) or None")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}={value!r}: must be a finite number of seconds > 0, or None")
+    return float(value)
+
+
+def _warn_once(scope: Scope, raw: bytes) -> None:
+    client = scope.get("client")
+    who = str(client[0]) if client else "unknown"
+    if who in _WARNED_CLIENTS:
+        return
+    if len(_WARNED_CLIENTS) >= _MAX_WARNED:
+        _WARNED_CLIENTS.clear()
+    _WARNED_CLIENTS.add(who)
+    logger.warning(
+        "ignoring %s: %s from %s (expected seconds > 0; the route's deadline applies; "
+        "logged once per client)",
+        DEADLINE_HEADER,
+        _loggable(raw.decode("latin-1"), 40),
+        _loggable(who, 64),
+    )
+
+
+def requested_seconds(scope: Scope) -> float | None:
+    """The client's ``X-Request-Timeout`` in seconds, or ``None`` when absent or not valid.
+
+    A malformed, zero, negative or huge value is ignored (logged once per client).
+    """
+    for key, raw in scope.get("headers", ()):
+        if key == _HEADER_KEY:
+            text = raw.decode("latin-1").strip()
+            if _HEADER_SECONDS.fullmatch(text):
+                value = float(text)
+                if 0 < value <= _MAX_HEADER_SECONDS:
+                    return value
+            _warn_once(scope, raw)
+            return None
+    return None
+
+
+class DeadlineMiddleware:
+    """Gives every request a deadline (:func:`suture.deadline`) and answers it when spent.
+
+    :param default: seconds for a path no prefix matches (``None``: no deadline).
+    :param routes: path prefix -> seconds (or ``None`` for no deadline: streams,
+        health checks); the longest matching prefix wins.
+    :param header: the request header that lowers the deadline (``X-Request-Timeout``,
+        seconds); never raised past the route's; ignored when malformed.
+
+    Everything the request does (retry, breaker probes, ``suture.timeout``,
+    pool checkout, statement and HTTP timeouts) sees what remains. If the app
+    has not started its answer when the deadline is spent, it is cancelled and
+    the client gets ``503 deadline_exceeded`` with ``Retry-After``; once the
+    answer has started (a stream), the deadline no longer cuts it.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        default: float | None,
+        routes: Mapping[str, float | None] | Iterable[tuple[str, float | None]] = (),
+        header: bool = True,
+    ) -> None:
+        self.app = app
+        self.default = _route_seconds("default", default)
+        self.table = [
+            (prefix, _route_seconds(f"routes[{prefix!r}]", seconds))
+            for prefix, seconds in _prefix_table(routes)
+        ]
+        self.header = header
+
+    def seconds_for(self, scope: Scope) -> float | None:
+        """The request's deadline in seconds: the route's, lowered by the header."""
+        limit: float | None = _lookup(self.table, scope["path"], self.default)
+        if limit is None:
+            return None
+        asked = requested_seconds(scope) if self.header else None
+        return limit if asked is None else min(asked, limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seconds = self.seconds_for(scope)
+        if seconds is None:
+            await self.app(scope, receive, send)
+            return
+        started = False
+        cutoff = asyncio.timeout(seconds)
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start" and not started:
+                started = True
+                cutoff.reschedule(None)  # the answer is on its way: a stream is not cut
+            await send(message)
+
+        try:
+            with _deadline_scope(seconds):
+                async with cutoff:
+                    await self.app(scope, receive, tracking_send)
+        except (TimeoutError, DeadlineExceeded):
+            if started:
+                raise
+            response = deadline_exceeded_response(request_id(Request(scope)))
+            await response(scope, receive, send)
+
+
+# --- adaptive admission ------------------------------------------------------------
+
+
+class LimiterMiddleware:
+    """Admits requests through an :class:`suture.AdaptiveLimiter`, shedding the excess at once.
+
+    Each request acquires a permit with its route's priority before the app
+    runs (over the limit: ``503 overloaded`` with ``Retry-After``, in
+    microseconds, without touching the app) and releases it when the answer
+    is complete, teaching the limiter the latency: a ``5xx`` without
+    ``Retry-After`` (a bug, a failed dependency), or any answer slower than the
+    limiter's ``timeout`` (a spent deadline included), is a drop; a cancelled
+    request (the client left) is released untaught.
+
+    :param limiter: the :class:`suture.AdaptiveLimiter`.
+    :param priorities: path prefix -> :class:`suture.Priority` (or :data:`EXEMPT`).
+    :param default: the priority of a path no prefix matches.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limiter: Any,
+        priorities: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
+        default: Any,
+    ) -> None:
+        if not callable(getattr(limiter, "acquire", None)):
+            raise TypeError(f"limiter={limiter!r}: expected a suture.AdaptiveLimiter")
+        self.app = app
+        self.limiter = limiter
+        self.table = _prefix_table(priorities)
+        self.default = default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        priority = _lookup(self.table, scope["path"], self.default)
+        if priority is EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        try:
+            permit = self.limiter.acquire(priority)
+        except Overloaded as exc:
+            await overloaded_response(exc, request_id(Request(scope)))(scope, receive, send)
+            return
+        status = 0
+        shed = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status, shed
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                if status == 503:
+                    for key, _value in message.get("headers", ()):
+                        if key == b"retry-after":
+                            shed = True  # an answer that says "come back": not our latency
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except BaseException as exc:
+            permit.release(exc)
+            raise
+        if status >= 500 and not shed:
+            permit.dropped()
+        else:
+            permit.success()  # the latency decides: slower than the limiter's timeout is a drop
 
 
 # --- health ------------------------------------------------------------------
@@ -612,6 +884,8 @@ def install(
     default_priority: Any = None,
     js_path: str | None = "/suture.js",
     max_body_bytes: int | None = None,
+    deadline: float | Mapping[str, float | None] | None = None,
+    limiter: Any = None,
 ) -> Starlette:
     """Add suture's error handlers, optional admission, and the ``suture.js`` route to ``app``.
 
@@ -624,7 +898,12 @@ def install(
     The ``suture.js`` route is exempt from admission. ``max_body_bytes`` adds
     :class:`BodyLimitMiddleware` (``None``: no limit). The framework's own
     errors (``HTTPException``: 404, 405...; FastAPI's ``RequestValidationError``)
-    are answered in the same JSON shape. Returns ``app``.
+    are answered in the same JSON shape.
+    ``deadline`` adds :class:`DeadlineMiddleware`: every request gets that many
+    seconds, or, given a mapping of path prefix to seconds (``None``: no deadline;
+    ``"/"`` is every path), its route's; an ``X-Request-Timeout`` header lowers it.
+    ``limiter`` (a :class:`suture.AdaptiveLimiter`) adds :class:`LimiterMiddleware`
+    with the same ``priorities``. Returns ``app``.
     """
     if max_body_bytes is not None and (
         isinstance(max_body_bytes, bool)
@@ -638,6 +917,7 @@ def install(
         logger.warning("app.debug is on: Starlette answers unhandled errors with a traceback")
     app.add_exception_handler(BreakerOpen, breaker_open_handler)
     app.add_exception_handler(Overloaded, overloaded_handler)
+    app.add_exception_handler(DeadlineExceeded, deadline_exceeded_handler)
     app.add_exception_handler(InvalidTransition, invalid_transition_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     app.add_exception_handler(HTTPException, http_exception_handler)
@@ -651,19 +931,30 @@ def install(
     app.add_middleware(TransientErrorMiddleware)
     if max_body_bytes is not None:
         app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    table = list(priorities.items() if isinstance(priorities, Mapping) else priorities)
+    if js_path is not None:
+        table.append((js_path, EXEMPT))
+    if (admit is not None or limiter is not None) and default_priority is None:
+        raise ValueError(
+            "default_priority=None: pass the priority of unlisted routes "
+            "(for example suture.Priority.NORMAL) when admit or limiter is given"
+        )
+    if limiter is not None:
+        app.add_middleware(
+            LimiterMiddleware, limiter=limiter, priorities=table, default=default_priority
+        )
     if admit is not None:
-        if default_priority is None:
-            raise ValueError(
-                "default_priority=None: pass the priority of unlisted routes "
-                "(for example suture.Priority.NORMAL) when admit is given"
-            )
-        table = list(priorities.items() if isinstance(priorities, Mapping) else priorities)
-        if js_path is not None:
-            table.append((js_path, EXEMPT))
         app.add_middleware(
             AdmissionMiddleware,
             admit=admit,
             priorities=table,
             default=default_priority,
         )
+    if deadline is not None:
+        # Outermost: admission, the limiter and the app all run within the deadline.
+        routes = list(deadline.items()) if isinstance(deadline, Mapping) else []
+        if js_path is not None:
+            routes.append((js_path, None))
+        default = None if isinstance(deadline, Mapping) else deadline
+        app.add_middleware(DeadlineMiddleware, default=default, routes=routes)
     return app

@@ -39,7 +39,8 @@ from suture.demo.auth import LOOPBACK_HOSTS, AuthMiddleware, Managers, install_l
 from suture.demo.capture import Messages, SpamCapture
 from suture.demo.config import DEFAULT_DATABASE_URL, Settings, async_url
 from suture.demo.dashboard import Dashboard
-from suture.demo.db import DB, Database, make_engine, resilience, utcnow
+from suture.demo.db import DB, Database, db_limiter, make_engine, resilience, utcnow
+from suture.demo.guard import SlowClientGuard
 from suture.demo.models import MessageStatus
 from suture.demo.queue import AssistanceQueue
 from suture.demo.routes import MAX_CHAOS_LATENCY, install_routes
@@ -96,6 +97,7 @@ class Service:
         self.retry = guard.retry
         self.policy = guard.policy
         self.telemetry = Telemetry(s.clock)
+        self.limiter = db_limiter(s) if s.limit_concurrency else None
         self.db = Database(
             self.engine, policy=self.policy, chaos=self.chaos, telemetry=self.telemetry
         )
@@ -175,7 +177,11 @@ class Service:
 
     def chaos_limits(self) -> dict[str, float]:
         """Ceilings of the chaos admin endpoint: added latency, and connections held."""
-        return {"latency": MAX_CHAOS_LATENCY, "hold": float(self.settings.pool_size)}
+        return {
+            "latency": MAX_CHAOS_LATENCY,
+            "statement_latency": MAX_CHAOS_LATENCY,
+            "hold": float(self.settings.pool_size),
+        }
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -288,7 +294,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
         default_priority=suture_web.EXEMPT,
         max_body_bytes=MAX_BODY_BYTES,
+        # In front of the database work: API requests past what the pool can serve
+        # are shed at once (503 overloaded) instead of queueing for a connection.
+        limiter=service.limiter,
+        # Every API call within the deadline; the dashboard and admin are answered
+        # from memory, the assets and docs are not work.
+        deadline={
+            "/api": settings.request_deadline,
+            # A batch over every ready message: its own, longer deadline.
+            "/api/manager/spam/capture": max(30.0, settings.request_deadline),
+            "/api/dashboard": None,
+            "/api/admin": None,
+            "/api/docs": None,
+        },
     )
+    app.add_middleware(SlowClientGuard)  # a body that trickles in is a 408, not a held task
     app.mount(
         "/static",
         StaticFiles(directory=str(resources.files("suture.demo").joinpath("static"))),

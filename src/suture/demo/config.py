@@ -70,6 +70,12 @@ class Settings:
     #: timeout, a breaker of 5 consecutive failures with an unbounded half-open and a
     #: 30 s open time. The retry and breaker settings above are then not used.
     naive: bool = False
+    #: Every API request's deadline in seconds (a client's ``X-Request-Timeout``
+    #: may lower it): retry, timeout, pool checkout and statements all fit in it.
+    request_deadline: float = 3.0
+    #: API requests are admitted by an adaptive concurrency limit below what fills the
+    #: pool: past it, they are shed at once (503 overloaded) instead of queueing.
+    limit_concurrency: bool = True
     #: Pool monitor: sampling period and the WARNING / CRITICAL fractions.
     monitor_interval: float = 1.0
     warning: float = 0.7

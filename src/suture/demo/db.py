@@ -13,6 +13,7 @@ routine (chaos first, as a flaky network would, then the transaction).
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -32,15 +33,19 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from suture._decorator import Decorator
+from suture.admission import Priority
 from suture.breaker import BreakerStore, CircuitBreaker
 from suture.budget import Budget, RetryBudget
 from suture.chaos import Chaos
 from suture.clock import Clock
+from suture.contrib.sqlalchemy_chaos import slow_statements
+from suture.contrib.sqlalchemy_deadline import AsyncDeadlineQueuePool, bound_statements
 from suture.demo.config import Settings, async_url
 from suture.demo.models import Base, RawMessage, SpamRule, Task, TransitionAudit
 from suture.demo.naive import NaivePolicy, naive_breaker, naive_retry
 from suture.demo.seed import aseed, generate
 from suture.demo.telemetry import Telemetry
+from suture.limiter import AdaptiveLimiter
 from suture.policy import Policy
 from suture.retrying import Retry
 
@@ -49,6 +54,7 @@ __all__ = [
     "DB",
     "Database",
     "Resilience",
+    "db_limiter",
     "iso",
     "make_engine",
     "resilience",
@@ -84,12 +90,17 @@ def make_engine(
 ) -> AsyncEngine:
     """The demo's engine: a fixed pool (no overflow, so the gauge is honest).
 
-    SQLite gets WAL and a busy timeout; PostgreSQL a ``search_path`` when
-    ``schema`` is set. An in-memory SQLite database is refused by name: each
-    pooled connection would see its own empty database.
+    The pool's checkout waits no longer than the request's deadline
+    (:class:`~suture.contrib.sqlalchemy_deadline.AsyncDeadlineQueuePool`), and on
+    PostgreSQL each transaction's statements are bounded by it too
+    (``SET LOCAL statement_timeout``). SQLite gets WAL and a busy timeout;
+    PostgreSQL a ``search_path`` when ``schema`` is set. An in-memory SQLite
+    database is refused by name: each pooled connection would see its own empty
+    database.
     """
     url = sa.make_url(async_url(database_url))
     kwargs: dict[str, Any] = {
+        "poolclass": AsyncDeadlineQueuePool,
         "pool_size": pool_size,
         "max_overflow": 0,
         "pool_timeout": pool_timeout,
@@ -110,6 +121,7 @@ def make_engine(
     engine = create_async_engine(url, **kwargs)
     if sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    bound_statements(engine)
     return engine
 
 
@@ -184,21 +196,61 @@ def resilience(
     return Resilience(breaker=breaker, retry_budget=retry_budget, retry=retry, policy=policy)
 
 
+def db_limiter(settings: Settings) -> AdaptiveLimiter:
+    """The database work's concurrency limit: adaptive, and below what fills the pool.
+
+    Requests past what the pool can serve would only queue for a connection
+    (Little's law: in flight = throughput x latency; a slower database needs
+    more in flight for the same throughput, which the pool cannot give), so
+    they are shed at once. The ceiling is the largest count of connections in
+    use that keeps the pool monitor below CRITICAL (which sheds every NORMAL
+    request at the edge): the limiter's own saturation never trips it, a pool
+    held by something else still does. A transaction slower than the
+    per-attempt timeout, or failing transiently, lowers the limit (AIMD);
+    successes raise it back.
+    """
+    s = settings
+    ceiling = max(1, math.ceil(s.pool_size * s.critical) - 1)
+    return AdaptiveLimiter(
+        initial=ceiling,
+        min_limit=max(1, ceiling // 2),
+        max_limit=ceiling,
+        timeout=s.db_timeout or s.request_deadline,
+        retry_after=1.0,
+        name=DB,
+        clock=s.clock,
+    )
+
+
 class Database:
     """Runs operations on ``engine`` in one transaction each, under ``policy``.
 
     Each attempt first asks ``chaos`` for a fault on :data:`DB` and reports to
-    ``telemetry`` how it went.
+    ``telemetry`` how it went. ``chaos``'s ``statement_latency`` is added inside
+    the connection, to every statement. With a ``limiter``, each transaction is
+    admitted by it first: past its limit the attempt raises
+    :class:`suture.Overloaded` at once (never retried, never counted by the
+    breaker) instead of waiting for a connection. (The demo admits whole API
+    requests through :func:`db_limiter` at the HTTP edge instead: batch work such
+    as a spam capture runs its writes concurrently within one request.)
     """
 
     def __init__(
-        self, engine: AsyncEngine, *, policy: Decorator, chaos: Chaos, telemetry: Telemetry
+        self,
+        engine: AsyncEngine,
+        *,
+        policy: Decorator,
+        chaos: Chaos,
+        telemetry: Telemetry,
+        limiter: AdaptiveLimiter | None = None,
     ) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.policy = policy
         self.chaos = chaos
         self.telemetry = telemetry
+        self.limiter = limiter
+        slow_statements(engine, chaos, DB)
         self._guarded = policy(self._attempt)
         self._guarded_core = policy(self._attempt_core)
 
@@ -219,7 +271,10 @@ class Database:
         error: BaseException | None = None
         try:
             await self.chaos.ainject(DB)
-            async with begin() as handle:
+            if self.limiter is None:
+                async with begin() as handle:
+                    return await op(handle)
+            async with self.limiter.acquire(Priority.NORMAL), begin() as handle:
                 return await op(handle)
         except Exception as exc:
             error = exc

@@ -229,13 +229,18 @@ def _chaos_routes(app: FastAPI, service: Backend) -> None:
         target: Annotated[str, Body(embed=True)] = DB,
         error_rate: Annotated[float | None, Body(alias="errorRate", embed=True)] = None,
         latency: Annotated[float | None, Body(embed=True)] = None,
+        statement_latency: Annotated[
+            float | None, Body(alias="statementLatency", embed=True)
+        ] = None,
         hold: Annotated[int | None, Body(embed=True)] = None,
         clear: Annotated[bool, Body(embed=True)] = False,
         traffic: Annotated[float | None, Body(embed=True)] = None,
     ) -> Response:
         if not _local(request, settings):
             return _forbidden()
-        refused = _out_of_bounds(service, target, latency=latency, hold=hold)
+        refused = _out_of_bounds(
+            service, target, latency=latency, hold=hold, statement_latency=statement_latency
+        )
         if refused is None:
             try:
                 if traffic is not None:  # synthetic requests per second (0 pauses)
@@ -244,7 +249,11 @@ def _chaos_routes(app: FastAPI, service: Backend) -> None:
                     service.chaos.clear(target)
                 else:
                     service.chaos.configure(
-                        target, error_rate=error_rate, latency=latency, hold=hold
+                        target,
+                        error_rate=error_rate,
+                        latency=latency,
+                        hold=hold,
+                        statement_latency=statement_latency,
                     )
             except (TypeError, ValueError) as exc:
                 refused = str(exc)
@@ -259,16 +268,22 @@ def _chaos_routes(app: FastAPI, service: Backend) -> None:
 
 
 def _out_of_bounds(
-    service: Backend, target: str, *, latency: float | None, hold: int | None
+    service: Backend,
+    target: str,
+    *,
+    latency: float | None,
+    hold: int | None,
+    statement_latency: float | None = None,
 ) -> str | None:
     """Why the chaos admin refuses this target or these values; None when it does not."""
     if target not in service.chaos_targets:
         known = ", ".join(sorted(service.chaos_targets))
         return f"target: unknown; this service injects faults on: {known}"
     limits = service.chaos_limits()
-    for name, value in (("latency", latency), ("hold", hold)):
-        if value is not None and value > limits[name]:
-            return f"{name}={value!r}: at most {limits[name]:g} here"
+    asked = (("latency", latency), ("hold", hold), ("statement_latency", statement_latency))
+    for name, value in asked:
+        if value is not None and value > limits.get(name, limits["latency"]):
+            return f"{name}={value!r}: at most {limits.get(name, limits['latency']):g} here"
     return None
 
 

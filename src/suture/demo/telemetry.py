@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from suture.classify import is_transient
+from suture.classify import is_overload, is_transient
 from suture.clock import Clock
 from suture.events import (
     BreakerRejected,
@@ -98,9 +98,10 @@ class Telemetry:
         self.totals[name] += n
 
     def db_call(self, error: BaseException | None) -> None:
-        """One database attempt; ``error`` when it failed (only transient errors count)."""
+        """One database attempt; ``error`` when it failed (only transient errors count;
+        overload, a shed or a pool checkout timeout, is our queue, not the database)."""
         self.count("db_calls")
-        if error is not None and is_transient(error):
+        if error is not None and is_transient(error) and not is_overload(error):
             self.count("db_failures")
 
     def pool_sample(self, fraction: float) -> None:
