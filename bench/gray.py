@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -40,6 +41,7 @@ import sqlalchemy as sa
 PATH = "/api/messages?limit=20"  # one transaction: the page and the total
 DEADLINE = 3.0
 POOL = 10
+TOKEN = secrets.token_urlsafe(24)  # the manager's token of the service this run starts
 
 
 @dataclass
@@ -62,9 +64,9 @@ SERVER = textwrap.dedent(
     import sys, uvicorn
     from suture.demo.app import Settings, create_app
     from suture.demo.guard import server_options
-    url, schema, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    url, schema, port = sys.argv[1], sys.argv[2], int(sys.argv[3])  # argv[4]: the token
     settings = Settings(database_url=url, schema=schema, chaos=True, pool_size={pool},
-                        tasks=300, messages=500, rules=20)
+                        tasks=300, messages=500, rules=20, token=sys.argv[4])
     uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="error",
                 proxy_headers=False, **server_options())
     """
@@ -82,7 +84,10 @@ async def _get(base: tuple[str, int], path: str) -> tuple[int, dict[str, str], b
     flight costs httpx's pool more CPU than the server spends on them, on a 2-core machine."""
     reader, writer = await asyncio.open_connection(*base)
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
         await writer.drain()
         raw = await reader.read()
     finally:
@@ -169,7 +174,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def chaos(client: tuple[str, int], **body: object) -> None:
     url = f"http://{client[0]}:{client[1]}/api/admin/chaos"
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
         r = await http.post(url, json={"target": "database", **body})
         r.raise_for_status()
 
@@ -185,6 +190,9 @@ async def bench(client: tuple[str, int]) -> None:
         cap = await closed_loop(client, POOL, 10.0)
         ok = [a for a in cap.answers if a.status == 200]
         capacity = len(ok) / 10.0
+        if not ok:
+            seen = {(a.status, a.code) for a in cap.answers}
+            raise SystemExit(f"no request succeeded: {sorted(seen, key=str)}")
         print(f"statement latency 0.3 s, pool {POOL}")
         print(f"  capacity C (closed loop, {POOL} clients, 10 s): {capacity:.1f} requests/s")
         print(f"    (p50 {pct([a.latency for a in ok], 0.5) * 1000:.0f} ms per request)")
@@ -261,7 +269,7 @@ def main() -> None:
     schema = f"bench_gray_{uuid.uuid4().hex[:8]}"
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-c", SERVER.format(pool=POOL), args.url, schema, str(port)],
+        [sys.executable, "-c", SERVER.format(pool=POOL), args.url, schema, str(port), TOKEN],
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     base = f"http://127.0.0.1:{port}"
