@@ -5,9 +5,10 @@
 * **suture**: ``Service.capture_spam`` as the API runs it: the enabled rules
   compiled once into one matcher per brand; READY messages read by key in
   batches; one guarded ``UPDATE ... WHERE status IN ('READY') RETURNING id``
-  per batch (with the per-row matched patterns and the audit rows in the same
-  transaction); counts from ``RETURNING``. Timed with the default batch size
-  (100) and the largest (10,000).
+  per batch of matches (with the per-row matched patterns and the audit rows
+  in the same transaction); counts from ``RETURNING``. Timed with the API's
+  default batch size (``DEFAULT_CAPTURE_BATCH``: the figure the target is
+  about), the smallest one worth naming (100) and the largest (10,000).
 * **spec**: the founding spec's loop: every rule tried on every message, an
   ``UPDATE`` per matching row, then a re-read per row to count what changed.
   It is slow, so it runs on a sample of the messages and the time is
@@ -30,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from suture.demo.app import Service, Settings
+from suture.demo.config import DEFAULT_CAPTURE_BATCH
 from suture.demo.models import MessageStatus, RawMessage, SpamRule
 from suture.demo.spam import RuleMode, normalize
 
@@ -169,12 +171,13 @@ def main() -> None:
         asyncio.run(run_ours(settings, 10_000))  # creates, seeds (untimed here) and warms up
         print(f"  (seeded and warmed up in {time.perf_counter() - t0:.1f}s)")
         rows: list[tuple[str, float, int, int]] = []
-        for batch in (10_000, 100):
+        for batch in (DEFAULT_CAPTURE_BATCH, 100, 10_000):
             reset_all(engine, schema)
             seconds, result = asyncio.run(run_ours(settings, batch))
             rows.append(
                 (
-                    f"suture, batch {batch:,}",
+                    f"suture, batch {batch:,}"
+                    + (" (default)" if batch == DEFAULT_CAPTURE_BATCH else ""),
                     seconds,
                     result["processed"],
                     result["updatedCount"],
@@ -186,14 +189,14 @@ def main() -> None:
         spec_total = per_message * args.messages
         expected_hits = rows[0][3] * checked / max(rows[0][2], 1)
 
-        print(f"\n  {'way':<26}{'seconds':>10}{'msgs/s':>12}{'captured':>10}{'speed-up':>10}")
+        print(f"\n  {'way':<34}{'seconds':>10}{'msgs/s':>12}{'captured':>10}{'speed-up':>10}")
         for name, seconds, processed, updated in rows:
             print(
-                f"  {name:<26}{seconds:>10.2f}{processed / seconds:>12,.0f}{updated:>10,}"
+                f"  {name:<34}{seconds:>10.2f}{processed / seconds:>12,.0f}{updated:>10,}"
                 f"{spec_total / seconds:>9.0f}x"
             )
         print(
-            f"  {'spec (extrapolated)':<26}{spec_total:>10.1f}{args.messages / spec_total:>12,.0f}"
+            f"  {'spec (extrapolated)':<34}{spec_total:>10.1f}{args.messages / spec_total:>12,.0f}"
             f"{'':>10}{1:>9.0f}x"
         )
         print(
@@ -205,8 +208,11 @@ def main() -> None:
             "  It is given every advantage the spec did not take: each rule compiled once, each "
             "text normalised once, a sync connection."
         )
-        best = min(r[1] for r in rows)
-        print(f"  suture vs spec: {spec_total / best:.0f}x faster (target >= 20x).")
+        default = rows[0][1]
+        print(
+            f"  suture at the API's default batch ({DEFAULT_CAPTURE_BATCH:,}) vs spec: "
+            f"{spec_total / default:.0f}x faster (target >= 20x)."
+        )
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))

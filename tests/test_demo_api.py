@@ -331,7 +331,7 @@ def test_no_error_response_carries_internals(client: TestClient) -> None:
                 headers={"content-type": "application/json"},
             ),
             422,
-            "invalid_request",
+            "invalid_json",  # issue 15: unparseable bodies answer 422 invalid_json
         ),
         (
             client.post("/api/manager/assistance/1/respond", json={"response": {"a": "secret"}}),

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from demo_support import manager_client
 from suture.demo.app import Service, Settings, create_app
+from suture.demo.models import MessageStatus, RawMessage
 from suture.testing import FakeClock
 
 RESET = 10.0
@@ -166,12 +168,23 @@ def test_latency_is_injected_through_the_clock(client: TestClient, clock: FakeCl
 def test_spam_capture_under_injected_errors_counts_each_message_once(client: TestClient) -> None:
     clean = client.post("/api/manager/spam/capture", params={"batchSize": 7}).json()
     assert clean["updatedCount"] > 0
-    # put everything back to READY through the API, then capture again with faults on
-    queue = client.get("/api/manager/spam", params={"limit": 500}).json()["messages"]
-    for msg in queue:
-        assert client.post(f"/api/manager/spam/{msg['id']}/release").status_code == 200
+
+    # put everything back to READY as before the capture, then capture again with faults
+    # on (not through release: since issue 15 a release is a decision capture respects)
+    async def reset() -> None:
+        async with service(client).engine.begin() as conn:
+            await conn.execute(
+                sa.update(RawMessage)
+                .where(RawMessage.status == MessageStatus.SPAM_REVIEW)
+                .values(status=MessageStatus.READY, matched_patterns=None)
+            )
+
+    assert client.portal is not None
+    client.portal.call(reset)
+    assert client.get("/api/manager/spam").json()["total"] == 0
     inject(client, errorRate=0.3)
-    flaky = client.post("/api/manager/spam/capture", params={"batchSize": 7})
+    # one statement per match (a batch counts matches, not rows read): many attempts to hit
+    flaky = client.post("/api/manager/spam/capture", params={"batchSize": 1})
     inject(client, clear=True)
     assert service(client).chaos.snapshot()["database"]["injected"]["error"] > 0
     if flaky.status_code == 200:

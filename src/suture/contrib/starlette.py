@@ -61,6 +61,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the installed extra
     raise missing_extra(__name__, "web", _exc) from _exc
 
 from suture.classify import is_overload, is_transient, reason_phrase
+from suture.contrib.starlette_openapi import ERROR_SCHEMA, REQUEST_ID_HEADER, openapi_responses
 from suture.contrib.starlette_security import (
     DEFAULT_CONTENT_SECURITY_POLICY,
     SecurityHeadersMiddleware,
@@ -72,6 +73,7 @@ __all__ = [
     "DEADLINE_HEADER",
     "DEADLINE_RETRY_AFTER",
     "DEFAULT_CONTENT_SECURITY_POLICY",
+    "ERROR_SCHEMA",
     "EXEMPT",
     "REQUEST_ID_HEADER",
     "TRANSIENT_RETRY_AFTER",
@@ -79,6 +81,7 @@ __all__ = [
     "BodyLimitMiddleware",
     "DeadlineMiddleware",
     "LimiterMiddleware",
+    "RequestIdMiddleware",
     "SecurityHeadersMiddleware",
     "TransientErrorMiddleware",
     "breaker_open_handler",
@@ -89,7 +92,9 @@ __all__ = [
     "health_route",
     "http_exception_handler",
     "install",
+    "invalid_json_response",
     "invalid_transition_handler",
+    "openapi_responses",
     "overloaded_handler",
     "overloaded_response",
     "request_id",
@@ -103,7 +108,6 @@ __all__ = [
 
 logger = logging.getLogger("suture")
 
-REQUEST_ID_HEADER = "X-Request-ID"
 #: The header a client lowers its request's deadline with (seconds).
 DEADLINE_HEADER = "X-Request-Timeout"
 #: ``Retry-After`` seconds for a request whose deadline was spent.
@@ -250,8 +254,9 @@ async def invalid_transition_handler(request: Request, exc: Exception) -> Respon
     if isinstance(
         exc, LookupError
     ):  # the record does not exist (contrib.sqlalchemy's RecordNotFound)
+        # Not ``target``: the record is missing, so no move was refused.
         return JSONResponse(
-            error_body("This record does not exist.", code="not_found", target=target),
+            error_body("This record does not exist.", code="not_found"),
             status_code=404,
             headers={REQUEST_ID_HEADER: request_id(request)},
         )
@@ -320,6 +325,23 @@ _HTTP_MESSAGES = {
 #: At most this many fields are listed in a ``422`` body, each message at most this long.
 _MAX_FIELDS = 20
 _MAX_FIELD_TEXT = 200
+#: Pydantic's error types for a body that is not an object where an object is expected.
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "dict_type", "model_type"})
+_NOT_AN_OBJECT_TEXT = "the request body must be a JSON object"
+#: What FastAPI raises (as ``HTTPException(400)``) from a body it could not parse:
+#: invalid UTF-8 (``UnicodeDecodeError``, a ``ValueError``), nesting past the
+#: interpreter's recursion limit, an integer past ``sys.get_int_max_str_digits()``.
+_UNPARSEABLE = (ValueError, RecursionError)
+_FASTAPI_PARSE_ERROR = "There was an error parsing the body"
+
+
+def invalid_json_response(request: Request) -> JSONResponse:
+    """The ``422 invalid_json`` for a body that is not parseable JSON (no parser detail)."""
+    return JSONResponse(
+        error_body("The request body is not valid JSON.", code="invalid_json", fields=[]),
+        status_code=422,
+        headers={REQUEST_ID_HEADER: request_id(request)},
+    )
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
@@ -331,6 +353,12 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     """
     assert isinstance(exc, HTTPException)
     status = exc.status_code
+    if (
+        status == 400
+        and exc.detail == _FASTAPI_PARSE_ERROR
+        and isinstance(exc.__cause__, _UNPARSEABLE)
+    ):  # FastAPI could not parse the body: the same 422 as malformed JSON
+        return invalid_json_response(request)
     headers = dict(exc.headers or {})
     if status in {204, 304} or status < 400:
         return Response(status_code=status, headers=headers)
@@ -377,6 +405,11 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
         if err.get("type") == "json_invalid":
             malformed = True
             continue
+        if tuple(loc) == ("body",) and err.get("type") in _NOT_AN_OBJECT:
+            # The whole body is a list, a string, a number or not JSON: say that, not
+            # "response: Field required" for each field an object would have carried.
+            fields.append({"field": "body", "in": "body", "problem": _NOT_AN_OBJECT_TEXT})
+            continue
         msg = err.get("msg")
         fields.append(
             {
@@ -386,7 +419,9 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
             }
         )
     if malformed:
-        message = "The request body is not valid JSON."
+        return invalid_json_response(request)
+    if fields and fields[0]["field"] == "body" and fields[0]["problem"] == _NOT_AN_OBJECT_TEXT:
+        message = f"The request is not valid: {_NOT_AN_OBJECT_TEXT}."
     elif fields:
         first = fields[0]
         message = f"The request is not valid: {first['field']}: {first['problem']}"
@@ -454,6 +489,38 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+# --- request id -------------------------------------------------------------------
+
+
+class RequestIdMiddleware:
+    """Sends ``X-Request-ID`` on every response, successes included.
+
+    The id is :func:`request_id`'s (the client's when it is sane, else a new
+    one), chosen before the app runs, so the handlers' error bodies and log
+    lines carry the same one; a response that already set the header keeps it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(Request(scope)).encode("latin-1")
+        header = REQUEST_ID_HEADER.lower().encode("latin-1")
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == header for name, _ in headers):
+                    headers.append((header, rid))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 # --- admission -----------------------------------------------------------------
@@ -957,4 +1024,5 @@ def install(
             routes.append((js_path, None))
         default = None if isinstance(deadline, Mapping) else deadline
         app.add_middleware(DeadlineMiddleware, default=default, routes=routes)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries the id
     return app

@@ -37,7 +37,7 @@ from suture.contrib.prometheus import PrometheusListener
 from suture.contrib.sqlalchemy_pool import SQLAlchemyPoolSource
 from suture.demo.auth import LOOPBACK_HOSTS, AuthMiddleware, Managers, install_login
 from suture.demo.capture import Messages, SpamCapture
-from suture.demo.config import DEFAULT_DATABASE_URL, Settings, async_url
+from suture.demo.config import DEFAULT_CAPTURE_BATCH, DEFAULT_DATABASE_URL, Settings, async_url
 from suture.demo.dashboard import Dashboard
 from suture.demo.db import DB, Database, db_limiter, make_engine, resilience, utcnow
 from suture.demo.guard import SlowClientGuard
@@ -243,7 +243,7 @@ class Service:
     async def count_ready(self) -> int:
         return await self.spam.count_ready()
 
-    async def capture_spam(self, batch_size: int = 100) -> dict[str, Any]:
+    async def capture_spam(self, batch_size: int = DEFAULT_CAPTURE_BATCH) -> dict[str, Any]:
         """Move the READY messages the spam rules match to SPAM_REVIEW (:class:`SpamCapture`)."""
         return await self.spam.capture(batch_size)
 
@@ -278,7 +278,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="suture demo: manager assistance and spam capture",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # routes serve /api/docs with its assets: it works offline
         redoc_url=None,
     )
     app.state.service = service

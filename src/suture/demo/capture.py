@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from suture.clock import Clock
 from suture.contrib.sqlalchemy import atransition
+from suture.demo.config import DEFAULT_CAPTURE_BATCH
 from suture.demo.db import Database, iso
 from suture.demo.models import (
     MESSAGE_TRANSITIONS,
@@ -30,7 +32,16 @@ from suture.demo.models import (
 from suture.demo.seed import rule_from_row
 from suture.demo.spam import SpamMatcher, fingerprint
 
-__all__ = ["CAPTURE_ACTOR", "READ_CHUNK", "WRITERS", "Messages", "SpamCapture", "message_json"]
+__all__ = [
+    "CAPTURE_ACTOR",
+    "READ_CHUNK",
+    "WRITERS",
+    "Messages",
+    "SpamCapture",
+    "message_json",
+    "new_matches",
+    "take",
+]
 
 logger = logging.getLogger("suture.demo")
 
@@ -48,6 +59,7 @@ def message_json(msg: RawMessage) -> dict[str, Any]:
         "text": msg.text,
         "status": msg.status.value,
         "matchedPatterns": msg.matched_patterns.split("\n") if msg.matched_patterns else [],
+        "releasedPatterns": msg.released_patterns.split("\n") if msg.released_patterns else [],
         "createdAt": iso(msg.created_at),
     }
 
@@ -72,6 +84,15 @@ class Messages:
         """
         values: dict[str, Any] = {}
         if target is MessageStatus.READY:
+            # A release is a decision: the patterns it was caught by join those it was
+            # released from before (in the same statement, from the row's own values),
+            # and capture does not catch it again for them alone.
+            matched, released = RawMessage.matched_patterns, RawMessage.released_patterns
+            values["released_patterns"] = sa.case(
+                (matched.is_(None), released),
+                (released.is_(None), matched),
+                else_=released + "\n" + matched,
+            )
             values["matched_patterns"] = None
 
         async def op(session: AsyncSession) -> dict[str, Any]:
@@ -110,6 +131,45 @@ class Messages:
             return items, int(total or 0)
 
         return await self.db.run(op)
+
+
+def new_matches(
+    matcher: SpamMatcher, patterns_of: dict[int, str], rows: list[Any]
+) -> dict[int, dict[str, Any]]:
+    """The rows ``matcher`` catches, each with its ``matched_patterns`` (one per line).
+
+    A row carries ``released_patterns``, the patterns a reviewer released it from:
+    those do not catch it again, and a row that only they match is not caught.
+    ``patterns_of`` maps a rule's id to its (single-line) pattern.
+    """
+    found = matcher.match_batch([(row.brand, row.text) for row in rows])
+    hits: dict[int, dict[str, Any]] = {}
+    for row, ids in zip(rows, found, strict=True):
+        if not ids:
+            continue
+        # two rules may share a pattern (say, one per brand): list it once
+        patterns = list(dict.fromkeys(patterns_of[i] for i in ids))
+        if row.released_patterns:  # a reviewer released it from these: not again
+            released = set(row.released_patterns.split("\n"))
+            patterns = [p for p in patterns if p not in released]
+        if patterns:
+            hits[row.id] = {"matched_patterns": "\n".join(patterns)}
+    return hits
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel the tasks not done yet and wait for them to finish."""
+    left = [t for t in tasks if not t.done()]
+    for task in left:
+        task.cancel()
+    if left:
+        await asyncio.gather(*left, return_exceptions=True)
+
+
+def take(pending: dict[int, dict[str, Any]], n: int) -> dict[int, dict[str, Any]]:
+    """Remove and return the first ``n`` entries of ``pending`` (in insertion order)."""
+    keys = list(itertools.islice(pending, n))
+    return {k: pending.pop(k) for k in keys}
 
 
 class SpamCapture:
@@ -157,14 +217,18 @@ class SpamCapture:
 
         return await self.db.run(op)
 
-    async def capture(self, batch_size: int = 100) -> dict[str, Any]:
-        """Match every READY message; move the matches to SPAM_REVIEW, one statement per batch.
+    async def capture(self, batch_size: int = DEFAULT_CAPTURE_BATCH) -> dict[str, Any]:
+        """Match every READY message; move the matches to SPAM_REVIEW, ``batch_size`` a statement.
 
         Batches are read by key (``id > cursor``), matched off the event loop,
         and written by one guarded ``UPDATE ... WHERE status IN ('READY')
         RETURNING id`` each: a message another capture moved first is simply
         not returned, so concurrent captures never count a message twice, and
         the counts come from ``RETURNING``, not from a re-read.
+
+        A reviewer's release is respected: a message is not caught again by the
+        patterns it was released from (``released_patterns``), only by a pattern
+        that did not catch it before; ``matched_patterns`` then lists the new ones.
 
         The steps overlap: messages are read :data:`READ_CHUNK` at a time (the
         next chunk is read while this one is matched), and up to
@@ -177,15 +241,7 @@ class SpamCapture:
         total = await self.count_ready()
         processed = updated = 0
 
-        def match(rows: list[Any]) -> dict[int, dict[str, Any]]:
-            found = matcher.match_batch([(row.brand, row.text) for row in rows])
-            return {
-                # two rules may share a pattern (say, one per brand): list it once
-                row.id: {"matched_patterns": "\n".join(dict.fromkeys(by_id[i] for i in ids))}
-                for row, ids in zip(rows, found, strict=True)
-                if ids
-            }
-
+        match = functools.partial(new_matches, matcher, by_id)
         chunk = max(batch_size, READ_CHUNK)
         writers = asyncio.Semaphore(WRITERS)
 
@@ -200,6 +256,7 @@ class SpamCapture:
 
         reading: asyncio.Task[list[Any]] | None = None
         writes: list[asyncio.Task[int]] = []
+        pending: dict[int, dict[str, Any]] = {}  # matches not written yet, in key order
         try:
             reading = read(0)
             while rows := await reading:
@@ -207,26 +264,22 @@ class SpamCapture:
                 reading = read(rows[-1].id)  # prefetch while this chunk is matched
                 # Matching many rows is CPU work: keep it off the event loop.
                 hits = await asyncio.to_thread(match, rows) if len(rows) > 200 else match(rows)
-                # One guarded statement per batch of ``batch_size`` messages.
-                for i in range(0, len(rows), batch_size):
-                    part = {r.id: hits[r.id] for r in rows[i : i + batch_size] if r.id in hits}
-                    if part:
-                        writes.append(asyncio.ensure_future(write(part)))
+                # One guarded statement per ``batch_size`` matches (not rows read): the
+                # statements are as few as the matches allow, whatever the spam rate.
+                pending.update(hits)
+                while len(pending) >= batch_size:
+                    writes.append(asyncio.ensure_future(write(take(pending, batch_size))))
                 for task in [t for t in writes if t.done()]:
                     updated += task.result()  # a failed write raises here
                     writes.remove(task)
+            if pending:
+                writes.append(asyncio.ensure_future(write(take(pending, len(pending)))))
             for task in writes:
                 updated += await task
             writes.clear()
         finally:
             # On an error (say, the breaker opened) stop the rest; what moved stays moved.
-            left: list[asyncio.Task[Any]] = [t for t in writes if not t.done()]
-            if reading is not None and not reading.done():
-                left.append(reading)
-            for pending in left:
-                pending.cancel()
-            if left:
-                await asyncio.gather(*left, return_exceptions=True)
+            await _cancel([*writes, *([reading] if reading is not None else [])])
         remaining = await self.count_ready()
         return {
             "success": True,
@@ -239,7 +292,9 @@ class SpamCapture:
     async def _read_batch(self, after: int, batch_size: int, conn: AsyncConnection) -> list[Any]:
         """The next READY messages after ``after``, by key."""
         result = await conn.execute(
-            sa.select(RawMessage.id, RawMessage.brand, RawMessage.text)
+            sa.select(
+                RawMessage.id, RawMessage.brand, RawMessage.text, RawMessage.released_patterns
+            )
             .where(RawMessage.status == MessageStatus.READY, RawMessage.id > after)
             .order_by(RawMessage.id)
             .limit(batch_size)

@@ -304,6 +304,7 @@ class Database:
                 await conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             await conn.run_sync(Base.metadata.create_all)
             await conn.run_sync(_add_actor_column)
+            await conn.run_sync(_add_released_patterns_column)
 
     async def seed_if_empty(
         self, *, tasks: int, messages: int, rules: int, seed: int, now: datetime
@@ -335,3 +336,17 @@ def _add_actor_column(conn: sa.Connection) -> None:
         name = conn.dialect.identifier_preparer.format_table(table)
         conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN actor VARCHAR(200)"))
         logger.info("added the 'actor' column to %s", table.name)
+
+
+def _add_released_patterns_column(conn: sa.Connection) -> None:
+    """A database made before a release kept its decision gets the column (``ALTER TABLE``).
+
+    Without it, capture's read would fail on an older ``suture-demo.db``; the
+    messages released before have no decision to keep (NULL), as then.
+    """
+    table = sa.Table(RawMessage.__tablename__, Base.metadata)
+    columns = {c["name"] for c in sa.inspect(conn).get_columns(table.name, schema=table.schema)}
+    if "released_patterns" not in columns:
+        name = conn.dialect.identifier_preparer.format_table(table)
+        conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN released_patterns TEXT"))
+        logger.info("added the 'released_patterns' column to %s", table.name)

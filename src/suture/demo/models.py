@@ -3,7 +3,8 @@
 * :class:`Task`: work items; a task that needs a manager is
   ``ASSISTANCE_REQUIRED`` until the manager answers.
 * :class:`RawMessage`: inbound messages per brand; spam capture moves
-  ``READY`` ones to ``SPAM_REVIEW``, a reviewer releases or archives them.
+  ``READY`` ones to ``SPAM_REVIEW``, a reviewer releases or archives them (a
+  release is remembered: the same patterns never catch the message again).
 * :class:`SpamRule`: the patterns spam capture compiles.
 * :class:`TransitionAudit`: one row per status change, written in the same
   transaction as the change (``suture.contrib.sqlalchemy``).
@@ -90,6 +91,12 @@ def _enum(kind: type[enum.Enum]) -> sa.Enum:
     )
 
 
+#: Ids are 64-bit everywhere (the API accepts 1 to 2^63-1): BIGINT on PostgreSQL, and
+#: SQLite's INTEGER PRIMARY KEY (its rowid, already 64-bit; a BIGINT key would not
+#: autoincrement there).
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -98,7 +105,7 @@ class Task(Base):
     __tablename__ = "demo_task"
     __table_args__ = (sa.Index("ix_demo_task_status", "status", "assistance_requested_at"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     title: Mapped[str] = mapped_column(sa.String(200))
     type: Mapped[str] = mapped_column(sa.String(40))
     status: Mapped[TaskStatus] = mapped_column(_enum(TaskStatus), default=TaskStatus.OPEN)
@@ -115,19 +122,22 @@ class RawMessage(Base):
     __tablename__ = "demo_raw_message"
     __table_args__ = (sa.Index("ix_demo_raw_message_status_id", "status", "id"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     brand: Mapped[str] = mapped_column(sa.String(64))
     text: Mapped[str] = mapped_column(sa.Text())
     status: Mapped[MessageStatus] = mapped_column(_enum(MessageStatus), default=MessageStatus.READY)
     #: The patterns of the rules that caught it, one per line (patterns are single lines).
     matched_patterns: Mapped[str | None] = mapped_column(sa.Text())
+    #: The patterns a reviewer released it from, one per line: the reviewer's decision.
+    #: Spam capture does not catch it again for these patterns alone, only for a new one.
+    released_patterns: Mapped[str | None] = mapped_column(sa.Text())
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
 
 
 class SpamRule(Base):
     __tablename__ = "demo_spam_rule"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     pattern: Mapped[str] = mapped_column(sa.String(400))
     normalized_pattern: Mapped[str] = mapped_column(sa.String(400))
     mode: Mapped[RuleMode] = mapped_column(_enum(RuleMode))

@@ -174,7 +174,7 @@ function spamItem(msg) {
 async function capture() {
   const status = $("capture-status");
   const button = $("capture");
-  const size = Math.max(1, Math.min(10000, Number($("batch-size").value) || 100));
+  const size = Math.max(1, Math.min(10000, Number($("batch-size").value) || 1000));
   button.disabled = true;
   const outcome = await act(`/api/manager/spam/capture?batchSize=${size}`, status, { label: "Capturing..." });
   button.disabled = false;
