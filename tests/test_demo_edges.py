@@ -241,6 +241,10 @@ def test_every_response_carries_a_request_id(client: TestClient) -> None:
         assert r.headers.get_list("X-Request-ID") == [rid]  # once, not twice
         seen.add(rid)
     assert len(seen) == len(answers)
+    # the door's refusal too (no credential; answered before the app, no lifespan needed)
+    refused = TestClient(client.app, base_url="http://localhost").get("/api/messages")
+    if refused.status_code == 401:
+        assert len(refused.headers.get_list("X-Request-ID")) == 1
     mine = client.get("/api/messages", headers={"X-Request-ID": "trace-42"})
     assert mine.headers["X-Request-ID"] == "trace-42"
     forged = client.get("/api/messages", headers={"X-Request-ID": "a\tb" + "x" * 100})
@@ -273,18 +277,18 @@ def test_the_api_docs_load_nothing_from_another_host(client: TestClient) -> None
 # --- the OpenAPI document lists every answer ------------------------------------------
 
 EXPECTED = {
-    ("get", "/api/manager/assistance"): {200, 500, 503},
-    ("post", "/api/manager/assistance/{task_id}/respond"): {200, 404, 409, 413, 422, 500, 503},
-    ("post", "/api/manager/spam/capture"): {200, 422, 500, 503},
-    ("get", "/api/manager/spam"): {200, 422, 500, 503},
-    ("get", "/api/messages"): {200, 422, 500, 503},
-    ("post", "/api/manager/spam/{message_id}/release"): {200, 404, 409, 413, 422, 500, 503},
-    ("post", "/api/manager/spam/{message_id}/archive"): {200, 404, 409, 413, 422, 500, 503},
-    ("post", "/api/messages/{message_id}/promote"): {200, 404, 409, 413, 422, 500, 503},
-    ("get", "/health"): {200, 500},
-    ("get", "/api/dashboard"): {200, 500},
-    ("get", "/api/admin/chaos"): {200, 403, 500},
-    ("post", "/api/admin/chaos"): {200, 400, 403, 413, 422, 500},
+    ("get", "/api/manager/assistance"): {200, 401, 500, 503},
+    ("post", "/api/manager/assistance/{task_id}/respond"): {200, 401, 404, 409, 413, 422, 500, 503},
+    ("post", "/api/manager/spam/capture"): {200, 401, 422, 500, 503},
+    ("get", "/api/manager/spam"): {200, 401, 422, 500, 503},
+    ("get", "/api/messages"): {200, 401, 422, 500, 503},
+    ("post", "/api/manager/spam/{message_id}/release"): {200, 401, 404, 409, 413, 422, 500, 503},
+    ("post", "/api/manager/spam/{message_id}/archive"): {200, 401, 404, 409, 413, 422, 500, 503},
+    ("post", "/api/messages/{message_id}/promote"): {200, 401, 404, 409, 413, 422, 500, 503},
+    ("get", "/health"): {200, 401, 500},
+    ("get", "/api/dashboard"): {200, 401, 500},
+    ("get", "/api/admin/chaos"): {200, 401, 403, 500},
+    ("post", "/api/admin/chaos"): {200, 401, 400, 403, 413, 422, 500},
 }
 
 

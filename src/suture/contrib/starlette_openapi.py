@@ -77,6 +77,10 @@ _EXAMPLES: dict[int, tuple[str, dict[str, dict[str, Any]]]] = {
             "bad_chaos_config": {"error": "hold=11: at most 10 here", "code": "bad_chaos_config"},
         },
     ),
+    401: (
+        "A manager's credential is needed (missing, unknown or expired).",
+        {"unauthorized": {"error": "Please sign in.", "code": "unauthorized"}},
+    ),
     403: (
         "This client may not use this address.",
         {"forbidden": {"error": "This address only answers local requests.", "code": "forbidden"}},

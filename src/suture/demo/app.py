@@ -328,4 +328,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # FastAPI's API explorer is inline script and a CDN's: its own, looser policy.
         policies={"/api/docs": None},
     )
+    # The request id on every answer, the door's refusals included (install's own copy
+    # sits inside the door; this one tags the id first, the inner one reuses it).
+    app.add_middleware(suture_web.RequestIdMiddleware)
     return app

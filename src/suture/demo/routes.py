@@ -68,9 +68,10 @@ Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 # What each route can answer besides its 200 (suture.contrib.starlette's shapes): every
 # /api route may be shed or meet an open breaker (503) or a bug (500); ids may be missing
 # (404) or in the wrong state (409); parameters and bodies may be refused (422, 413).
-_READ = suture_web.openapi_responses(500, 503)
-_QUERY = suture_web.openapi_responses(422, 500, 503)
-_MOVE = suture_web.openapi_responses(404, 409, 413, 422, 500, 503)
+# Every route answers 401 without a manager's credential (suture.demo.auth).
+_READ = suture_web.openapi_responses(401, 500, 503)
+_QUERY = suture_web.openapi_responses(401, 422, 500, 503)
+_MOVE = suture_web.openapi_responses(401, 404, 409, 413, 422, 500, 503)
 
 
 def _link(operation_id: str, parameter: str, pointer: str) -> dict[str, Any]:
@@ -317,7 +318,7 @@ def _message_routes(app: FastAPI, service: Backend) -> None:
 
 
 def _status_routes(app: FastAPI, service: Backend) -> None:
-    @app.get("/health", operation_id="health", responses=suture_web.openapi_responses(500))
+    @app.get("/health", operation_id="health", responses=suture_web.openapi_responses(401, 500))
     async def health() -> dict[str, Any]:
         return service.health()
 
@@ -327,7 +328,7 @@ def _status_routes(app: FastAPI, service: Backend) -> None:
         return response
 
     @app.get(
-        "/api/dashboard", operation_id="dashboard", responses=suture_web.openapi_responses(500)
+        "/api/dashboard", operation_id="dashboard", responses=suture_web.openapi_responses(401, 500)
     )
     async def dashboard() -> dict[str, Any]:
         data = service.dashboard()
@@ -341,7 +342,7 @@ def _chaos_routes(app: FastAPI, service: Backend) -> None:
     @app.get(
         "/api/admin/chaos",
         operation_id="chaos_state",
-        responses=suture_web.openapi_responses(403, 500),
+        responses=suture_web.openapi_responses(401, 403, 500),
     )
     async def chaos_state(request: Request) -> Response:
         if not _local(request, settings):
@@ -351,7 +352,7 @@ def _chaos_routes(app: FastAPI, service: Backend) -> None:
     @app.post(
         "/api/admin/chaos",
         operation_id="chaos_set",
-        responses=suture_web.openapi_responses(400, 403, 413, 422, 500),
+        responses=suture_web.openapi_responses(400, 401, 403, 413, 422, 500),
     )
     async def chaos_set(request: Request, body: ChaosBody | None = None) -> Response:
         if not _local(request, settings):
