@@ -64,7 +64,7 @@ def test_retry_events(listener: PrometheusListener) -> None:
             )
         )
     emit(RetryGaveUp(name="db", attempts=3, elapsed=1.0, reason="attempts", error=err))
-    assert value(listener, "suture_retries_total", name="db") == 2
+    assert value(listener, "suture_retries_total", name="db", reason="ConnectionError") == 2
     assert value(listener, "suture_retry_gave_up_total", name="db", reason="attempts") == 1
 
 
@@ -79,22 +79,25 @@ def test_breaker_events_and_state_gauge(listener: PrometheusListener) -> None:
     labels = {"name": "pay", "source": "CLOSED", "target": "OPEN"}
     assert value(listener, "suture_breaker_transitions_total", **labels) == 1
     assert value(listener, "suture_breaker_rejections_total", name="pay") == 2
-    assert value(listener, "suture_breaker_state", name="pay") == 2
+    assert value(listener, "suture_breaker_state", name="pay", state="open") == 1
+    assert value(listener, "suture_breaker_state", name="pay", state="closed") == 0
     emit(
         BreakerStateChanged(
             name="pay", source=BreakerState.OPEN, target=BreakerState.HALF_OPEN, reason="timeout"
         )
     )
-    assert value(listener, "suture_breaker_state", name="pay") == 1
+    assert value(listener, "suture_breaker_state", name="pay", state="half_open") == 1
+    assert value(listener, "suture_breaker_state", name="pay", state="open") == 0
 
 
 def test_breakers_passed_in_are_read_at_scrape_time() -> None:
     breaker = CircuitBreaker("inventory", failure_threshold=1, clock=FakeClock())
     lst = PrometheusListener(registry=CollectorRegistry(), breakers=[breaker])
     try:
-        assert value(lst, "suture_breaker_state", name="inventory") == 0
+        assert value(lst, "suture_breaker_state", name="inventory", state="closed") == 1
         breaker.force_open()
-        assert value(lst, "suture_breaker_state", name="inventory") == 2
+        assert value(lst, "suture_breaker_state", name="inventory", state="open") == 1
+        assert value(lst, "suture_breaker_state", name="inventory", state="closed") == 0
     finally:
         lst.close()
 

@@ -276,7 +276,7 @@ def test_metrics(client: TestClient) -> None:
     assert 'suture_transitions_applied_total{entity="demo_raw_message",target="SPAM_REVIEW"}' in (
         r.text
     )
-    assert 'suture_breaker_state{name="database"} 0.0' in r.text
+    assert 'suture_breaker_state{name="database",state="closed"} 1.0' in r.text
     assert 'suture_pool_usage_ratio{name="db-pool"}' in r.text
 
 
