@@ -26,6 +26,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "redis": ("suture.contrib.redis",),
     "web": ("suture.contrib.starlette",),
     "metrics": ("suture.contrib.prometheus",),
+    "otel": ("suture.contrib.otel",),
 }
 
 pytestmark = pytest.mark.slow

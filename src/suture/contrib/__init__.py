@@ -3,16 +3,18 @@
 Each module needs one extra of the ``suture`` package; importing it without
 that extra raises an :class:`ImportError` that names the extra to install:
 
-=================================  =========  ====================================
-module                             extra      brings
-=================================  =========  ====================================
-``suture.contrib.httpx``           ``http``   httpx
-``suture.contrib.sqlalchemy``      ``sql``    SQLAlchemy with its asyncio support
-``suture.contrib.sqlalchemy_pool`` ``sql``    SQLAlchemy with its asyncio support
-``suture.contrib.redis``           ``redis``  redis-py
-``suture.contrib.starlette``       ``web``    Starlette
-``suture.contrib.prometheus``      ``metrics`` prometheus-client
-=================================  =========  ====================================
+====================================  ===========  ==========================================
+module                                extra        brings
+====================================  ===========  ==========================================
+``suture.contrib.httpx``              ``http``     httpx
+``suture.contrib.sqlalchemy``         ``sql``      SQLAlchemy with its asyncio support
+``suture.contrib.sqlalchemy_pool``    ``sql``      SQLAlchemy with its asyncio support
+``suture.contrib.redis``              ``redis``    redis-py
+``suture.contrib.starlette``          ``web``      Starlette
+``suture.contrib.prometheus``         ``metrics``  prometheus-client
+``suture.contrib.starlette_metrics``  ``metrics``  prometheus-client, and Starlette (``web``)
+``suture.contrib.otel``               ``otel``     the OpenTelemetry API
+====================================  ===========  ==========================================
 """
 
 from __future__ import annotations
