@@ -55,7 +55,7 @@ def boom() -> None:
 def test_a_missing_meter_is_a_clear_error() -> None:
     with pytest.raises(TypeError, match="meter=None: pass an OpenTelemetry Meter"):
         OtelInstruments(meter=None)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="expected an opentelemetry.metrics.Meter"):
+    with pytest.raises(TypeError, match=r"expected an opentelemetry\.metrics\.Meter"):
         OtelInstruments(meter="suture")  # type: ignore[arg-type]
 
 
