@@ -35,6 +35,7 @@ from suture.chaos import AsyncConnectionHog, Chaos
 from suture.contrib import starlette as suture_web
 from suture.contrib.prometheus import PrometheusListener
 from suture.contrib.sqlalchemy_pool import SQLAlchemyPoolSource
+from suture.contrib.starlette_metrics import RequestMetricsMiddleware
 from suture.demo.auth import LOOPBACK_HOSTS, AuthMiddleware, Managers, install_login
 from suture.demo.capture import Messages, SpamCapture
 from suture.demo.config import DEFAULT_CAPTURE_BATCH, DEFAULT_DATABASE_URL, Settings, async_url
@@ -45,7 +46,7 @@ from suture.demo.models import MessageStatus
 from suture.demo.queue import AssistanceQueue
 from suture.demo.routes import MAX_CHAOS_LATENCY, install_routes
 from suture.demo.shared import SharedState
-from suture.demo.telemetry import Telemetry
+from suture.demo.telemetry import RequestTelemetry, Telemetry
 from suture.demo.traffic import Traffic
 from suture.pool import PoolMonitor, Priority
 
@@ -113,7 +114,12 @@ class Service:
         # Its own registry (several apps in one process never collide); subscribed
         # to the event bus only while the app runs.
         self.prometheus = PrometheusListener(
-            monitor=self.monitor, breakers=[self.breaker], subscribe_now=False
+            monitor=self.monitor,
+            breakers=[self.breaker],
+            pool_sources=[self.pool_source],
+            registry_breakers=False,
+            clock=s.clock,
+            subscribe_now=False,
         )
         self.hog = AsyncConnectionHog(self.engine.connect)
         self.board = Dashboard(
@@ -309,6 +315,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     app.add_middleware(SlowClientGuard)  # a body that trickles in is a 408, not a held task
+    # Outermost, so shed and rejected requests (503) are counted too.
+    app.add_middleware(RequestTelemetry, telemetry=service.telemetry)
+    app.add_middleware(RequestMetricsMiddleware, listener=service.prometheus)
     app.mount(
         "/static",
         StaticFiles(directory=str(resources.files("suture.demo").joinpath("static"))),

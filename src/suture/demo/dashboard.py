@@ -58,10 +58,11 @@ class Dashboard:
         return report
 
     def sample(self) -> None:
-        """Record the pool's current usage in this second's bucket."""
+        """Record the pool's usage and the breaker's state in this second's bucket."""
         usage = self.monitor.usage
         if usage is not None:
             self.telemetry.pool_sample(usage.fraction)
+        self.telemetry.breaker_sample(self.breaker.state.value)
 
     async def sample_forever(self) -> None:
         while True:
@@ -69,7 +70,11 @@ class Dashboard:
             await self.clock.asleep(1.0)
 
     def data(self) -> dict[str, Any]:
-        """What ``/api/dashboard`` answers (but the traffic rate, which the app knows)."""
+        """What ``/api/dashboard`` answers (but the traffic rate, which the app knows).
+
+        Everything comes from memory (the breaker, the monitor's last sample, the
+        telemetry): no database call, so it answers while the database is down.
+        """
         self.sample()
         stats = self.breaker.stats()
         usage = self.monitor.usage
@@ -88,6 +93,8 @@ class Dashboard:
             "totals": dict(self.telemetry.totals),
             "series": self.telemetry.series(300),
             "recent": list(self.telemetry.recent)[:30],
+            "events": self.telemetry.event_groups(30),
+            "pinned": list(self.telemetry.pinned),
             "chaos": self.chaos_view(),
             "stateStore": self.shared.describe(),
         }

@@ -1,0 +1,182 @@
+"""The dashboard tells an outage at a glance (headless Chromium through Playwright).
+
+Its own server (the breaker it opens would disturb the other browser tests).
+Screenshots go to a ``screenshots`` folder under pytest's temporary directory
+(printed with ``-s``; kept by pytest for the last three runs).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from suture.demo.app import Settings, create_app
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = tmp_path_factory.mktemp("screenshots")
+    print(f"screenshots in {where}")
+    return where
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import uvicorn
+
+    db = tmp_path_factory.mktemp("dash") / "demo.db"
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{db}",
+        tasks=20,
+        messages=100,
+        rules=20,
+        chaos=True,
+        reset_timeout=60.0,
+        failure_threshold=5,
+        retry_initial_delay=0.005,
+        retry_max_delay=0.02,
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def open_page(browser: Any, width: int = 1400) -> tuple[Any, Any, list[str]]:
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return context, page, errors
+
+
+def overflow(page: Any) -> int:
+    """Pixels the page is wider than the viewport (0: no horizontal scroll)."""
+    return int(
+        page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    )
+
+
+def test_a_reload_during_a_fault_shows_it_and_the_button_is_pressed(
+    server: str, browser: Any, shots: Path
+) -> None:
+    with httpx.Client(base_url=server, timeout=30) as client:
+        assert client.post("/api/admin/chaos", json={"latency": 0.3}).status_code == 200
+        try:
+            context, page, errors = open_page(browser)
+            page.goto(f"{server}/dashboard")  # opened while the fault is on
+            page.wait_for_selector("#active-faults[data-active='true']")
+            assert "+300 ms" in page.text_content("#active-faults")
+            assert page.get_attribute("[data-fault='latency']", "aria-pressed") == "true"
+            assert page.get_attribute("[data-fault='errors100']", "aria-pressed") == "false"
+            page.reload()
+            page.wait_for_selector("#active-faults[data-active='true']")
+            assert page.get_attribute("[data-fault='latency']", "aria-pressed") == "true"
+            page.screenshot(path=str(shots / "dashboard-fault-after-reload.png"), full_page=True)
+            context.close()
+            assert errors == []
+        finally:
+            client.post("/api/admin/chaos", json={"clear": True})
+
+
+def test_a_total_outage_shows_503s_an_open_band_and_a_100_percent_error_rate(
+    server: str, browser: Any, shots: Path
+) -> None:
+    context, page, errors = open_page(browser)
+    page.goto(f"{server}/dashboard")
+    page.wait_for_selector("#breaker-state-database[data-state='closed']")
+    with httpx.Client(base_url=server, timeout=30) as client:
+        assert client.post("/api/admin/chaos", json={"errorRate": 1.0}).status_code == 200
+        try:
+            codes = [client.get("/api/manager/assistance").status_code for _ in range(12)]
+            assert codes[-1] == 503
+            page.wait_for_selector("#breaker-state-database[data-state='open']", timeout=15_000)
+            # The requests chart: a 503 line with points above zero, and the OPEN band.
+            page.wait_for_selector("#chart-requests svg rect[data-state='open']", timeout=15_000)
+            page.wait_for_selector("#chart-latency svg rect[data-state='open']")
+            table = page.locator("#table-requests table")
+            header = table.locator("thead th").all_text_contents()
+            col = header.index("503 shed or rejected")
+            cells = table.locator(f"tbody tr td:nth-child({col + 1})").all_text_contents()
+            assert sum(float(c or 0) for c in cells) > 0, cells
+            # Rejections count as errors: an open breaker never reads as healthy.
+            for _ in range(3):
+                client.get("/api/manager/assistance")
+            page.wait_for_function(
+                "document.getElementById('rate-errors').textContent === '100%'", timeout=15_000
+            )
+            # State changes pinned; the one live region said so.
+            page.wait_for_selector("#pinned li[data-event='BreakerStateChanged']")
+            page.wait_for_function(
+                "document.getElementById('announce').textContent.includes('OPEN')"
+            )
+            assert page.locator("[aria-live]").count() == 1
+            # Time of day on the axis.
+            axis = page.locator("#chart-requests svg text").all_text_contents()
+            assert any(t.count(":") == 2 for t in axis), axis
+            page.screenshot(path=str(shots / "dashboard-outage.png"), full_page=True)
+        finally:
+            client.post("/api/admin/chaos", json={"clear": True})
+    context.close()
+    assert errors == []
+
+
+def test_events_are_grouped_and_filterable(server: str, browser: Any) -> None:
+    context, page, errors = open_page(browser)
+    page.goto(f"{server}/dashboard")
+    page.wait_for_selector("#events li")
+    groups = page.locator("#events li")
+    counts = [int(c) for c in groups.evaluate_all("els => els.map(e => e.dataset.count)")]
+    messages = groups.all_text_contents()
+    assert len(messages) == len(set(messages))  # one line per kind of message
+    if any(c > 1 for c in counts):
+        assert any(" × " in m for m in messages)
+    page.select_option("#event-filter", "BreakerStateChanged")
+    kinds = page.locator("#events li").evaluate_all("els => els.map(e => e.dataset.event)")
+    assert kinds and set(kinds) == {"BreakerStateChanged"}
+    context.close()
+    assert errors == []
+
+
+@pytest.mark.parametrize("path", ["/", "/dashboard"])
+def test_no_horizontal_scroll_at_390_px(server: str, browser: Any, shots: Path, path: str) -> None:
+    context, page, errors = open_page(browser, width=390)
+    page.goto(f"{server}{path}")
+    page.wait_for_selector("main section")
+    page.wait_for_timeout(1500)  # a poll or two rendered
+    assert overflow(page) <= 0
+    name = "manager" if path == "/" else "dashboard"
+    page.screenshot(path=str(shots / f"{name}-390px.png"), full_page=True)
+    context.close()
+    assert errors == []
+
+
+def test_headings_are_unique_and_every_chart_has_a_table(server: str, browser: Any) -> None:
+    context, page, errors = open_page(browser)
+    page.goto(f"{server}/dashboard")
+    page.wait_for_selector("#table-requests table", state="attached")
+    headings = page.locator("h1, h2, h3").all_text_contents()
+    assert len(headings) == len(set(headings)), headings
+    for key in ("requests", "latency", "pool", "rates"):
+        assert page.locator(f"#table-{key} table caption").count() == 1
+        assert page.locator(f"#chart-{key} svg").count() == 1
+    context.close()
+    assert errors == []
