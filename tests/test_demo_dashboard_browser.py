@@ -180,3 +180,84 @@ def test_headings_are_unique_and_every_chart_has_a_table(server: str, browser: A
         assert page.locator(f"#chart-{key} svg").count() == 1
     context.close()
     assert errors == []
+
+
+def busy_503(retry_after: int) -> dict[str, Any]:
+    import json
+
+    return {
+        "status": 503,
+        "headers": {"Retry-After": str(retry_after), "Content-Type": "application/json"},
+        "body": json.dumps(
+            {"success": False, "error": "busy", "retryAfter": retry_after, "code": "overloaded"}
+        ),
+    }
+
+
+def test_manager_retry_countdown_from_retry_after_on_the_fake_clock(
+    server: str, browser: Any
+) -> None:
+    context, page, errors = open_page(browser)
+    seen: list[int] = []
+
+    def flaky(route: Any) -> None:
+        seen.append(1)
+        if len(seen) == 1:
+            route.fulfill(**busy_503(5))
+        else:
+            route.continue_()
+
+    page.clock.install()
+    page.route("**/api/manager/assistance", flaky)
+    page.goto(f"{server}/")
+    status = "document.getElementById('assistance-status').textContent"
+    page.wait_for_function(f"{status}.includes('trying again in 5 s')")
+    text = page.text_content("#assistance-status")
+    assert "The service is busy" in text
+    page.clock.run_for(1_000)
+    page.wait_for_function(f"{status}.includes('trying again in 4 s')")
+    page.clock.run_for(2_000)
+    page.wait_for_function(f"{status}.includes('trying again in 2 s')")
+    assert len(seen) == 1  # no attempt before Retry-After
+    page.clock.run_for(2_100)
+    page.wait_for_selector("#assistance-list li")
+    assert len(seen) == 2
+    final = page.text_content("#assistance-status")
+    assert "need a manager" in final and "trying again" not in final
+    context.close()
+    assert errors == []
+
+
+def test_manager_409_in_the_users_words_and_one_final_message(server: str, browser: Any) -> None:
+    import json
+
+    context, page, errors = open_page(browser)
+    page.goto(f"{server}/")
+    page.wait_for_selector("#assistance-list li")
+
+    def conflict(route: Any) -> None:
+        route.fulfill(
+            status=409,
+            headers={"Content-Type": "application/json"},
+            body=json.dumps(
+                {
+                    "success": False,
+                    "error": "demo_task 1: ASSISTANCE_REQUESTED -> IN_PROGRESS refused",
+                    "code": "invalid_transition",
+                }
+            ),
+        )
+
+    page.route("**/api/manager/assistance/*/respond", conflict)
+    item = page.locator("#assistance-list li").first
+    item.locator("textarea").fill("Done, thanks")
+    item.locator("button").click()
+    note = item.locator(".status")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#assistance-list li .status')]"
+        ".some(e => e.textContent.length > 0 && !e.textContent.includes('Sending'))"
+    )
+    assert note.text_content() == "Someone already answered this request."
+    assert "ASSISTANCE_REQUESTED" not in (page.text_content("main") or "")
+    context.close()
+    assert errors == []

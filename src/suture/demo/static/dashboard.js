@@ -26,7 +26,7 @@ const STATE_TEXT = { closed: "CLOSED", half_open: "HALF-OPEN", open: "OPEN" };
 
 let lastAt = Date.now() / 1000;
 const clockTime = (t) =>
-  new Date((lastAt + t) * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  new Date((lastAt + t) * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
 
 // --- the one live region: state changes only ---------------------------------------
 // Changes seen in one render are said together, once, when the render ends.

@@ -22,9 +22,49 @@ function when(iso) {
   return Number.isNaN(d.getTime()) ? "" : d.toLocaleString();
 }
 
+// A status line shows one message at a time: setting it stops any countdown running in it.
+const countdowns = new WeakMap();
+
 function setStatus(el, text, kind = "") {
+  clearInterval(countdowns.get(el));
+  countdowns.delete(el);
   el.className = `status ${kind}`.trim();
   el.textContent = text;
+}
+
+/** Why an attempt failed, in a few plain words (never a table or state name). */
+function reason(outcome) {
+  if (!outcome || outcome.status === null || outcome.status === undefined) return "The server did not answer";
+  if (outcome.status === 503) return "The service is busy";
+  if (outcome.status === 429) return "Too many requests";
+  if (outcome.status >= 500) return "The server had a problem";
+  return `The server answered ${outcome.status}`;
+}
+
+/**
+ * While retrying: the reason and a countdown to the next attempt (the wait
+ * honours Retry-After), one line, updated each second until the next attempt.
+ */
+function showRetry(el, info, prefix) {
+  setStatus(el, "", "retrying");
+  let left = Math.max(1, Math.ceil(info.delay / 1000));
+  const say = () => {
+    el.textContent = `${retryMessage(info, prefix)} ${reason(info.outcome)}; trying again in ${left} s.`;
+  };
+  say();
+  countdowns.set(el, setInterval(() => {
+    left -= 1;
+    if (left >= 1) say();
+    else clearInterval(countdowns.get(el));
+  }, 1000));
+}
+
+/** The final error, once: a 409 in the user's words, anything else as the server said it. */
+function showFailure(el, outcome, { fallback, conflict = null }) {
+  setStatus(el, "", "error");
+  if (outcome.status === 409 && conflict) el.textContent = conflict;
+  else if (outcome.status === 404 && conflict) el.textContent = conflict;
+  else renderError(el, outcome, { fallback });
 }
 
 /** GET with "Loading... (retry n/3)" in `statusEl`, then the data or a friendly error. */
@@ -35,18 +75,17 @@ async function load(url, statusEl, init = {}) {
     attempts: 3,
     // A Retry-After told to one tab holds back this list in every tab of the page.
     shareBackoff: true,
-    onRetry: (info) => setStatus(statusEl, retryMessage(info), "retrying"),
+    onRetry: (info) => showRetry(statusEl, info, "Loading..."),
   });
   if (!outcome.ok) {
-    statusEl.className = "status error";
-    renderError(statusEl, outcome, { fallback: "Could not load this list." });
+    showFailure(statusEl, outcome, { fallback: "Could not load this list." });
     return null;
   }
   return outcome.data;
 }
 
 /** POST an action; guarded transitions are idempotent, so retrying them is safe. */
-async function act(url, statusEl, { body = null, retry = true, label = "Working..." } = {}) {
+async function act(url, statusEl, { body = null, retry = true, label = "Working...", conflict = null } = {}) {
   setStatus(statusEl, label);
   const outcome = await sutureFetch(url, {
     method: "POST",
@@ -54,12 +93,9 @@ async function act(url, statusEl, { body = null, retry = true, label = "Working.
     body: body ? JSON.stringify(body) : undefined,
     attempts: retry ? 3 : 1,
     retryUnsafe: retry,
-    onRetry: (info) => setStatus(statusEl, retryMessage(info, label), "retrying"),
+    onRetry: (info) => showRetry(statusEl, info, label),
   });
-  if (!outcome.ok) {
-    statusEl.className = "status error";
-    renderError(statusEl, outcome, { fallback: "That did not work." });
-  }
+  if (!outcome.ok) showFailure(statusEl, outcome, { fallback: "That did not work.", conflict });
   return outcome;
 }
 
@@ -123,12 +159,15 @@ function assistanceItem(req) {
       body: { response: text },
       retry: false,
       label: "Sending...",
+      conflict: "Someone already answered this request.",
     });
     button.disabled = false;
     if (outcome.ok) {
       item.remove();
       const by = outcome.data.task && outcome.data.task.respondedBy;
-      setStatus($("assistance-status"), `Answered task #${req.id}${by ? ` by ${by}` : ""}.`);
+      const left = $("assistance-list").children.length;
+      const still = left ? `${left} request(s) still need a manager.` : "Nothing else needs a manager.";
+      setStatus($("assistance-status"), `Answered task #${req.id}${by ? ` by ${by}` : ""}. ${still}`);
     }
   });
   return item;
@@ -163,8 +202,15 @@ function spamItem(msg) {
       type: "button",
       class: verb === "archive" ? "danger" : "",
       onclick: async () => {
-        const outcome = await act(`/api/manager/spam/${msg.id}/${verb}`, note, { label });
-        if (outcome.ok) item.remove();
+        const outcome = await act(`/api/manager/spam/${msg.id}/${verb}`, note, {
+          label,
+          conflict: "Someone already reviewed this message.",
+        });
+        if (outcome.ok) {
+          item.remove();
+          loadSpam(); // the count of messages waiting, refreshed
+          if (verb === "release") loadInbox();
+        }
       },
     }, verb === "archive" ? "Archive" : "Release");
   item.append(patterns, h("div", { class: "row" }, move("release", "Releasing..."), move("archive", "Archiving...")), note);
@@ -200,8 +246,14 @@ async function loadInbox() {
     const promote = h("button", {
       type: "button",
       onclick: async () => {
-        const outcome = await act(`/api/messages/${msg.id}/promote`, note, { label: "Promoting..." });
-        if (outcome.ok) item.remove();
+        const outcome = await act(`/api/messages/${msg.id}/promote`, note, {
+          label: "Promoting...",
+          conflict: "This message has already left the inbox.",
+        });
+        if (outcome.ok) {
+          item.remove();
+          loadInbox(); // the inbox count, refreshed
+        }
       },
     }, "Promote");
     item.append(h("div", { class: "row" }, promote), note);

@@ -86,7 +86,7 @@ export function lineChart(element, { x, series, yMax = null, yFormat = String, x
     label.textContent = yFormat(v);
     svg.append(label);
   }
-  const ticks = width < 520 ? 3 : 6;
+  const ticks = width < 420 ? 2 : width < 620 ? 3 : 6;
   for (let i = 0; i <= ticks; i++) {
     const v = xMin + ((xMax - xMin) * i) / ticks;
     const anchor = i === 0 ? "start" : i === ticks ? "end" : "middle";
