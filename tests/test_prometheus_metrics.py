@@ -343,3 +343,38 @@ def test_registry_breakers_are_read_by_default(registered: CircuitBreaker) -> No
     registered.call(lambda: 1)
     got = sample(lst, "suture_breaker_calls_total", name="prom-registry-test", outcome="successful")
     assert got == 1
+
+
+def test_render_text_is_generate_latest_byte_for_byte(clock: FakeClock) -> None:
+    from prometheus_client import Counter, Gauge, Histogram, Info
+    from prometheus_client.exposition import generate_latest
+
+    from suture.contrib.prometheus import render_text
+
+    breaker = CircuitBreaker('quote"back\\slash\nnl', clock=clock)
+    lst = make(clock, breakers=[breaker])
+    try:
+        r = lst.registry
+        Counter("plain_hits", "Hits with a \\ and a\nnewline", ["path"], registry=r).labels(
+            'a"b'
+        ).inc(3)
+        Gauge("big", "Big numbers", ["k"], registry=r).labels("x").set(12_345_678.0)
+        Gauge("neg", "Negative and special", ["k"], registry=r).labels("y").set(float("-inf"))
+        Histogram("lat_seconds", "Latency", registry=r).observe(0.2)
+        Info("build", "Build info", registry=r).info({"version": "1.2"})
+        lst.observe_request("/x/{id}", "GET", 503, 1e-7)
+        emit(RetryScheduled(name="r", attempt=1, attempts=3, delay=0.1, error=OSError(), elapsed=0))
+        assert render_text(r) == generate_latest(r)
+    finally:
+        lst.close()
+
+
+def test_render_text_falls_back_for_utf8_names() -> None:
+    from prometheus_client import Gauge
+    from prometheus_client.exposition import generate_latest
+
+    from suture.contrib.prometheus import render_text
+
+    r = CollectorRegistry()
+    Gauge("température", "UTF-8 name", registry=r).set(1)
+    assert render_text(r) == generate_latest(r)

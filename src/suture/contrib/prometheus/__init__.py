@@ -34,7 +34,7 @@ from suture.contrib import missing_extra
 
 try:
     from prometheus_client import CollectorRegistry, make_asgi_app
-    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
 except ImportError as _exc:  # pragma: no cover - depends on the installed extras
     raise missing_extra(__name__, "metrics", _exc) from _exc
 
@@ -46,6 +46,7 @@ from suture.contrib.prometheus._histogram import (
     Counts,
     HistogramTable,
 )
+from suture.contrib.prometheus._text import render_text
 from suture.events import (
     BreakerRejected,
     BreakerStateChanged,
@@ -69,6 +70,7 @@ __all__ = [
     "check_namespace",
     "metrics_app",
     "metrics_response",
+    "render_text",
 ]
 
 P = ParamSpec("P")
@@ -268,14 +270,14 @@ class PrometheusListener:
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""
-        return generate_latest(self.registry)
+        return render_text(self.registry)
 
 
 def metrics_response(registry: CollectorRegistry) -> Any:
     """A Starlette ``Response`` with the registry's metrics (for a ``/metrics`` route)."""
     from starlette.responses import Response
 
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(render_text(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def metrics_app(registry: CollectorRegistry) -> Callable[..., Any]:
