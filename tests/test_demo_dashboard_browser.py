@@ -97,61 +97,45 @@ def test_a_reload_during_a_fault_shows_it_and_the_button_is_pressed(
             client.post("/api/admin/chaos", json={"clear": True})
 
 
-def test_a_total_outage_shows_503s_an_open_band_and_a_100_percent_error_rate(
-    server: str, browser: Any, shots: Path
-) -> None:
-    context, page, errors = open_page(browser)
-    page.goto(f"{server}/dashboard")
-    page.wait_for_selector("#breaker-state-database[data-state='closed']")
-    with httpx.Client(base_url=server, timeout=30) as client:
-        assert client.post("/api/admin/chaos", json={"errorRate": 1.0}).status_code == 200
-        try:
-            codes = [client.get("/api/manager/assistance").status_code for _ in range(12)]
-            assert codes[-1] == 503
-            page.wait_for_selector("#breaker-state-database[data-state='open']", timeout=15_000)
-            # The requests chart: a 503 line with points above zero, and the OPEN band.
-            page.wait_for_selector("#chart-requests svg rect[data-state='open']", timeout=15_000)
-            page.wait_for_selector("#chart-latency svg rect[data-state='open']")
-            table = page.locator("#table-requests table")
-            header = table.locator("thead th").all_text_contents()
-            col = header.index("503 shed or rejected")
-            cells = table.locator(f"tbody tr td:nth-child({col + 1})").all_text_contents()
-            assert sum(float(c or 0) for c in cells) > 0, cells
-            # Rejections count as errors: an open breaker never reads as healthy.
-            for _ in range(3):
-                client.get("/api/manager/assistance")
-            page.wait_for_function(
-                "document.getElementById('rate-errors').textContent === '100%'", timeout=15_000
-            )
-            # State changes pinned; the one live region said so.
-            page.wait_for_selector("#pinned li[data-event='BreakerStateChanged']")
-            page.wait_for_function(
-                "document.getElementById('announce').textContent.includes('OPEN')"
-            )
-            assert page.locator("[aria-live]").count() == 1
-            # Time of day on the axis.
-            axis = page.locator("#chart-requests svg text").all_text_contents()
-            assert any(t.count(":") == 2 for t in axis), axis
-            page.screenshot(path=str(shots / "dashboard-outage.png"), full_page=True)
-        finally:
-            client.post("/api/admin/chaos", json={"clear": True})
-    context.close()
-    assert errors == []
-
-
 def test_events_are_grouped_and_filterable(server: str, browser: Any) -> None:
+    from suture import PressureLevel, Priority
+    from suture.events import PressureChanged, RequestShed, emit
+
+    # The server runs in this process: its telemetry hears these.
+    for _ in range(37):
+        emit(
+            RequestShed(
+                name="db-pool",
+                source="pool",
+                priority=Priority.NORMAL,
+                level=PressureLevel.CRITICAL,
+                retry_after=1.0,
+            )
+        )
+    emit(
+        PressureChanged(
+            name="db-pool",
+            source=PressureLevel.NORMAL,
+            target=PressureLevel.CRITICAL,
+            fraction=0.95,
+            current=19,
+            limit=20,
+        )
+    )
     context, page, errors = open_page(browser)
     page.goto(f"{server}/dashboard")
-    page.wait_for_selector("#events li")
-    groups = page.locator("#events li")
-    counts = [int(c) for c in groups.evaluate_all("els => els.map(e => e.dataset.count)")]
-    messages = groups.all_text_contents()
+    page.wait_for_selector("#events li[data-event='RequestShed']")
+    messages = page.locator("#events li").all_text_contents()
     assert len(messages) == len(set(messages))  # one line per kind of message
-    if any(c > 1 for c in counts):
-        assert any(" × " in m for m in messages)
-    page.select_option("#event-filter", "BreakerStateChanged")
+    shed = page.locator("#events li[data-event='RequestShed']")
+    assert shed.count() == 1
+    assert shed.get_attribute("data-count") == "37"
+    assert "× 37 in" in (shed.text_content() or "")
+    page.wait_for_selector("#pinned li[data-event='PressureChanged']")
+    assert page.locator("#pinned li[data-event='RequestShed']").count() == 0
+    page.select_option("#event-filter", "PressureChanged")
     kinds = page.locator("#events li").evaluate_all("els => els.map(e => e.dataset.event)")
-    assert kinds and set(kinds) == {"BreakerStateChanged"}
+    assert kinds and set(kinds) == {"PressureChanged"}
     context.close()
     assert errors == []
 
@@ -259,5 +243,48 @@ def test_manager_409_in_the_users_words_and_one_final_message(server: str, brows
     )
     assert note.text_content() == "Someone already answered this request."
     assert "ASSISTANCE_REQUESTED" not in (page.text_content("main") or "")
+    context.close()
+    assert errors == []
+
+
+# Last in the module: it leaves the breaker open for its reset timeout (60 s).
+def test_a_total_outage_shows_503s_an_open_band_and_a_100_percent_error_rate(
+    server: str, browser: Any, shots: Path
+) -> None:
+    context, page, errors = open_page(browser)
+    page.goto(f"{server}/dashboard")
+    page.wait_for_selector("#breaker-state-database[data-state='closed']")
+    with httpx.Client(base_url=server, timeout=30) as client:
+        assert client.post("/api/admin/chaos", json={"errorRate": 1.0}).status_code == 200
+        try:
+            codes = [client.get("/api/manager/assistance").status_code for _ in range(12)]
+            assert codes[-1] == 503
+            page.wait_for_selector("#breaker-state-database[data-state='open']", timeout=15_000)
+            # The requests chart: a 503 line with points above zero, and the OPEN band.
+            page.wait_for_selector("#chart-requests svg rect[data-state='open']", timeout=15_000)
+            page.wait_for_selector("#chart-latency svg rect[data-state='open']")
+            table = page.locator("#table-requests table")
+            header = table.locator("thead th").all_text_contents()
+            col = header.index("503 shed or rejected")
+            cells = table.locator(f"tbody tr td:nth-child({col + 1})").all_text_contents()
+            assert sum(float(c or 0) for c in cells) > 0, cells
+            # Rejections count as errors: an open breaker never reads as healthy.
+            for _ in range(3):
+                client.get("/api/manager/assistance")
+            page.wait_for_function(
+                "document.getElementById('rate-errors').textContent === '100%'", timeout=15_000
+            )
+            # State changes pinned; the one live region said so.
+            page.wait_for_selector("#pinned li[data-event='BreakerStateChanged']")
+            page.wait_for_function(
+                "document.getElementById('announce').textContent.includes('OPEN')"
+            )
+            assert page.locator("[aria-live]").count() == 1
+            # Time of day on the axis.
+            axis = page.locator("#chart-requests svg text").all_text_contents()
+            assert any(t.count(":") == 2 for t in axis), axis
+            page.screenshot(path=str(shots / "dashboard-outage.png"), full_page=True)
+        finally:
+            client.post("/api/admin/chaos", json={"clear": True})
     context.close()
     assert errors == []
