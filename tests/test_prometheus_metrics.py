@@ -378,3 +378,17 @@ def test_render_text_falls_back_for_utf8_names() -> None:
     r = CollectorRegistry()
     Gauge("température", "UTF-8 name", registry=r).set(1)
     assert render_text(r) == generate_latest(r)
+
+
+def test_rate_limit_pauses_and_stale_answers(clock: FakeClock) -> None:
+    from suture.events import LimitPaused, StaleServed
+
+    lst = make(clock)
+    try:
+        emit(LimitPaused(name="upstream", seconds=2.0))
+        emit(StaleServed(name="assistance", key="user-42", age=3.0, error=TimeoutError()))
+        assert sample(lst, "suture_rate_limit_paused_total", name="upstream") == 1
+        assert sample(lst, "suture_stale_served_total", name="assistance") == 1
+        assert "user-42" not in lst.render().decode()
+    finally:
+        lst.close()

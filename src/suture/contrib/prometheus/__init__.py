@@ -52,12 +52,14 @@ from suture.events import (
     BreakerStateChanged,
     Event,
     FaultInjected,
+    LimitPaused,
     PressureChanged,
     RequestShed,
     ResponseRejected,
     RetryBudgetExhausted,
     RetryGaveUp,
     RetryScheduled,
+    StaleServed,
     TransitionApplied,
     TransitionRejected,
     subscribe,
@@ -221,6 +223,10 @@ class PrometheusListener:
             inc("faults", (event.target, event.kind))
         elif isinstance(event, ResponseRejected):
             inc("responses_rejected", (str(event.transient).lower(),))
+        elif isinstance(event, LimitPaused):
+            inc("rate_limit_paused", (event.name,))
+        elif isinstance(event, StaleServed):
+            inc("stale_served", (event.name,))  # not the key: it may come from user input
 
     # --- durations ---------------------------------------------------------------------
 

@@ -80,6 +80,18 @@ _EVENT_COUNTERS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
         ("transient",),
     ),
     (
+        "rate_limit_paused",
+        "rate_limit_paused",
+        "Times a rate limiter was told to pause (an upstream's 429/503)",
+        ("name",),
+    ),
+    (
+        "stale_served",
+        "stale_served",
+        "Last-known-good answers served instead of a failed call",
+        ("name",),
+    ),
+    (
         "http_requests",
         "http_requests",
         "HTTP requests by route template, method and status class",
