@@ -29,7 +29,7 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
     import uvicorn
 
     db = tmp_path_factory.mktemp("dash") / "demo.db"
@@ -49,23 +49,54 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))
+    app = create_app(settings)
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", app
     finally:
         srv.should_exit = True
         thread.join(timeout=30)
         sock.close()
 
 
+@pytest.fixture(scope="module")
+def server(demo: tuple[str, Any]) -> str:
+    return demo[0]
+
+
 def open_page(browser: Any, width: int = 1400) -> tuple[Any, Any, list[str]]:
+    """A page signed in through a one-time login link; script errors and CSP reports collected."""
+    url, app = _DEMO[0]
     context = browser.new_context(viewport={"width": width, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
+    answer = page.goto(f"{url}/login?code={app.state.service.managers.login_link()}")
+    assert answer is not None and answer.status == 200
     return context, page, errors
+
+
+_DEMO: list[tuple[str, Any]] = []
+
+
+@pytest.fixture(autouse=True)
+def _current_demo(demo: tuple[str, Any]) -> Iterator[None]:
+    _DEMO.insert(0, demo)
+    yield
+    _DEMO.remove(demo)
+
+
+def api() -> httpx.Client:
+    """An API client with the manager's bearer token."""
+    url, app = _DEMO[0]
+    headers = {"Authorization": f"Bearer {app.state.service.console_token}"}
+    return httpx.Client(base_url=url, timeout=30, headers=headers)
 
 
 def overflow(page: Any) -> int:
@@ -78,7 +109,7 @@ def overflow(page: Any) -> int:
 def test_a_reload_during_a_fault_shows_it_and_the_button_is_pressed(
     server: str, browser: Any, shots: Path
 ) -> None:
-    with httpx.Client(base_url=server, timeout=30) as client:
+    with api() as client:
         assert client.post("/api/admin/chaos", json={"latency": 0.3}).status_code == 200
         try:
             context, page, errors = open_page(browser)
@@ -194,14 +225,14 @@ def test_manager_retry_countdown_from_retry_after_on_the_fake_clock(
     page.clock.install()
     page.route("**/api/manager/assistance", flaky)
     page.goto(f"{server}/")
-    status = "document.getElementById('assistance-status').textContent"
-    page.wait_for_function(f"{status}.includes('trying again in 5 s')")
+    # Selectors, not wait_for_function: the page's CSP forbids the eval that it uses.
+    page.wait_for_selector("#assistance-status:has-text('trying again in 5 s')")
     text = page.text_content("#assistance-status")
     assert "The service is busy" in text
     page.clock.run_for(1_000)
-    page.wait_for_function(f"{status}.includes('trying again in 4 s')")
+    page.wait_for_selector("#assistance-status:has-text('trying again in 4 s')")
     page.clock.run_for(2_000)
-    page.wait_for_function(f"{status}.includes('trying again in 2 s')")
+    page.wait_for_selector("#assistance-status:has-text('trying again in 2 s')")
     assert len(seen) == 1  # no attempt before Retry-After
     page.clock.run_for(2_100)
     page.wait_for_selector("#assistance-list li")
@@ -237,10 +268,7 @@ def test_manager_409_in_the_users_words_and_one_final_message(server: str, brows
     item.locator("textarea").fill("Done, thanks")
     item.locator("button").click()
     note = item.locator(".status")
-    page.wait_for_function(
-        "[...document.querySelectorAll('#assistance-list li .status')]"
-        ".some(e => e.textContent.length > 0 && !e.textContent.includes('Sending'))"
-    )
+    page.wait_for_selector("#assistance-list li .status:has-text('Someone already')")
     assert note.text_content() == "Someone already answered this request."
     assert "ASSISTANCE_REQUESTED" not in (page.text_content("main") or "")
     context.close()
@@ -254,7 +282,7 @@ def test_a_total_outage_shows_503s_an_open_band_and_a_100_percent_error_rate(
     context, page, errors = open_page(browser)
     page.goto(f"{server}/dashboard")
     page.wait_for_selector("#breaker-state-database[data-state='closed']")
-    with httpx.Client(base_url=server, timeout=30) as client:
+    with api() as client:
         assert client.post("/api/admin/chaos", json={"errorRate": 1.0}).status_code == 200
         try:
             codes = [client.get("/api/manager/assistance").status_code for _ in range(12)]
@@ -271,14 +299,10 @@ def test_a_total_outage_shows_503s_an_open_band_and_a_100_percent_error_rate(
             # Rejections count as errors: an open breaker never reads as healthy.
             for _ in range(3):
                 client.get("/api/manager/assistance")
-            page.wait_for_function(
-                "document.getElementById('rate-errors').textContent === '100%'", timeout=15_000
-            )
+            page.wait_for_selector("#rate-errors:text-is('100%')", timeout=15_000)
             # State changes pinned; the one live region said so.
             page.wait_for_selector("#pinned li[data-event='BreakerStateChanged']")
-            page.wait_for_function(
-                "document.getElementById('announce').textContent.includes('OPEN')"
-            )
+            page.wait_for_selector("#announce:has-text('OPEN')", state="attached")
             assert page.locator("[aria-live]").count() == 1
             # Time of day on the axis.
             axis = page.locator("#chart-requests svg text").all_text_contents()
