@@ -100,7 +100,14 @@ def workers(
             stack.enter_context(
                 manager_client(
                     create_app(
-                        _settings(tmp_path, name, clock, redis_url=redis_url, redis_prefix=prefix)
+                        _settings(
+                            tmp_path,
+                            name,
+                            clock,
+                            redis_url=redis_url,
+                            redis_prefix=prefix,
+                            redis_follow="any",  # one worker's OPEN opens both
+                        )
                     ),
                     raise_server_exceptions=False,
                 )
@@ -127,7 +134,7 @@ def test_one_worker_opens_the_breaker_for_both_then_both_close(
             break
     assert svc_a.breaker.stats().state.value == "open"
     with redis.Redis.from_url(redis_url) as conn:
-        raw = conn.get(f"{prefix}breaker:database")
+        raw = conn.get(f"{prefix}breaker:{{database}}:record")
     assert raw is not None and b'"state":"open"' in raw
 
     # Worker B's database is healthy, but B learns of the open breaker from Redis

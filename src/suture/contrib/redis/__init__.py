@@ -52,7 +52,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the installed extra
     raise missing_extra(__name__, "redis", _exc) from _exc
 
 from suture.contrib.redis._budget import RedisRetryBudget
-from suture.contrib.redis._store import RedisBreakerStore
+from suture.contrib.redis._store import MAJORITY, Quorum, RedisBreakerStore
 
 # Rate limits and last-known-good answers live in their own module (issue 16);
 # re-exported here so that everything Redis is in one place.
@@ -60,7 +60,9 @@ from suture.contrib.redis_lastgood import RedisLastGoodStore
 from suture.contrib.redis_limits import AsyncRedisRateLimiter, RedisRateLimiter
 
 __all__ = [
+    "MAJORITY",
     "AsyncRedisRateLimiter",
+    "Quorum",
     "RedisBreakerStore",
     "RedisLastGoodStore",
     "RedisRateLimiter",
