@@ -20,6 +20,10 @@ __all__ = ["RedisRetryBudget"]
 
 # --- the shared retry budget ----------------------------------------------------------
 
+# Background mode: try_spend decides on a local mirror of the shared bucket and
+# never waits; the I/O thread sends the successes, the retries taken and the
+# refusals, and sets the mirror to Redis's answer.
+
 # One atomic step on the budget's hash: fold ARGV[1] deposits (x ratio, capped at
 # capacity), refill the floor by Redis TIME (the one clock every worker shares),
 # and take a token when ARGV[5] is "1". Returns {taken, tokens, reserve, deposits,
@@ -59,6 +63,15 @@ if ARGV[5] == '1' then
   end
   if taken == 1 then spent = spent + 1 else refused = refused + 1 end
 end
+-- Retries a worker already decided locally (the background mode): they are
+-- spent whatever is left, and its local refusals are counted.
+local decided = tonumber(ARGV[7] or '0')
+for _ = 1, decided do
+  if tokens >= 1 - 1e-9 then tokens = math.max(0, tokens - 1)
+  else reserve = math.max(0, reserve - 1) end
+end
+spent = spent + decided
+refused = refused + tonumber(ARGV[8] or '0')
 local ft = string.format('%.17g', tokens)
 local fr = string.format('%.17g', reserve)
 redis.call('HSET', KEYS[1], 'tokens', ft, 'reserve', fr, 'at', string.format('%.17g', at),
@@ -96,21 +109,33 @@ class RedisRetryBudget:
     :param reconnect_after: after a failed Redis call, seconds of local budget
         before Redis is tried again.
     :param ttl: seconds an untouched bucket lives in Redis.
-    :param background: start the flush thread now (``False``: call :meth:`flush`
-        yourself, as tests do).
+    :param background: the default: ``try_spend`` decides on a local mirror of
+        the shared bucket and never waits on Redis; an I/O thread sends the
+        successes, retries and refusals (at once, and every ``flush_interval``)
+        and sets the mirror to Redis's answer (refreshed at least every second).
+        Between two answers the workers may together spend a few tokens more
+        than the bucket holds. ``False``: every ``try_spend`` and ``stats`` is
+        one Redis script on the caller (tests, scripts); call :meth:`flush` yourself.
     :param clock: times ``reconnect_after`` and the local fallback.
     """
 
     __slots__ = (
+        "_background",
         "_client",
         "_clock",
+        "_decided",
         "_degraded",
         "_down_until",
         "_key",
+        "_kick",
+        "_last",
         "_local",
         "_lock",
+        "_mirrored",
         "_own_client",
         "_reconnect_after",
+        "_refresh",
+        "_refusals",
         "_script",
         "_sent",
         "_stop",
@@ -172,7 +197,14 @@ class RedisRetryBudget:
         self._degraded = False
         self._down_until = -math.inf
         self._stop = threading.Event()
+        self._kick = threading.Event()
         self._thread: threading.Thread | None = None
+        self._background = background
+        self._mirrored = 0  # successes credited to the local mirror (background mode)
+        self._decided = 0  # retries taken locally, not yet sent (background mode)
+        self._refusals = 0  # refusals decided locally, not yet sent (background mode)
+        self._last: list[Any] | None = None  # Redis's last answer
+        self._refresh = max(1.0, self.flush_interval)  # mirror refresh with nothing to send
         if background:
             self._thread = threading.Thread(
                 target=self._run, name=f"suture-redis-budget-{key}", daemon=True
@@ -191,7 +223,25 @@ class RedisRetryBudget:
         next(self._successes)
 
     def try_spend(self) -> bool:
-        """Take one shared token for a retry (one Redis script); the local budget while down."""
+        """Take one token for a retry.
+
+        Background mode (the default): decided on the local mirror of the shared
+        bucket, never a Redis command; the I/O thread reports it. Otherwise one
+        Redis script; the local budget while Redis is down.
+        """
+        if self._background:
+            with self._lock:
+                total = count_value(self._successes)
+                fresh, self._mirrored = total - self._mirrored, total
+            self._local._credit(fresh)
+            taken = self._local.try_spend()
+            with self._lock:
+                if taken:
+                    self._decided += 1
+                else:
+                    self._refusals += 1
+            self._kick.set()
+            return taken
         reply = self._call(take=True)
         if reply is None:
             self._local._credit(self._take_pending())
@@ -199,7 +249,26 @@ class RedisRetryBudget:
         return bool(reply[0])
 
     def stats(self) -> BudgetStats:
-        """The shared bucket (pending deposits folded in); the local one while Redis is down."""
+        """The shared bucket (pending deposits folded in); the local one while Redis is down.
+
+        Background mode: the mirror and Redis's last counts, without a command.
+        """
+        if self._background:
+            mirror = self._local.stats()
+            last = self._last
+            if last is None:
+                return mirror
+            with self._lock:
+                unsent = count_value(self._successes) - self._sent
+                decided, refusals = self._decided, self._refusals
+            return BudgetStats(
+                name=self.name,
+                tokens=mirror.tokens,
+                reserve=mirror.reserve,
+                deposits=int(last[3]) + unsent,
+                spent=int(last[4]) + decided,
+                refused=int(last[5]) + refusals,
+            )
         reply = self._call(take=False)
         if reply is None:
             self._local._credit(self._take_pending())
@@ -215,6 +284,9 @@ class RedisRetryBudget:
 
     def flush(self) -> None:
         """Fold the successes counted since the last fold into Redis (no command if none)."""
+        if self._background:
+            self._sync(refresh=False)
+            return
         with self._lock:
             if count_value(self._successes) == self._sent:
                 return
@@ -265,16 +337,66 @@ class RedisRetryBudget:
             self._degraded = False
         return reply
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_interval):
+    def _sync(self, *, refresh: bool) -> None:
+        """Background mode: send what was decided locally; the mirror takes Redis's answer."""
+        with self._lock:
+            total = count_value(self._successes)
+            pending, decided, refusals = total - self._sent, self._decided, self._refusals
+            if not (pending or decided or refusals or refresh):
+                return
+            self._sent = total
+            self._decided = self._refusals = 0
+        if self._degraded and self._clock.now() < self._down_until:
+            reply = None
+        else:
+            args = [pending, self.ratio, self.capacity, self.min_per_second, 0, self._ttl]
             try:
-                self.flush()
-            except Exception:  # the flusher must survive anything; it is logged
+                reply = self._script(keys=[self._key], args=[*args, decided, refusals])
+            except Exception as exc:  # any failure: the mirror decides alone; logged once
+                reply = None
+                if not self._degraded:
+                    logger.warning(
+                        "redis retry budget %r unreachable (%s: %s); using a local budget",
+                        self.name,
+                        type(exc).__name__,
+                        exc,
+                    )
+                self._degraded = True
+                self._down_until = self._clock.now() + self._reconnect_after
+        if reply is None:
+            return  # what was decided locally stays decided: the mirror has it
+        if self._degraded:
+            logger.warning("redis retry budget %r reachable again; shared again", self.name)
+            self._degraded = False
+        self._last = reply
+        local = self._local
+        with self._lock:
+            self._mirrored = max(self._mirrored, total)
+        with local._lock:
+            local._fold()
+            local._tokens = float(reply[1])
+            local._reserve = float(reply[2])
+
+    def _run(self) -> None:
+        next_refresh = 0.0
+        while not self._stop.is_set():
+            self._kick.wait(self.flush_interval)
+            self._kick.clear()
+            try:
+                if not self._background:
+                    self.flush()
+                    continue
+                now = self._clock.now()
+                self._sync(refresh=now >= next_refresh)
+                if now >= next_refresh:
+                    next_refresh = now + self._refresh
+            except Exception:  # the I/O thread must survive anything; it is logged
                 logger.exception("redis retry budget flush failed")
 
     def close(self) -> None:
         """Stop the flush thread, fold what is pending, and close the client if it is ours."""
         self._stop.set()
+        self._kick.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self.flush_interval + 1.0)
