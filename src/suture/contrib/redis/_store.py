@@ -35,27 +35,35 @@ CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.H
 #: Clock skew (seconds) between this host and Redis below which times are not shifted.
 SKEW_TOLERANCE = 0.05
 
+#: Seconds a half-open breaker waits for a cluster-wide permit before it counts its own.
+PERMIT_WAIT = 0.5
+
 #: The record format this code writes; a newer one is not ours to read.
 FORMAT = 1
 
 # Compare-and-set on the record's version: store ARGV[2] only when the stored
-# version is ARGV[1] (0 when absent); return whatever is stored afterwards. A
-# won write also records the writer's view (KEYS[2], field ARGV[4]) stamped by
-# Redis TIME, publishes the record on ARGV[5], and sets expiries (ARGV[3] s).
+# version is ARGV[1] (0 when absent); return whatever is stored afterwards.
+# Either way the writer's own view (its decision, for the quorum) is recorded
+# in KEYS[2] (field ARGV[4]) stamped by Redis TIME and published on ARGV[5]:
+# the record when it won (ARGV[7]), the view alone when it lost (ARGV[8]).
+# Every key gets an expiry (ARGV[3] s).
 _SWAP = """
+local ttl = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[6] .. '|' .. string.format('%.6f', now))
+redis.call('EXPIRE', KEYS[2], ttl)
 local current = redis.call('GET', KEYS[1])
 local version = 0
 if current then
   local ok, data = pcall(cjson.decode, current)
   if ok and type(data) == 'table' then version = tonumber(data['version']) or 0 end
 end
-if version ~= tonumber(ARGV[1]) then return current end
-local ttl = tonumber(ARGV[3])
+if version ~= tonumber(ARGV[1]) then
+  redis.call('PUBLISH', ARGV[5], ARGV[8])
+  return current
+end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('HSET', KEYS[2], ARGV[4], ARGV[6] .. '|' .. string.format('%.6f', now))
-redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('PUBLISH', ARGV[5], ARGV[7])
 return ARGV[2]
 """
@@ -269,6 +277,7 @@ class RedisBreakerStore:
         self._permits: dict[str, list[str]] = {}  # name -> acquired, unused tokens
         self._want: dict[str, tuple[int, int]] = {}  # name -> (limit, ttl ms) to acquire
         self._release_queue: list[tuple[str, str]] = []
+        self._asked: dict[str, float] = {}  # name -> when a permit was first asked for
         self._views: dict[str, dict[str, Any]] = {}  # name -> {worker: view}
         self._live: list[str] = []
         self._offset = 0.0  # Redis TIME - this host's wall clock
@@ -384,13 +393,19 @@ class RedisBreakerStore:
             self._acquire_wanted()
         if self.degraded:  # the property: the line above may have changed it
             return None
+        now = time.monotonic()
         with self._lock:
             tokens = self._permits.get(name)
             if tokens:
+                self._asked.pop(name, None)
                 return tokens.pop()
             self._want[name] = (limit, max(1, int(ttl * 1000)))
             self._wake.notify()
-        return ""
+            asked = self._asked.setdefault(name, now)
+        # Redis answers a permit in a millisecond; an I/O thread stuck on a Redis
+        # that does not answer yet (before the socket timeout says so) must not
+        # keep probes out: after PERMIT_WAIT, the breaker counts its own.
+        return None if now - asked > PERMIT_WAIT else ""
 
     def release_permit(self, name: str, token: str) -> None:
         """Give a permit back (compare-and-delete on the I/O thread)."""
@@ -531,6 +546,7 @@ class RedisBreakerStore:
     def _cas(self, name: str, expected: int, record: BreakerRecord) -> Any:
         body = _encode(record, self._offset)
         message = json.dumps({"name": name, "record": body, "worker": self.worker_id})
+        view = json.dumps({"name": name, "view": record.state.value, "worker": self.worker_id})
         return self._swap(
             keys=[self._key(name, "record"), self._key(name, "views")],
             args=[
@@ -541,6 +557,7 @@ class RedisBreakerStore:
                 self._channel,
                 record.state.value,
                 message,
+                view,
             ],
         )
 
@@ -629,10 +646,14 @@ class RedisBreakerStore:
                 "permit", functools.partial(self._acquire, keys=keys, args=[token, ttl_ms])
             )
             if slot is None or int(slot) < 0:
+                if slot is not None:  # Redis answered: all held; the wait starts again
+                    with self._lock:
+                        self._asked[name] = time.monotonic()
                 continue
             with self._lock:
                 record = self._records.get(name)
-                if record is not None and record.state is HALF_OPEN:
+                if record is None or record.state is HALF_OPEN:
+                    self._asked.pop(name, None)
                     self._permits.setdefault(name, []).append(f"{keys[int(slot)]}|{token}")
                     continue
             self._release_one(f"{keys[int(slot)]}|{token}")
@@ -725,24 +746,27 @@ class RedisBreakerStore:
             pubsub.close()
 
     def _on_message(self, data: bytes | str) -> None:
+        """A record (a won write) or a view alone (a lost one) from another worker."""
         try:
             message = json.loads(data)
             name = str(message["name"])
-            if message.get("worker") == self.worker_id:
+            worker = str(message["worker"])
+            if worker == self.worker_id:
                 return
-            record = _decode(message["record"], self._offset)
+            record = _decode(message["record"], self._offset) if "record" in message else None
+            state = record.state.value if record is not None else str(message["view"])
         except (ValueError, TypeError, KeyError) as exc:
             logger.warning("redis breaker store: a message that is not ours (%s)", exc)
             return
         with self._lock:
-            if name not in self._listeners or record is None:
+            if name not in self._listeners:
                 return
             views = self._views.setdefault(name, {})
-            views[message["worker"]] = {
-                "state": record.state.value,
-                "at": time.time() + self._offset,
-            }
-        self._offer(name, record)
+            views[worker] = {"state": state, "at": time.time() + self._offset}
+            if record is None:
+                record = self._held.get(name)  # a new view may complete the quorum
+        if record is not None:
+            self._offer(name, record)
 
     def close(self) -> None:
         """Stop the threads (after one last publish) and close the client if it is ours."""
