@@ -382,9 +382,14 @@ class BreakerCore:
         """Apply a newer store record and an elapsed open timeout. Locked."""
         pending = self._pending
         if pending is not None and pending.version > self._version:
-            event = self._apply(pending, now, announce=True)
-            if event is not None:
-                events.append(event)
+            if pending.state is HALF_OPEN and self._state is HALF_OPEN and not pending.forced:
+                # Another worker's record of the same half-open period: the probes
+                # running here (and their shared permits) stay as they are.
+                self._version = pending.version
+            else:
+                event = self._apply(pending, now, announce=True)
+                if event is not None:
+                    events.append(event)
         if self._state is OPEN and not self._forced and now >= self._retry_at:
             events.append(self._move(HALF_OPEN, "reset timeout elapsed", now, grow=False))
         self._reopen_fast_path()

@@ -35,9 +35,6 @@ CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.H
 #: Clock skew (seconds) between this host and Redis below which times are not shifted.
 SKEW_TOLERANCE = 0.05
 
-#: Seconds a half-open breaker waits for a cluster-wide permit before it counts its own.
-PERMIT_WAIT = 0.5
-
 #: The record format this code writes; a newer one is not ours to read.
 FORMAT = 1
 
@@ -277,7 +274,6 @@ class RedisBreakerStore:
         self._permits: dict[str, list[str]] = {}  # name -> acquired, unused tokens
         self._want: dict[str, tuple[int, int]] = {}  # name -> (limit, ttl ms) to acquire
         self._release_queue: list[tuple[str, str]] = []
-        self._asked: dict[str, float] = {}  # name -> when a permit was first asked for
         self._views: dict[str, dict[str, Any]] = {}  # name -> {worker: view}
         self._live: list[str] = []
         self._offset = 0.0  # Redis TIME - this host's wall clock
@@ -393,19 +389,15 @@ class RedisBreakerStore:
             self._acquire_wanted()
         if self.degraded:  # the property: the line above may have changed it
             return None
-        now = time.monotonic()
         with self._lock:
             tokens = self._permits.get(name)
             if tokens:
-                self._asked.pop(name, None)
                 return tokens.pop()
             self._want[name] = (limit, max(1, int(ttl * 1000)))
             self._wake.notify()
-            asked = self._asked.setdefault(name, now)
-        # Redis answers a permit in a millisecond; an I/O thread stuck on a Redis
-        # that does not answer yet (before the socket timeout says so) must not
-        # keep probes out: after PERMIT_WAIT, the breaker counts its own.
-        return None if now - asked > PERMIT_WAIT else ""
+        # Refused for now, without waiting; a Redis that does not answer becomes
+        # "degraded" at the client's socket timeout, and local permits from then.
+        return ""
 
     def release_permit(self, name: str, token: str) -> None:
         """Give a permit back (compare-and-delete on the I/O thread)."""
@@ -568,13 +560,15 @@ class RedisBreakerStore:
         client = self._client
 
         def run() -> list[Any]:
-            # One command at a time (not a pipeline): each key may live in its own
-            # Redis Cluster slot; this runs on the I/O thread, off every request.
-            replies: list[Any] = [client.time()]
+            # One round trip (a pipeline without a transaction: a Redis Cluster
+            # client splits it by slot); on the I/O thread, off every request.
+            pipe = client.pipeline(transaction=False)
+            pipe.time()
             for name in names:
-                replies.append(client.get(self._key(name, "record")))
-                replies.append(client.hgetall(self._key(name, "views")))
-            replies.append(client.zrangebyscore(self._workers_key, "-inf", "+inf", withscores=True))
+                pipe.get(self._key(name, "record"))
+                pipe.hgetall(self._key(name, "views"))
+            pipe.zrangebyscore(self._workers_key, "-inf", "+inf", withscores=True)
+            replies: list[Any] = pipe.execute()
             return replies
 
         local = time.time()
@@ -646,14 +640,10 @@ class RedisBreakerStore:
                 "permit", functools.partial(self._acquire, keys=keys, args=[token, ttl_ms])
             )
             if slot is None or int(slot) < 0:
-                if slot is not None:  # Redis answered: all held; the wait starts again
-                    with self._lock:
-                        self._asked[name] = time.monotonic()
                 continue
             with self._lock:
                 record = self._records.get(name)
                 if record is None or record.state is HALF_OPEN:
-                    self._asked.pop(name, None)
                     self._permits.setdefault(name, []).append(f"{keys[int(slot)]}|{token}")
                     continue
             self._release_one(f"{keys[int(slot)]}|{token}")
@@ -673,6 +663,8 @@ class RedisBreakerStore:
         with self._lock:
             names = list(self._listeners)
         self._flush()
+        if self._degraded:
+            return  # Redis refused the publish: the rest would fail too
         self._release_all()
         self._acquire_wanted()
         self._beat(names)
@@ -702,6 +694,9 @@ class RedisBreakerStore:
                 self._flush()
                 self._release_all()
                 self._acquire_wanted()
+                if self._degraded and self._outbox:
+                    self._stop.wait(0.2)  # Redis refused the publish: retry shortly
+                    continue
                 if self._resync or now >= next_read:
                     with self._lock:
                         names = list(self._listeners)
