@@ -1,7 +1,7 @@
 """Where the ``database`` breaker and retry budget keep their state: memory or Redis.
 
 With ``Settings.redis_url`` every worker naming the same Redis and prefix
-shares one breaker (``<prefix>breaker:database``) and one retry budget
+shares one breaker (``<prefix>breaker:{database}:*``) and one retry budget
 (``<prefix>budget:database``); without it, each process keeps its own. An
 unreachable Redis degrades to local state, never an error. The ``redis``
 extra is imported only when a URL is given.

@@ -1,45 +1,24 @@
 """Breaker state and retry budgets shared through Redis: :class:`RedisBreakerStore`
-and :class:`RedisRetryBudget` (and, re-exported from :mod:`suture.contrib.redis_limits` and
+(with its follow policy :class:`Quorum` / :data:`MAJORITY`) and :class:`RedisRetryBudget`
+(and, re-exported from :mod:`suture.contrib.redis_limits` and
 :mod:`suture.contrib.redis_lastgood`, :class:`RedisRateLimiter`,
 :class:`AsyncRedisRateLimiter` and :class:`RedisLastGoodStore`).
 
 Several workers (processes, hosts) that call the same dependency share one
-breaker state: when one of them opens the breaker, the others stop calling
-too, within ``poll_interval`` seconds.
+breaker state and one retry budget. Local first: no call ever runs a Redis
+command; state changes apply at once and an I/O thread publishes them
+(pub/sub per namespace, with a periodic read as the safety net). A worker
+follows others' OPEN per its ``follow`` policy; half-open probes are counted
+for the whole cluster; any Redis failure degrades to local state and heals.
+The model, the guarantees during a partition and the keys: docs/shared-state.md.
 
 >>> import redis                                            # doctest: +SKIP
 >>> from suture.contrib.redis import RedisBreakerStore      # doctest: +SKIP
->>> store = RedisBreakerStore(redis.Redis.from_url("redis://localhost:6379/0"))  # doctest: +SKIP
+>>> store = RedisBreakerStore("redis://localhost:6379/0", prefix="payments:")  # doctest: +SKIP
 >>> breaker = suture.CircuitBreaker("payments", store=store)  # doctest: +SKIP
 
-How it keeps the hot path local:
-
-* A breaker reads its own memory on every call; it writes the store only when
-  its state changes (one ``EVALSHA``: a compare-and-set on the record's
-  version, which also bumps nothing else).
-* A background thread (started on the first ``subscribe``, never at import)
-  reads the subscribed records every ``poll_interval`` seconds with one
-  ``MGET`` and hands newer ones to the breakers, which apply them on their
-  next call. A closed breaker that succeeds never waits on Redis.
-
-When Redis is unreachable the store **degrades to local state**: writes land
-in memory (the breaker keeps working exactly as with the default store),
-reads answer from memory, one warning is logged. When Redis answers again,
-the poller **heals**: a local record newer than Redis's is written back, an
-older one is replaced by Redis's (on a tie, each side keeps its record until
-the next state change). Use short socket timeouts on the client
-(``socket_timeout=0.2``): a state change waits at most that long during an
-outage.
-
-:class:`RedisRetryBudget` is a :class:`suture.RetryBudget` whose bucket lives in
-one Redis hash shared by every worker that names the same ``key``. Successes
-are counted locally (lock-free, no command) and folded into Redis in batches:
-by the next ``try_spend``/``stats`` call and by a background flush every
-``flush_interval`` seconds. ``try_spend`` is one atomic script (fold the
-pending deposits, refill the floor by Redis ``TIME``, cap, take a token).
-While Redis is unreachable the budget degrades to a local
-:class:`suture.RetryBudget` (same numbers) and tries Redis again every
-``reconnect_after`` seconds.
+The package's rooms: ``_store`` (the breaker store) and ``_budget`` (the retry
+budget); other Redis-backed strategies go in their own module here.
 """
 
 from __future__ import annotations
