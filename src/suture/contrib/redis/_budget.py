@@ -387,7 +387,8 @@ class RedisRetryBudget:
                     self.flush()
                     continue
                 now = self._clock.now()
-                self._sync(refresh=now >= next_refresh)
+                # Refreshed once shared (a budget never used sends nothing).
+                self._sync(refresh=now >= next_refresh and self._last is not None)
                 if now >= next_refresh:
                     next_refresh = now + self._refresh
             except Exception:  # the I/O thread must survive anything; it is logged

@@ -297,7 +297,7 @@ class RedisBreakerStore:
     def _down(self, what: str, exc: BaseException) -> None:
         if not self._degraded:
             logger.warning(
-                "redis breaker store: %s failed (%s: %s); using local state",
+                "redis breaker store unreachable (%s: %s: %s); using local state",
                 what,
                 type(exc).__name__,
                 exc,
