@@ -30,7 +30,10 @@ def test_more_than_one_worker_needs_a_redis_url(
 
 
 def _health(port: int) -> dict[str, object]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/health", headers={"Authorization": "Bearer w0rkers-t0ken"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as r:
         data: dict[str, object] = json.loads(r.read())
     return data
 
@@ -43,6 +46,7 @@ def test_workers_share_one_breaker(tmp_path: Path, redis_url: str, workers: int)
     db = f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}"
     args = ["demo", "--workers", str(workers), "--port", str(port), "--database-url", db]
     args += ["--redis-url", redis_url, "--tasks", "5", "--messages", "5", "--rules", "2"]
+    args += ["--token", "w0rkers-t0ken"]
     proc = subprocess.Popen(
         [sys.executable, "-c", RUN, *args],
         env=env,
