@@ -48,8 +48,8 @@ def trip(breaker: CircuitBreaker, times: int) -> None:
 
 def test_state_is_shared_between_processes(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
-    store_a = RedisBreakerStore(client(redis_url), prefix=prefix, background=False)
-    store_b = RedisBreakerStore(client(redis_url), prefix=prefix, background=False)
+    store_a = RedisBreakerStore(client(redis_url), prefix=prefix, background=False, follow="any")
+    store_b = RedisBreakerStore(client(redis_url), prefix=prefix, background=False, follow="any")
     a = CircuitBreaker(
         "payments", failure_threshold=2, reset_timeout=10, store=store_a, clock=clock
     )
@@ -82,11 +82,11 @@ def test_state_is_shared_between_processes(redis_url: str, prefix: str) -> None:
         "payments",
         failure_threshold=2,
         reset_timeout=10,
-        store=RedisBreakerStore(client(redis_url), prefix=prefix, background=False),
+        store=RedisBreakerStore(client(redis_url), prefix=prefix, background=False, follow="any"),
         clock=clock,
     )
     a.force_open()
-    late_store = RedisBreakerStore(client(redis_url), prefix=prefix, background=False)
+    late_store = RedisBreakerStore(client(redis_url), prefix=prefix, background=False, follow="any")
     latest = CircuitBreaker("payments", store=late_store, clock=clock)
     assert latest.state is OPEN  # a new process starts from what Redis holds
     assert late.state is CLOSED  # until it polls
@@ -95,8 +95,8 @@ def test_state_is_shared_between_processes(redis_url: str, prefix: str) -> None:
 
 def test_concurrent_writers_compare_and_set(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
-    store_a = RedisBreakerStore(client(redis_url), prefix=prefix, background=False)
-    store_b = RedisBreakerStore(client(redis_url), prefix=prefix, background=False)
+    store_a = RedisBreakerStore(client(redis_url), prefix=prefix, background=False, follow="any")
+    store_b = RedisBreakerStore(client(redis_url), prefix=prefix, background=False, follow="any")
     a = CircuitBreaker("db", failure_threshold=1, store=store_a, clock=clock)
     b = CircuitBreaker("db", failure_threshold=1, store=store_b, clock=clock)
     trip(a, 1)  # version 1, written by a
@@ -109,7 +109,7 @@ def test_concurrent_writers_compare_and_set(redis_url: str, prefix: str) -> None
 
 def test_closed_hot_path_makes_no_round_trip(redis_url: str, prefix: str) -> None:
     conn = client(redis_url)
-    store = RedisBreakerStore(conn, prefix=prefix, background=False)
+    store = RedisBreakerStore(conn, prefix=prefix, background=False, follow="any")
     breaker = CircuitBreaker("hot", store=store, clock=FakeClock())
 
     @breaker
@@ -128,7 +128,7 @@ def test_closed_hot_path_makes_no_round_trip(redis_url: str, prefix: str) -> Non
 def test_outage_degrades_to_local_state_and_heals(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
     conn = client(redis_url)
-    store = RedisBreakerStore(conn, prefix=prefix, background=False)
+    store = RedisBreakerStore(conn, prefix=prefix, background=False, follow="any")
     breaker = CircuitBreaker("flaky-redis", failure_threshold=2, store=store, clock=clock)
     conn.down = True
     trip(breaker, 2)  # the state change cannot reach Redis: it is kept locally
@@ -139,7 +139,7 @@ def test_outage_degrades_to_local_state_and_heals(redis_url: str, prefix: str) -
     store.poll()  # still down: nothing breaks
     assert store.degraded
 
-    observer = RedisBreakerStore(client(redis_url), prefix=prefix, background=False)
+    observer = RedisBreakerStore(client(redis_url), prefix=prefix, background=False, follow="any")
     assert CircuitBreaker("flaky-redis", store=observer, clock=clock).state is CLOSED
 
     conn.down = False
@@ -162,7 +162,7 @@ def test_an_error_reply_degrades_instead_of_replacing_the_callers_error(
     redis_url: str, prefix: str
 ) -> None:
     conn: ReadOnlyRedis = ReadOnlyRedis.from_url(redis_url, socket_timeout=1.0)  # type: ignore[assignment]
-    store = RedisBreakerStore(conn, prefix=prefix, background=False)
+    store = RedisBreakerStore(conn, prefix=prefix, background=False, follow="any")
     breaker = CircuitBreaker("failover", failure_threshold=2, store=store, clock=FakeClock())
     conn.down = True
     trip(breaker, 2)  # each call raises its own ConnectionError, not Redis's ReadOnlyError
@@ -175,8 +175,8 @@ def test_an_error_reply_degrades_instead_of_replacing_the_callers_error(
 
 def test_background_poller_delivers_remote_changes(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
-    writer = RedisBreakerStore(client(redis_url), prefix=prefix, background=False)
-    reader = RedisBreakerStore(client(redis_url), prefix=prefix, poll_interval=0.02)
+    writer = RedisBreakerStore(client(redis_url), prefix=prefix, background=False, follow="any")
+    reader = RedisBreakerStore(client(redis_url), prefix=prefix, poll_interval=0.02, follow="any")
     try:
         a = CircuitBreaker("bg", failure_threshold=1, store=writer, clock=clock)
         b = CircuitBreaker("bg", failure_threshold=1, store=reader, clock=clock)

@@ -100,7 +100,14 @@ def workers(
             stack.enter_context(
                 manager_client(
                     create_app(
-                        _settings(tmp_path, name, clock, redis_url=redis_url, redis_prefix=prefix)
+                        _settings(
+                            tmp_path,
+                            name,
+                            clock,
+                            redis_url=redis_url,
+                            redis_prefix=prefix,
+                            redis_follow="any",  # one worker's OPEN opens both
+                        )
                     ),
                     raise_server_exceptions=False,
                 )
@@ -127,8 +134,12 @@ def test_one_worker_opens_the_breaker_for_both_then_both_close(
             break
     assert svc_a.breaker.stats().state.value == "open"
     with redis.Redis.from_url(redis_url) as conn:
-        raw = conn.get(f"{prefix}breaker:database")
-    assert raw is not None and b'"state":"open"' in raw
+        # Local first: the store's I/O thread writes the record just after.
+        def written() -> bool:
+            raw = conn.get(f"{prefix}breaker:{{database}}:record")
+            return raw is not None and b'"state":"open"' in raw
+
+        eventually(written, "A's open breaker reaches Redis")
 
     # Worker B's database is healthy, but B learns of the open breaker from Redis
     # and rejects without calling its database at all.
@@ -144,9 +155,9 @@ def test_one_worker_opens_the_breaker_for_both_then_both_close(
     # breaker for both.
     inject(a, clear=True)
     clock.advance(RESET + 1)
-    for _ in range(5):
-        if a.get("/api/manager/assistance").status_code == 200:
-            break
+    # The first half-open callers wait for the cluster-wide permit (taken by A's
+    # store thread) and are refused meanwhile; A's probe then closes the breaker.
+    eventually(lambda: a.get("/api/manager/assistance").status_code == 200, "A's probe succeeds")
     assert svc_a.breaker.stats().state.value == "closed"
     eventually(lambda: svc_b.breaker.state.value == "closed", "B sees A's closed breaker")
     assert b.get("/api/manager/assistance").status_code == 200

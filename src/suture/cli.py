@@ -22,6 +22,7 @@ import argparse
 import importlib
 import importlib.util
 import ipaddress
+import json
 import logging
 import math
 import os
@@ -135,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="share the database breaker and retry budget with every 'suture demo' "
         "using this Redis, e.g. redis://127.0.0.1:6379/0 (default: $REDIS_URL, else "
         "this process's memory)",
+    )
+    demo.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        help="worker processes (default 1, with in-memory state); more than 1 shares the "
+        "breaker and retry budget through Redis and needs --redis-url",
     )
     demo.add_argument(
         "--chaos",
@@ -465,6 +473,10 @@ def _demo(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911, PLR0912, PLR
         print(f"suture demo: {access}", file=sys.stderr)
         return 2
     token, managers, allowed = access
+    problem = _workers_problem(args.workers, redis_url)
+    if problem is not None:
+        print(f"suture demo: {problem}", file=sys.stderr)
+        return 2
 
     uvicorn = importlib.import_module("uvicorn")
     from suture.demo.app import DEFAULT_DATABASE_URL, Settings, create_app
@@ -552,6 +564,8 @@ def _demo(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911, PLR0912, PLR
     # header cannot make a request look local to the chaos admin endpoint.
     from suture.demo.guard import server_options
 
+    if args.workers > 1:
+        return _serve_workers(uvicorn, app, settings, args)
     uvicorn.run(
         app,
         host=args.host,
@@ -647,6 +661,103 @@ def _network_chaos(args: argparse.Namespace) -> int:
         page = write_report(session, args.report)
         print(f"report: {page} (and report.json, {len(session.results)} of {len(chosen) * 2} CSV)")
     return code or (0 if session.held else 1)
+
+
+#: The environment variable that hands the settings to ``--workers`` processes.
+WORKER_SETTINGS = "SUTURE_DEMO_WORKER_SETTINGS"
+
+_WORKER_FIELDS = (
+    "database_url",
+    "chaos",
+    "error_rate",
+    "latency",
+    "hold",
+    "pool_size",
+    "reset_timeout",
+    "tasks",
+    "messages",
+    "rules",
+    "seed",
+    "traffic",
+    "redis_url",
+    "token",
+    "managers",
+    "allowed_hosts",
+)
+
+
+def _workers_problem(workers: int, redis_url: str | None) -> str | None:
+    if workers < 1:
+        return "--workers must be at least 1"
+    if workers > 1 and not redis_url:
+        return (
+            f"--workers {workers} needs --redis-url (or $REDIS_URL): the workers share "
+            "the breaker and the retry budget through Redis"
+        )
+    return None
+
+
+def _serve_workers(uvicorn: Any, app: Any, settings: Any, args: argparse.Namespace) -> int:
+    """``--workers N``: N uvicorn worker processes, each its own app, sharing state via Redis."""
+    from suture.demo.guard import server_options
+
+    print(f"  workers        {args.workers} processes sharing state through Redis", flush=True)
+    service = app.state.service
+    _prepare_database(service)  # once, before the workers race for it
+    service.close_state_store()  # this process only checked the settings
+    # Each worker process builds its own app from the same settings.
+    os.environ[WORKER_SETTINGS] = json.dumps(_worker_settings(settings, service.console_token))
+    uvicorn.run(
+        "suture.cli:worker_app",
+        factory=True,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        proxy_headers=False,
+        **server_options(),  # the same slow-client limits as one process
+    )
+    return 0
+
+
+def _prepare_database(service: Any) -> None:
+    """Create the schema and seed an empty database, in this process, once."""
+    import asyncio
+
+    from suture.demo.db import utcnow
+
+    s = service.settings
+
+    async def prepare() -> None:
+        await service.db.create_schema(s.schema)
+        if s.seed:
+            await service.db.seed_if_empty(
+                tasks=s.tasks,
+                messages=s.messages,
+                rules=s.rules,
+                seed=s.seed_random,
+                now=utcnow(service.clock),
+            )
+        await service.engine.dispose()
+
+    asyncio.run(prepare())
+
+
+def _worker_settings(settings: Any, token: str | None) -> dict[str, Any]:
+    options = {name: getattr(settings, name) for name in _WORKER_FIELDS}
+    options["token"] = token  # every worker takes the parent's API token
+    return options
+
+
+def worker_app() -> Any:
+    """The app of one ``suture demo --workers N`` process (uvicorn's factory)."""
+    from suture.demo.app import Settings, create_app
+
+    options = json.loads(os.environ[WORKER_SETTINGS])
+    options["seed"] = False  # the parent seeded the database once
+    options["managers"] = tuple(tuple(pair) for pair in options["managers"])
+    options["allowed_hosts"] = tuple(options["allowed_hosts"])
+    return create_app(Settings(**options))
 
 
 def _chaos(args: argparse.Namespace) -> int:

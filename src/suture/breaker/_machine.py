@@ -26,7 +26,13 @@ from typing import Final
 
 from suture._config import ExceptionClassifier
 from suture.breaker.config import BreakerConfig, BreakerFallback
-from suture.breaker.store import BreakerRecord, BreakerState, BreakerStore, MemoryBreakerStore
+from suture.breaker.store import (
+    BreakerRecord,
+    BreakerState,
+    BreakerStore,
+    MemoryBreakerStore,
+    SharedPermits,
+)
 from suture.clock import Clock
 from suture.errors import BreakerOpen, DeadlineExceeded, InvalidTransition
 from suture.events import BreakerRejected, BreakerStateChanged, Event, emit, listening, logger
@@ -87,10 +93,12 @@ class BreakerCore:
         "_probe_successes",
         "_rejections",
         "_retry_at",
+        "_shared_permit",
         "_state",
         "_store",
         "_successes",
         "_timed",
+        "_tokens",
         "_total_opens",
         "_unsubscribe",
         "_version",
@@ -139,6 +147,11 @@ class BreakerCore:
         self._open_count = 0
         self._total_opens = 0
         self._permits = 0
+        # Cluster-wide half-open permits, when the store has them (see store.SharedPermits).
+        self._shared_permit: SharedPermits | None = (
+            self._store if isinstance(self._store, SharedPermits) else None
+        )
+        self._tokens: list[str] = []  # the shared permits this breaker's probes hold
         self._probe_successes = 0
         self._consecutive = 0
         self._armed = False  # window mode: the rate is over a threshold, waiting for minimum_calls
@@ -293,9 +306,19 @@ class BreakerCore:
     def _admit_probe(self, now: float, events: list[Event]) -> BreakerOpen | None:
         """OPEN or HALF_OPEN: take a probe permit, or the rejection. Locked."""
         if self._state is HALF_OPEN:
-            if self._permits < self.config.half_open_max_calls:
+            limit = self.config.half_open_max_calls
+            token = None
+            if self._permits < limit and self._shared_permit is not None:
+                token = self._shared_permit.try_permit(self.name, limit, self.config.reset_timeout)
+            if self._permits < limit and token != "":
                 self._permits += 1
+                if token:
+                    self._tokens.append(token)
                 return None
+            if token == "":
+                # Another worker holds the cluster's permits, or ours is on its way.
+                next(self._rejections)
+                return BreakerOpen(self.name, min(0.05, self.config.reset_timeout))
             if now >= self._half_open_deadline:
                 reason = "a probe did not finish within the reset timeout"
                 events.append(self._move(OPEN, reason, now, grow=True))
@@ -336,6 +359,8 @@ class BreakerCore:
             if gen != self._generation or self._state is not HALF_OPEN:
                 return  # a late probe of an earlier half-open period: it no longer counts
             self._permits -= 1
+            if self._tokens:
+                self._give_back(self._tokens.pop())
             if outcome == IGNORED:
                 return
             now = self._clock.now()
@@ -357,9 +382,14 @@ class BreakerCore:
         """Apply a newer store record and an elapsed open timeout. Locked."""
         pending = self._pending
         if pending is not None and pending.version > self._version:
-            event = self._apply(pending, now, announce=True)
-            if event is not None:
-                events.append(event)
+            if pending.state is HALF_OPEN and self._state is HALF_OPEN and not pending.forced:
+                # Another worker's record of the same half-open period: the probes
+                # running here (and their shared permits) stay as they are.
+                self._version = pending.version
+            else:
+                event = self._apply(pending, now, announce=True)
+                if event is not None:
+                    events.append(event)
         if self._state is OPEN and not self._forced and now >= self._retry_at:
             events.append(self._move(HALF_OPEN, "reset timeout elapsed", now, grow=False))
         self._reopen_fast_path()
@@ -438,6 +468,8 @@ class BreakerCore:
         self._forced = record.forced
         self._open_count = record.open_count
         self._permits = 0
+        while self._tokens:  # the half-open period is over: its permits go back
+            self._give_back(self._tokens.pop())
         self._probe_successes = 0
         self._consecutive = 0
         self._armed = False
@@ -466,6 +498,11 @@ class BreakerCore:
                 reason=f"shared store: {record.reason}",
             )
         return None
+
+    def _give_back(self, token: str) -> None:
+        """Release one shared permit (the store queues it; never waits on I/O)."""
+        if self._shared_permit is not None:
+            self._shared_permit.release_permit(self.name, token)
 
     def _on_record(self, record: BreakerRecord) -> None:
         """The store's listener: only note the record; the next call applies it."""

@@ -12,7 +12,7 @@ import enum
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from suture.events import logger
 
@@ -22,6 +22,7 @@ __all__ = [
     "BreakerStore",
     "MemoryBreakerStore",
     "RecordListener",
+    "SharedPermits",
 ]
 
 
@@ -73,6 +74,21 @@ class BreakerStore(Protocol):
     def subscribe(self, name: str, listener: RecordListener) -> Callable[[], None]: ...
 
     def delete(self, name: str) -> None: ...
+
+
+@runtime_checkable
+class SharedPermits(Protocol):
+    """Optional: a store that counts half-open permits for the whole cluster.
+
+    ``try_permit`` must never wait: it answers a token (a permit held), ``""``
+    (none free now: the call is refused with a short ``retry_after``) or
+    ``None`` (no shared count now: the breaker counts its own permits).
+    ``release_permit`` gives a token back, also without waiting.
+    """
+
+    def try_permit(self, name: str, limit: int, ttl: float) -> str | None: ...
+
+    def release_permit(self, name: str, token: str) -> None: ...
 
 
 class MemoryBreakerStore:

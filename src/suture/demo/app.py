@@ -91,6 +91,7 @@ class Service:
                 ratio=s.retry_budget_ratio,
                 floor=s.retry_budget_floor,
                 clock=s.clock,
+                follow=s.redis_follow,
             )
         guard = resilience(s, rand=rng, store=self.shared.breaker_store, budget=self.shared.budget)
         self.breaker = guard.breaker

@@ -94,9 +94,12 @@ class Settings:
     #: names the same Redis and prefix (``redis://host:6379/0``); ``None``: this
     #: process's memory. An unreachable Redis degrades to local state, never an error.
     redis_url: str | None = None
-    #: Key prefix in Redis: the breaker lives at ``<prefix>breaker:database``, the
-    #: retry budget at ``<prefix>budget:database``.
+    #: Key prefix in Redis: the breaker's keys are ``<prefix>breaker:{database}:*``,
+    #: the retry budget's ``<prefix>budget:database``.
     redis_prefix: str = "suture-demo:"
+    #: Whose OPEN this worker follows: ``"majority"`` of the live workers (the
+    #: default), ``"any"`` worker, or at least ``"<k>"`` of them.
+    redis_follow: str = "majority"
     #: Who may act (:mod:`suture.demo.auth`): the token of the manager named
     #: ``manager`` (``--token`` / ``SUTURE_DEMO_TOKEN``); with neither a token nor
     #: ``managers``, a fresh random one (``Service.console_token``).

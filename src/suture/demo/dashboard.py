@@ -55,6 +55,8 @@ class Dashboard:
         report["pool"] = report["pools"][self.monitor.name]
         report["chaos"] = self.chaos_view()
         report["stateStore"] = self.shared.describe()
+        # With Redis: this worker, the live workers and each one's view of the breaker.
+        report["workers"] = self.shared.cluster()
         return report
 
     def sample(self) -> None:
@@ -97,4 +99,5 @@ class Dashboard:
             "pinned": list(self.telemetry.pinned),
             "chaos": self.chaos_view(),
             "stateStore": self.shared.describe(),
+            "workers": self.shared.cluster(),
         }

@@ -1,7 +1,7 @@
 """Where the ``database`` breaker and retry budget keep their state: memory or Redis.
 
 With ``Settings.redis_url`` every worker naming the same Redis and prefix
-shares one breaker (``<prefix>breaker:database``) and one retry budget
+shares one breaker (``<prefix>breaker:{database}:*``) and one retry budget
 (``<prefix>budget:database``); without it, each process keeps its own. An
 unreachable Redis degrades to local state, never an error. The ``redis``
 extra is imported only when a URL is given.
@@ -37,12 +37,28 @@ class SharedState:
 
     @classmethod
     def connect(
-        cls, url: str, *, prefix: str, ratio: float, floor: float, clock: Clock
+        cls,
+        url: str,
+        *,
+        prefix: str,
+        ratio: float,
+        floor: float,
+        clock: Clock,
+        follow: str = "majority",
     ) -> SharedState:
-        """Share through the Redis at ``url``; the budget takes ``ratio`` and ``floor``."""
+        """Share through the Redis at ``url``; the budget takes ``ratio`` and ``floor``.
+
+        ``follow``: ``"majority"``, ``"any"`` or a number of workers (see Settings).
+        """
         import redis
 
-        from suture.contrib.redis import RedisBreakerStore, RedisRetryBudget
+        from suture.contrib.redis import MAJORITY, Quorum, RedisBreakerStore, RedisRetryBudget
+
+        policy: Any = MAJORITY
+        if follow == "any":
+            policy = "any"
+        elif follow != "majority":
+            policy = Quorum(int(follow))
 
         shared = cls()
         shared.prefix = prefix
@@ -50,7 +66,9 @@ class SharedState:
             url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
         )
         # Polled by the store's own thread (started when the breaker subscribes).
-        shared.breaker_store = RedisBreakerStore(client, prefix=f"{prefix}breaker:")
+        shared.breaker_store = RedisBreakerStore(
+            client, prefix=f"{prefix}breaker:", follow=policy, heartbeat_interval=0.5
+        )
         shared.budget = RedisRetryBudget(
             client,
             key=f"{prefix}budget:{DB}",
@@ -71,6 +89,12 @@ class SharedState:
             "degraded": self.breaker_store.degraded or self.budget.degraded,
             "prefix": self.prefix,
         }
+
+    def cluster(self) -> dict[str, Any] | None:
+        """This worker, the live workers and each one's view of the breaker (Redis only)."""
+        if self.breaker_store is None:
+            return None
+        return self.breaker_store.cluster(DB)
 
     def close(self) -> None:
         """Stop the store's and budget's threads and close the client (idempotent)."""
