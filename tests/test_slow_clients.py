@@ -151,3 +151,13 @@ def test_connections_past_the_cap_are_closed_and_normal_requests_are_served(
         assert answer.startswith(b"HTTP/1.1 200") and b'"size":3' in answer
     finally:
         s.close()
+
+
+def test_the_default_guarded_protocol_pickles_for_worker_processes() -> None:
+    """`suture demo --workers N` hands uvicorn's config to spawned processes by pickling."""
+    import pickle
+
+    from suture.demo.guard import server_options
+
+    protocol = server_options()["http"]
+    assert pickle.loads(pickle.dumps(protocol)) is protocol

@@ -100,6 +100,10 @@ def guarded_protocol(
         raise ValueError(f"header_timeout={header_timeout!r}: must be greater than 0 seconds")
     if max_connections < 1:
         raise ValueError(f"max_connections={max_connections!r}: must be at least 1")
+    if header_timeout == HEADER_TIMEOUT and max_connections == MAX_CONNECTIONS:
+        # The module's own class: worker processes (`--workers N`) receive it by pickling,
+        # which finds a class only by its module and name.
+        return _GuardedH11Protocol
     return type(
         "GuardedH11Protocol",
         (_GuardedH11Protocol,),
