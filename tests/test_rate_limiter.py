@@ -460,3 +460,30 @@ def test_a_pause_is_an_event() -> None:
         limiter.pause(1)  # inside the current pause: nothing new
     assert events.of(LimitPaused) == [LimitPaused(name="geo", seconds=3.0)]
     assert "paused for 3.0s" in events[0].message()
+
+
+def test_a_wait_that_would_end_past_the_request_deadline_is_refused_at_once() -> None:
+    import suture
+
+    clock = FakeClock()
+    limiter = RateLimiter(1, period=1.0, burst=1, max_wait=10, clock=clock)
+    limiter.acquire()  # the next token is 1 s away: within max_wait
+    with suture.deadline(0.5, clock=clock), pytest.raises(Overloaded) as refused:
+        limiter.acquire()
+    assert refused.value.retry_after == pytest.approx(1.0)
+    assert clock.now() == 0  # refused without waiting
+    with suture.deadline(5, clock=clock), no_wait():
+        limiter.acquire()  # 1 s away, 5 s left: it waits
+
+
+async def test_a_bulkhead_queues_no_longer_than_the_request_deadline() -> None:
+    import suture
+    from suture.limits import Bulkhead
+
+    clock = FakeClock()
+    bulkhead = Bulkhead(max_concurrent=1, max_queue=5, max_wait=10, clock=clock)
+    bulkhead.acquire()
+    with suture.deadline(1, clock=clock):
+        clock.advance(2)  # the deadline is spent: there is no time left to queue
+        with pytest.raises(Overloaded):
+            await bulkhead.aacquire()

@@ -7,6 +7,7 @@ import math
 from typing import Final
 
 from suture._config import Seconds, check_int, check_number, check_seconds
+from suture.deadline import remaining as deadline_remaining
 
 __all__ = ["DEFAULT_MAX_WAIT", "SLACK", "check_cost", "check_rate", "check_wait"]
 
@@ -45,6 +46,12 @@ def check_cost(cost: int, burst: int) -> int:
 
 
 def check_wait(max_wait: Seconds | None, default: float) -> float:
-    if max_wait is None:
-        return default
-    return check_seconds("max_wait", max_wait, allow_inf=True)
+    """How long a caller may wait: ``max_wait`` (else ``default``), lowered to what
+    remains of the request's deadline (:mod:`suture.deadline`), never below 0: a
+    wait that would end past the deadline is refused at once, like one past
+    ``max_wait``."""
+    budget = default if max_wait is None else check_seconds("max_wait", max_wait, allow_inf=True)
+    left = deadline_remaining()
+    if left is not None and left < budget:
+        return max(left, 0.0)
+    return budget

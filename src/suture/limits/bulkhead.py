@@ -44,6 +44,7 @@ from suture.clock import SYSTEM_CLOCK, Clock
 from suture.errors import Overloaded
 from suture.events import RequestShed, emit, listening
 from suture.limits._baton import Baton
+from suture.limits._gcra import check_wait
 
 __all__ = ["Acquire", "Bulkhead", "BulkheadStats"]
 
@@ -277,11 +278,7 @@ class Bulkhead(Decorator):
 
         Refuses (``Overloaded``) when the queue is full or the budget is 0.
         """
-        budget = (
-            self.max_wait
-            if max_wait is None
-            else check_seconds("max_wait", max_wait, allow_inf=True)
-        )
+        budget = check_wait(max_wait, self.max_wait)  # also bounded by the request deadline
         baton = self._baton
         baton.hold()
         try:
