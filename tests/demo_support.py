@@ -22,3 +22,27 @@ def manager_client(app: Any, **kwargs: Any) -> TestClient:
     headers = {**manager_headers(app), **kwargs.pop("headers", {})}
     kwargs.setdefault("base_url", BASE_URL)
     return TestClient(app, headers=headers, **kwargs)
+
+
+def outage_settings(database_file: Any, clock: Any, *, reset_timeout: float) -> Any:
+    """The demo on SQLite with chaos on and a fake clock: what the outage tests break."""
+    import random
+
+    from suture.demo.config import Settings
+
+    return Settings(
+        database_url=f"sqlite+aiosqlite:///{database_file}",
+        tasks=30,
+        messages=60,
+        rules=20,
+        background=False,
+        chaos=True,
+        admin_hosts=("testclient",),
+        clock=clock,
+        rand=random.Random(2024),
+        reset_timeout=reset_timeout,
+        failure_threshold=10,
+        retry_attempts=5,
+        pool_size=4,
+        pool_timeout=1.0,
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from demo_support import manager_client
-from suture.demo.app import Service, Settings, create_app
+from demo_support import manager_client, outage_settings
+from suture.demo.app import Service, create_app
 from suture.demo.models import MessageStatus, RawMessage
 from suture.testing import FakeClock
 
@@ -26,22 +25,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def client(tmp_path: Any, clock: FakeClock) -> Iterator[TestClient]:
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'heal.db'}",
-        tasks=30,
-        messages=60,
-        rules=20,
-        background=False,
-        chaos=True,
-        admin_hosts=("testclient",),
-        clock=clock,
-        rand=random.Random(2024),
-        reset_timeout=RESET,
-        failure_threshold=10,
-        retry_attempts=5,
-        pool_size=4,
-        pool_timeout=1.0,
-    )
+    settings = outage_settings(tmp_path / "heal.db", clock, reset_timeout=RESET)
     with manager_client(create_app(settings), raise_server_exceptions=False) as c:
         yield c
 

@@ -3,15 +3,14 @@ a database outage, visibly marked stale, and says so again when it is over (Fake
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from demo_support import manager_client
-from suture.demo.app import Service, Settings, create_app
+from demo_support import manager_client, outage_settings
+from suture.demo.app import Service, create_app
 from suture.demo.queue import STALE_FOR
 from suture.demo.routes import accepts_stale
 from suture.testing import FakeClock
@@ -26,22 +25,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def client(tmp_path: Any, clock: FakeClock) -> Iterator[TestClient]:
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'stale.db'}",
-        tasks=30,
-        messages=60,
-        rules=20,
-        background=False,
-        chaos=True,
-        admin_hosts=("testclient",),
-        clock=clock,
-        rand=random.Random(2024),
-        reset_timeout=RESET,
-        failure_threshold=10,
-        retry_attempts=5,
-        pool_size=4,
-        pool_timeout=1.0,
-    )
+    settings = outage_settings(tmp_path / "stale.db", clock, reset_timeout=RESET)
     with manager_client(create_app(settings), raise_server_exceptions=False) as c:
         yield c
 
