@@ -49,7 +49,7 @@ import threading
 import uuid
 from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final, Generic, TypeVar, cast
 
 from suture.contrib import missing_extra
 
@@ -402,7 +402,70 @@ def _keys(prefix: str, name: str) -> list[str]:
     return [f"{prefix}{{{name}}}", f"{prefix}{{{name}}}:workers"]
 
 
-class RedisRateLimiter:
+ClientT = TypeVar("ClientT")
+
+
+class _SharedLimiter(Generic[ClientT]):
+    """What the sync and async edges share: the options, checked once, and the lease book."""
+
+    __slots__ = ("_book", "_client", "_keys", "_own", "_refill", "_script", "_worker", "max_wait")
+    _client_class: ClassVar[type[Any]]
+    _client_name: ClassVar[str]
+
+    def __init__(  # noqa: PLR0913 - the limiter's keyword-only options
+        self,
+        client: ClientT | str,
+        name: str,
+        rate: float,
+        period: Seconds = 1.0,
+        *,
+        burst: int | None = None,
+        lease: int | None = None,
+        lease_ttl: Seconds = 0.5,
+        worker_ttl: Seconds = 10.0,
+        reconnect_after: Seconds = 1.0,
+        max_wait: Seconds = DEFAULT_MAX_WAIT,
+        prefix: str = "suture:rate:",
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._book, self.max_wait = _options(
+            name, rate, period, burst, lease, lease_ttl, worker_ttl, reconnect_after,
+            max_wait, clock,
+        )  # fmt: skip
+        if isinstance(client, str):
+            client = self._client_class.from_url(
+                client, socket_timeout=0.2, socket_connect_timeout=0.2
+            )
+            self._own = True
+        elif isinstance(client, self._client_class):
+            self._own = False
+        else:
+            raise TypeError(
+                f"client={client!r}: expected a {self._client_name} client or a URL string"
+            )
+        self._client = cast(ClientT, client)
+        self._script: Any = cast(Any, client).register_script(_GCRA_LEASE)
+        self._keys = _keys(prefix, name)
+        self._worker = uuid.uuid4().hex
+        self._refill: Any = self._new_lock()
+
+    def _new_lock(self) -> Any:
+        return None
+
+    def __repr__(self) -> str:
+        b = self._book
+        mode = "degraded" if b.degraded else "shared"
+        return f"{type(self).__name__}({b.name!r}, {b.rate:g}, period={b.period:g}, {mode})"
+
+    @property
+    def degraded(self) -> bool:
+        return self._book.degraded
+
+    def stats(self) -> LeaseStats:
+        return self._book.stats()
+
+
+class RedisRateLimiter(_SharedLimiter["redis.Redis"]):
     """A :class:`~suture.limits.RateLimiter` shared by every worker naming the same limiter.
 
     >>> client = redis.Redis(socket_timeout=0.2)                   # doctest: +SKIP
@@ -423,52 +486,12 @@ class RedisRateLimiter:
     :param max_wait: default wait of :meth:`acquire`.
     """
 
-    __slots__ = ("_book", "_client", "_keys", "_own", "_refill", "_script", "_worker", "max_wait")
+    __slots__ = ()
+    _client_class = redis.Redis
+    _client_name = "redis.Redis"
 
-    def __init__(  # noqa: PLR0913 - the limiter's keyword-only options
-        self,
-        client: redis.Redis | str,
-        name: str,
-        rate: float,
-        period: Seconds = 1.0,
-        *,
-        burst: int | None = None,
-        lease: int | None = None,
-        lease_ttl: Seconds = 0.5,
-        worker_ttl: Seconds = 10.0,
-        reconnect_after: Seconds = 1.0,
-        max_wait: Seconds = DEFAULT_MAX_WAIT,
-        prefix: str = "suture:rate:",
-        clock: Clock = SYSTEM_CLOCK,
-    ) -> None:
-        self._book, self.max_wait = _options(
-            name, rate, period, burst, lease, lease_ttl, worker_ttl, reconnect_after,
-            max_wait, clock,
-        )  # fmt: skip
-        if isinstance(client, str):
-            client = redis.Redis.from_url(client, socket_timeout=0.2, socket_connect_timeout=0.2)
-            self._own = True
-        elif isinstance(client, redis.Redis):
-            self._own = False
-        else:
-            raise TypeError(f"client={client!r}: expected a redis.Redis client or a URL string")
-        self._client = client
-        self._script: Any = client.register_script(_GCRA_LEASE)
-        self._keys = _keys(prefix, name)
-        self._worker = uuid.uuid4().hex
-        self._refill = threading.Lock()
-
-    def __repr__(self) -> str:
-        b = self._book
-        mode = "degraded" if b.degraded else "shared"
-        return f"RedisRateLimiter({b.name!r}, {b.rate:g}, period={b.period:g}, {mode})"
-
-    @property
-    def degraded(self) -> bool:
-        return self._book.degraded
-
-    def stats(self) -> LeaseStats:
-        return self._book.stats()
+    def _new_lock(self) -> threading.Lock:
+        return threading.Lock()
 
     def _ask(self) -> bool | None:
         """One script call: admitted or not; ``None`` when Redis failed (use the fallback)."""
@@ -541,60 +564,14 @@ class RedisRateLimiter:
             self._client.close()
 
 
-class AsyncRedisRateLimiter:
+class AsyncRedisRateLimiter(_SharedLimiter["redis.asyncio.Redis"]):
     """:class:`RedisRateLimiter` for ``redis.asyncio`` clients: the same leases,
     ``await``-ed script calls."""
 
-    __slots__ = ("_book", "_client", "_keys", "_own", "_refill", "_script", "_worker", "max_wait")
-
-    def __init__(  # noqa: PLR0913 - the limiter's keyword-only options
-        self,
-        client: redis.asyncio.Redis | str,
-        name: str,
-        rate: float,
-        period: Seconds = 1.0,
-        *,
-        burst: int | None = None,
-        lease: int | None = None,
-        lease_ttl: Seconds = 0.5,
-        worker_ttl: Seconds = 10.0,
-        reconnect_after: Seconds = 1.0,
-        max_wait: Seconds = DEFAULT_MAX_WAIT,
-        prefix: str = "suture:rate:",
-        clock: Clock = SYSTEM_CLOCK,
-    ) -> None:
-        self._book, self.max_wait = _options(
-            name, rate, period, burst, lease, lease_ttl, worker_ttl, reconnect_after,
-            max_wait, clock,
-        )  # fmt: skip
-        if isinstance(client, str):
-            client = redis.asyncio.Redis.from_url(
-                client, socket_timeout=0.2, socket_connect_timeout=0.2
-            )
-            self._own = True
-        elif isinstance(client, redis.asyncio.Redis):
-            self._own = False
-        else:
-            raise TypeError(
-                f"client={client!r}: expected a redis.asyncio.Redis client or a URL string"
-            )
-        self._client = client
-        self._script: Any = client.register_script(_GCRA_LEASE)
-        self._keys = _keys(prefix, name)
-        self._worker = uuid.uuid4().hex
-        self._refill: asyncio.Lock | None = None  # made on first use, inside the loop
-
-    def __repr__(self) -> str:
-        b = self._book
-        mode = "degraded" if b.degraded else "shared"
-        return f"AsyncRedisRateLimiter({b.name!r}, {b.rate:g}, period={b.period:g}, {mode})"
-
-    @property
-    def degraded(self) -> bool:
-        return self._book.degraded
-
-    def stats(self) -> LeaseStats:
-        return self._book.stats()
+    __slots__ = ()
+    _client_class = redis.asyncio.Redis
+    _client_name = "redis.asyncio.Redis"
+    # The asyncio.Lock is made on first use, inside the loop.
 
     async def _ask(self) -> bool | None:
         book = self._book
