@@ -1,7 +1,12 @@
-"""The demo's test clients: signed in as a manager, on a Host the demo answers."""
+"""The demo's test clients (signed in as a manager, on a Host the demo answers) and servers."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.testclient import TestClient
@@ -46,3 +51,36 @@ def outage_settings(database_file: Any, clock: Any, *, reset_timeout: float) -> 
         pool_size=4,
         pool_timeout=1.0,
     )
+
+
+@contextlib.contextmanager
+def serve(app: Any, **config: Any) -> Iterator[str]:
+    """``app`` served by a real uvicorn on a free loopback port, in a thread: its base URL.
+
+    The socket listens before the thread starts, so clients may connect at once; the
+    server has also run its startup (``lifespan="on"`` by default) when this yields.
+    ``config`` goes to ``uvicorn.Config`` (``log_level`` defaults to ``"warning"``).
+    """
+    import uvicorn
+
+    config.setdefault("log_level", "warning")
+    config.setdefault("lifespan", "on")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    host, port = sock.getsockname()
+    server = uvicorn.Server(uvicorn.Config(app, **config))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    try:
+        while not server.started:
+            assert thread.is_alive(), "the server did not start"
+            assert time.monotonic() < deadline, "the server did not start within 60 s"
+            time.sleep(0.02)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

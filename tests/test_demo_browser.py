@@ -8,7 +8,6 @@ pages go to ``test-artifacts/``.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from demo_support import serve
 from suture.demo.app import Settings, create_app
 
 pytestmark = pytest.mark.browser
@@ -27,7 +27,6 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, Path]]:
     """The demo served on a free loopback port: (its URL, the app, the SQLite file)."""
-    import uvicorn
 
     db = tmp_path_factory.mktemp("browser") / "demo.db"
     settings = Settings(
@@ -41,22 +40,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, P
         retry_initial_delay=0.005,
         retry_max_delay=0.02,
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)  # listening before the thread starts: no startup polling needed
-    port = sock.getsockname()[1]
     app = create_app(settings)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}", app, db
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with serve(app) as url:
+        yield url, app, db
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,13 @@ stays on the page, served from last-known-good, and the page says how old it is.
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from demo_support import serve
 from suture.demo.app import Settings, create_app
 
 pytestmark = pytest.mark.browser
@@ -19,7 +18,6 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
     """The demo on a free loopback port: its URL and the app (for a login link)."""
-    import uvicorn
 
     db = tmp_path_factory.mktemp("stale") / "demo.db"
     settings = Settings(
@@ -33,21 +31,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]
         retry_initial_delay=0.005,
         retry_max_delay=0.02,
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
     app = create_app(settings)
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with serve(app) as url:
+        yield url, app
 
 
 def test_the_list_stays_and_the_page_says_it_is_stale(

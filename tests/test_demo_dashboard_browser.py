@@ -7,8 +7,6 @@ Screenshots go to a ``screenshots`` folder under pytest's temporary directory
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from demo_support import serve
 from suture.demo.app import Settings, create_app
 
 pytestmark = pytest.mark.browser
@@ -30,7 +29,6 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
-    import uvicorn
 
     db = tmp_path_factory.mktemp("dash") / "demo.db"
     settings = Settings(
@@ -44,21 +42,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
         retry_initial_delay=0.005,
         retry_max_delay=0.02,
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
     app = create_app(settings)
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with serve(app) as url:
+        yield url, app
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,18 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import uvicorn
 
 from conftest import require
+from demo_support import serve
 from suture.demo.app import Settings, create_app
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -68,24 +66,10 @@ def served_demo(pg_url: str, unique_name: str) -> Iterator[Served]:
         rand=random.Random(SEED),
     )
     app = create_app(settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive(), "the demo did not start"
-        assert time.monotonic() < deadline, "the demo did not start within 60 s"
-        time.sleep(0.05)
     try:
-        yield Served(f"http://127.0.0.1:{port}", app)
+        with serve(app) as url:
+            yield Served(url, app)
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
         engine = sa.create_engine(pg_url)
         with engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{unique_name}" CASCADE'))
