@@ -85,6 +85,22 @@ def test_a_scenario_file_round_trips(tmp_path: pathlib.Path) -> None:
             '"injected": {"error_rate": 1.5}}]}',
             "injected error_rate=1.5 must be within [0, 1]",
         ),
+        (
+            '{"name": "x", "steps": [{"name": "a", "seconds": 1, "slow_clients": -1}]}',
+            "step 'a': slow_clients=-1 must be a whole number within [0, 500]",
+        ),
+        (
+            '{"name": "x", "steps": [{"name": "a", "seconds": 1, "slow_clients": 2.5}]}',
+            "step 'a': slow_clients=2.5 must be a whole number within [0, 500]",
+        ),
+        (
+            '{"name": "x", "steps": [{"name": "a", "seconds": 1, "slow_clients": 501}]}',
+            "step 'a': slow_clients=501 must be a whole number within [0, 500]",
+        ),
+        (
+            '{"name": "x", "steps": [{"name": "a", "seconds": 1, "slow_clients": true}]}',
+            "step 'a': slow_clients=True must be a whole number within [0, 500]",
+        ),
     ],
 )
 def test_a_malformed_scenario_file_names_its_problem(
@@ -237,6 +253,7 @@ STABLE_COLUMNS = (
     "pool_in_use",
     "retries",
     "shed",
+    "breaker_opens",
 )
 
 

@@ -48,6 +48,7 @@ COLUMNS: tuple[str, ...] = (
     "pool_in_use",  # the fraction of the pool's connections in use
     "retries",  # retries the service scheduled
     "shed",  # requests the service shed (overload)
+    "breaker_opens",  # times the service's database breaker moved to open
 )
 
 

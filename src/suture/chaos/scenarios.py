@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from suture.chaos.proxy import ProxyFaults
 
@@ -33,6 +33,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "Step",
+    "Try",
     "judge",
     "load_scenario_file",
     "quick_scenarios",
@@ -42,6 +43,11 @@ __all__ = [
 DEPENDENCIES = ("database",)
 #: In-process faults a step may inject, and their ceilings (the admin endpoint's too).
 _INJECTED = {"error_rate": 1.0, "latency": 60.0, "hold": 1000.0}
+#: Slow clients a step may open at most (the reference service closes connections past
+#: 1000, its cap; this stays below it so what is measured is the read timeouts).
+MAX_SLOW_CLIENTS = 500
+#: Seconds between the bytes of a slow client's request head.
+SLOW_CLIENT_INTERVAL = 2.0
 
 
 class ScenarioError(ValueError):
@@ -66,6 +72,10 @@ class Step:
     #: ``latency`` in seconds), set through its chaos admin endpoint: an error storm is the
     #: database answering errors, which no proxy can forge.
     injected: Mapping[str, float] = field(default_factory=dict)
+    #: Connections the runner opens to the service at the step's start, each sending its
+    #: request head one byte every :data:`SLOW_CLIENT_INTERVAL` seconds, while the load
+    #: goes on; each is timed until the server closes it (or the step ends).
+    slow_clients: int = 0
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and isinstance(self.name, str), f"step name={self.name!r}")
@@ -94,6 +104,13 @@ class Step:
                 f"step {self.name!r}: injected {key}={value!r} must be within "
                 f"[0, {_INJECTED[key]:g}]",
             )
+        _require(
+            isinstance(self.slow_clients, int)
+            and not isinstance(self.slow_clients, bool)
+            and 0 <= self.slow_clients <= MAX_SLOW_CLIENTS,
+            f"step {self.name!r}: slow_clients={self.slow_clients!r} must be a whole number "
+            f"within [0, {MAX_SLOW_CLIENTS}]",
+        )
 
     def admin_body(self) -> dict[str, Any]:
         """What the service's ``POST /api/admin/chaos`` takes for this step's injected faults."""
@@ -222,6 +239,7 @@ class Scenario:
                     "dependency": s.dependency,
                     "faults": dict(s.faults),
                     **({"injected": dict(s.injected)} if s.injected else {}),
+                    **({"slow_clients": s.slow_clients} if s.slow_clients else {}),
                 }
                 for s in self.steps
             ],
@@ -287,6 +305,19 @@ def load_scenario_file(path: str | Path) -> list[Scenario]:
 # --- measuring and judging -----------------------------------------------------------
 
 
+class Try(NamedTuple):
+    """One HTTP request of the load: when it was sent and how it ended."""
+
+    #: Seconds from the start of the load to the request's sending.
+    sent: float
+    #: Milliseconds until its answer (or until the client gave up).
+    ms: float
+    #: The HTTP status; ``None`` when no answer came (a client timeout, a transport error).
+    status: int | None
+    #: A ``503`` with a ``Retry-After`` header of whole or fractional seconds.
+    retry_after: bool = False
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunView:
     """What the metrics read: one run's per-second rows and its reconciliation.
@@ -303,6 +334,14 @@ class RunView:
     duplicated_writes: int
     #: The 503 tries of each step: (seconds from the start, latency in ms), for fast-fail.
     fail_latencies: Mapping[str, Sequence[tuple[float, float]]]
+    #: Every HTTP request sent during each step (by the time it was sent).
+    tries: Mapping[str, Sequence[Try]] = field(default_factory=dict)
+    #: Requests the service lets work on the database at once (its limiter's ceiling):
+    #: the slots of :func:`capacity use <_capacity_use>`; ``None`` when unknown.
+    slots: int | None = None
+    #: Seconds each slow client of a step stayed open (closed by the server, or by the
+    #: runner when the step ended: then the whole step).
+    slow_clients: Mapping[str, Sequence[float]] = field(default_factory=dict)
 
     def in_step(self, step: str | None) -> list[Mapping[str, Any]]:
         if step is None:
@@ -360,6 +399,64 @@ def _recovery(view: RunView, step: str | None) -> float | None:
     return view.first_ok_after.get(step)
 
 
+def _tries(view: RunView, step: str | None) -> list[Try]:
+    if step is None:
+        return [t for tries in view.tries.values() for t in tries]
+    return list(view.tries.get(step, ()))
+
+
+def _p99_ok(view: RunView, step: str | None) -> float | None:
+    """p99 of the requests answered 2xx (each try, not each click)."""
+    return _percentile([t.ms for t in _tries(view, step) if t.status and t.status < 300], 99)
+
+
+def _slowest(view: RunView, step: str | None) -> float | None:
+    """The slowest request that got an answer, whatever its status."""
+    answered = [t.ms for t in _tries(view, step) if t.status is not None]
+    return max(answered) if answered else None
+
+
+def _unanswered(view: RunView, step: str | None) -> float | None:
+    """Requests that got no answer: the client's timeout (10 s) or a transport error."""
+    tries = _tries(view, step)
+    return float(sum(1 for t in tries if t.status is None)) if tries else None
+
+
+def _without_retry_after(view: RunView, step: str | None) -> float | None:
+    tries = _tries(view, step)
+    return float(sum(1 for t in tries if t.status == 503 and not t.retry_after)) if tries else None
+
+
+def _capacity_use(view: RunView, step: str | None) -> float | None:
+    """Share of the service's database slots busy with requests that succeeded (Little's law).
+
+    Requests served per second times their latency is the count of successful requests
+    in flight on average; over the slots the service allows, it is the goodput of the
+    step against the capacity of the database as it is (slow or not): a closed loop
+    that offers more than that gets the excess shed, and this says whether what was
+    not shed was served. Each 2xx request's time is counted within the step only.
+    """
+    bounds = {name: (start, stop) for name, start, stop in view.step_bounds}
+    if step is None or view.slots is None or step not in bounds:
+        return None
+    start, stop = bounds[step]
+    busy = 0.0
+    for tries in view.tries.values():  # a request sent before the step may end in it
+        for t in tries:
+            if t.status and t.status < 300:
+                ended = t.sent + t.ms / 1000
+                busy += max(0.0, min(ended, stop) - max(t.sent, start))
+    return 100.0 * busy / ((stop - start) * view.slots)
+
+
+def _slow_client_open(view: RunView, step: str | None) -> float | None:
+    """The longest a slow client of the step stayed open."""
+    if step is None:
+        return None
+    seconds = view.slow_clients.get(step, ())
+    return max(seconds) if seconds else None
+
+
 def _count(key: str) -> Callable[[RunView, str | None], float | None]:
     def measure(view: RunView, step: str | None) -> float | None:
         return _sum(view.in_step(step), key)
@@ -381,6 +478,13 @@ METRICS: dict[str, Metric] = {
     "p99_503": Metric("p99 of the 503 answers", " ms", _p99_503),
     "recovery": Metric("first success of a request sent after the step ends", " s", _recovery),
     "status_500": Metric("500 answers", "", _count("status_500")),
+    "breaker_opens": Metric("times the breaker opened", "", _count("breaker_opens")),
+    "p99_ok": Metric("p99 of the requests answered 2xx", " ms", _p99_ok),
+    "slowest_ms": Metric("the slowest answered request", " ms", _slowest),
+    "unanswered": Metric("requests without an answer", "", _unanswered),
+    "without_retry_after": Metric("503 answers without Retry-After", "", _without_retry_after),
+    "capacity_use": Metric("database slots busy with requests served", "%", _capacity_use),
+    "slow_client_open_s": Metric("the longest a slow client stayed open", " s", _slow_client_open),
     "lost_writes": Metric("acknowledged writes lost", "", lambda v, s: float(v.lost_writes)),
     "duplicated_writes": Metric(
         "acknowledged writes duplicated", "", lambda v, s: float(v.duplicated_writes)
@@ -496,11 +600,19 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def _slow(name: str, title: str, latency: float) -> Scenario:
+#: A slow database in both runs: the service as ``suture demo`` ships it, an attempt
+#: timeout (5 s) bounded by the request's 3 s deadline. The outages' 1 s per attempt
+#: would turn every transaction of a database 300 ms slower per round trip (four round
+#: trips: 1.2 s) into a timeout, a failure, and open the breaker on a healthy database.
+_SLOW_SERVICE: dict[str, Any] = {**_SERVICE, "db_timeout": 5.0, "request_deadline": 3.0}
+_DEADLINE_MS = 1000 * _SLOW_SERVICE["request_deadline"]
+
+
+def _slow(name: str, title: str, latency: float, criteria: Sequence[Criterion]) -> Scenario:
     return Scenario(
         name=name,
         title=title,
-        service=_SERVICE,
+        service=_SLOW_SERVICE,
         steps=(
             Step(name="before", seconds=4.0),
             Step(name="slow", seconds=8.0, faults={"latency": latency}),
@@ -508,10 +620,23 @@ def _slow(name: str, title: str, latency: float) -> Scenario:
         ),
         criteria=(
             Criterion(
-                metric="goodput",
+                metric="breaker_opens",
                 step="slow",
-                min=99.0,
-                text=f"clicks answered 2xx while every round trip is +{latency * 1000:g} ms >= 99%",
+                max=0,
+                text="breaker opens while slow (overload, not failure) = 0",
+            ),
+            *criteria,
+            Criterion(
+                metric="without_retry_after",
+                step="slow",
+                max=0,
+                text="503s without Retry-After while slow = 0",
+            ),
+            Criterion(
+                metric="recovery",
+                step="slow",
+                max=2.0,
+                text="first success <= 2 s after the latency is removed",
             ),
             *_ALWAYS,
         ),
@@ -519,7 +644,83 @@ def _slow(name: str, title: str, latency: float) -> Scenario:
 
 
 SCENARIOS["database-slow"] = _slow(
-    "database-slow", "every round trip to the database 300 ms slower", 0.3
+    "database-slow",
+    "every round trip to the database 300 ms slower",
+    0.3,
+    (
+        Criterion(
+            metric="capacity_use",
+            step="slow",
+            min=90.0,
+            text="database slots busy serving >= 90% (the rest shed)",
+        ),
+        Criterion(
+            metric="p99_503",
+            step="slow",
+            max=5.0,
+            text="p99 of the 503s while slow < 5 ms (shed, not queued)",
+        ),
+        Criterion(
+            metric="p99_ok",
+            step="slow",
+            max=_DEADLINE_MS,
+            text="p99 of the 2xx while slow <= the 3 s deadline",
+        ),
+    ),
+)
+SCENARIOS["database-slow-2s"] = _slow(
+    "database-slow-2s",
+    "every round trip to the database 2 s slower (no transaction fits the 3 s deadline)",
+    2.0,
+    (
+        Criterion(
+            metric="slowest_ms",
+            step="slow",
+            max=_DEADLINE_MS + 50,
+            text="slowest answer <= the 3 s deadline + 50 ms",
+        ),
+        Criterion(
+            metric="unanswered",
+            step="slow",
+            max=0,
+            text="requests without an answer while slow = 0",
+        ),
+    ),
+)
+
+#: The reference service's header read timeout (``suture.demo.guard``, with suture only).
+_HEADER_TIMEOUT = 5.0
+
+SCENARIOS["slow-clients"] = Scenario(
+    name="slow-clients",
+    title="60 clients send their request one byte every 2 s, beside the normal load",
+    service=_SERVICE,
+    steps=(
+        Step(name="before", seconds=4.0),
+        Step(name="slow-clients", seconds=8.0, slow_clients=60),
+        Step(name="after", seconds=4.0),
+    ),
+    criteria=(
+        Criterion(
+            metric="slow_client_open_s",
+            step="slow-clients",
+            max=_HEADER_TIMEOUT + 1.0,
+            text="slow clients closed <= header timeout (5 s) + 1 s",
+        ),
+        Criterion(
+            metric="goodput",
+            step="slow-clients",
+            min=99.0,
+            text="clicks answered 2xx beside them >= 99%",
+        ),
+        Criterion(
+            metric="p99_ok",
+            step="slow-clients",
+            max=250.0,
+            text="p99 of the 2xx beside them <= 250 ms",
+        ),
+        *_ALWAYS,
+    ),
 )
 
 
@@ -617,6 +818,7 @@ def quick_scenarios() -> list[Scenario]:
                 faults=st.faults,
                 dependency=st.dependency,
                 injected=st.injected,
+                slow_clients=st.slow_clients,
             )
             for st in s.steps
         )

@@ -55,6 +55,7 @@ __all__ = [
     "Database",
     "Resilience",
     "db_limiter",
+    "db_slots",
     "iso",
     "make_engine",
     "resilience",
@@ -196,6 +197,14 @@ def resilience(
     return Resilience(breaker=breaker, retry_budget=retry_budget, retry=retry, policy=policy)
 
 
+def db_slots(settings: Settings) -> int:
+    """Requests let work on the database at once: :func:`db_limiter`'s ceiling, else the pool."""
+    s = settings
+    if not s.limit_concurrency:
+        return s.pool_size
+    return max(1, math.ceil(s.pool_size * s.critical) - 1)
+
+
 def db_limiter(settings: Settings) -> AdaptiveLimiter:
     """The database work's concurrency limit: adaptive, and below what fills the pool.
 
@@ -210,7 +219,7 @@ def db_limiter(settings: Settings) -> AdaptiveLimiter:
     successes raise it back.
     """
     s = settings
-    ceiling = max(1, math.ceil(s.pool_size * s.critical) - 1)
+    ceiling = db_slots(s)
     return AdaptiveLimiter(
         initial=ceiling,
         min_limit=max(1, ceiling // 2),

@@ -20,9 +20,12 @@ The browser is one of two (``--browser``):
 Every second it prints one JSON line on stdout:
 ``{"second": <unix second>, "sent": n, "clicks": n, "outcomes": {...},
 "latencies": [ms...], "acked": [[id, text]...], "tries": {...}, "try_ms": [ms...],
-"fail_ms": [[t, ms]...], "ok_at": [[sent, answered]...]}``: clicks (a browser
-action, its retries included) and tries (each HTTP request) by outcome and
-latency; ``fail_ms``: the 503 tries; ``ok_at``: the 2xx tries, and a last line
+"fail_ms": [[t, ms]...], "ok_at": [[sent, answered]...],
+"try_at": [[sent, ms, status, retry_after]...]}``: clicks (a browser action, its
+retries included) and tries (each HTTP request) by outcome and latency;
+``fail_ms``: the 503 tries; ``ok_at``: the 2xx tries; ``try_at``: every try
+(``status`` null when no answer came, ``retry_after`` 1 when the answer had a
+valid ``Retry-After``), and a last line
 ``{"done": true}``. Clicks still in flight ``--grace`` seconds (default 5)
 after the end count as client timeouts (the user gave up). SIGINT or SIGTERM
 stops it early (the last second is still printed). It needs httpx (the
@@ -73,6 +76,8 @@ class _Second:
     fail_ms: list[list[float]] = field(default_factory=list)
     #: The tries answered 2xx: [unix time sent, unix time answered].
     ok_at: list[list[float]] = field(default_factory=list)
+    #: Every try: [unix time sent, latency in ms, HTTP status or None, 1 with Retry-After].
+    try_at: list[list[Any]] = field(default_factory=list)
 
 
 class _Recorder:
@@ -100,6 +105,7 @@ class _Recorder:
                 "try_ms": [round(x, 2) for x in b.try_ms],
                 "fail_ms": b.fail_ms,
                 "ok_at": b.ok_at,
+                "try_at": b.try_at,
             }
             sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
@@ -143,17 +149,27 @@ class _Browser:
             bucket = self.recorder.at(ended)
             bucket.tries[outcome] += 1
             bucket.try_ms.append((ended - started) * 1000)
+            bucket.try_at.append([round(started, 4), round((ended - started) * 1000, 3), None, 0])
             return outcome, None
         ended = time.time()
         outcome = _outcome(answer.status_code)
         bucket = self.recorder.at(ended)
         bucket.tries[outcome] += 1
         bucket.try_ms.append((ended - started) * 1000)
+        retry_after = _retry_after(answer.headers)
+        bucket.try_at.append(
+            [
+                round(started, 4),
+                round((ended - started) * 1000, 3),
+                answer.status_code,
+                int(retry_after is not None),
+            ]
+        )
         if outcome == "503":
             bucket.fail_ms.append([round(ended, 4), round((ended - started) * 1000, 3)])
         elif outcome == "ok":
             bucket.ok_at.append([round(started, 4), round(ended, 4)])
-        return outcome, _retry_after(answer.headers)
+        return outcome, retry_after
 
     async def click(self, method: str, path: str, body: Any = None) -> str:
         if self.kind == "naive":

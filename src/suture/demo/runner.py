@@ -46,7 +46,15 @@ from typing import Any
 
 from suture.chaos.proxy import FaultProxy, ProxyError, parse_address
 from suture.chaos.results import COLUMNS, MODES, RunResult, Session
-from suture.chaos.scenarios import Judged, RunView, Scenario, judge
+from suture.chaos.scenarios import (
+    SLOW_CLIENT_INTERVAL,
+    Judged,
+    RunView,
+    Scenario,
+    Step,
+    Try,
+    judge,
+)
 
 __all__ = ["MODES", "ChaosError", "RunResult", "Session", "play", "play_all"]
 
@@ -170,7 +178,65 @@ async def _sample(client: Any, proxy: FaultProxy) -> dict[str, Any]:
         totals = board.get("totals", {})
         for key in ("db_calls", "retries", "shed"):
             out[key] = int(totals.get(key, 0))
+        breakers = board.get("breakers") or [{}]
+        if "total_opens" in breakers[0]:
+            out["breaker_opens"] = int(breakers[0]["total_opens"])
     return out
+
+
+#: What a slow client sends, one byte at a time (then ``a`` after ``a``: a header that
+#: never ends).
+_SLOW_HEAD = b"GET /api/manager/assistance HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+
+
+async def _closed_before(reader: asyncio.StreamReader, due: float) -> bool:
+    """Read (an answer, if any) until ``due``; True once the server has closed."""
+    while (left := due - time.monotonic()) > 0:
+        try:
+            data = await asyncio.wait_for(reader.read(4096), left)
+        except TimeoutError:
+            return False
+        except OSError:
+            return True
+        if not data:
+            return True
+    return False
+
+
+async def _slow_client(port: int, until: float) -> float:
+    """One slow client: seconds from its connection until the server closed it, or ``until``.
+
+    It sends :data:`_SLOW_HEAD` one byte every ``SLOW_CLIENT_INTERVAL`` seconds and
+    reads whatever the server answers; ``until`` is a ``time.monotonic()`` instant
+    (the step's end), where it closes the connection itself. A refused connection is 0 s.
+    """
+    opened = time.monotonic()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return 0.0
+    index = 0
+    try:
+        while (now := time.monotonic()) < until:
+            try:
+                writer.write(_SLOW_HEAD[index : index + 1] or b"a")
+                await writer.drain()
+            except OSError:
+                break
+            index += 1
+            if await _closed_before(reader, min(now + SLOW_CLIENT_INTERVAL, until)):
+                break
+        return min(time.monotonic(), until) - opened
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+def _slow_clients(port: int, count: int, *, until: float) -> list[asyncio.Task[float]]:
+    """``count`` :func:`_slow_client` tasks, running until ``until`` (monotonic) at most."""
+    loop = asyncio.get_running_loop()
+    return [loop.create_task(_slow_client(port, until)) for _ in range(count)]
 
 
 async def _inject(client: Any, body: Mapping[str, Any]) -> None:
@@ -223,6 +289,21 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
+def _fault(step: Step) -> str:
+    """The ``fault`` column of a step's rows."""
+    faults = step.proxy_faults().as_dict()
+    fault = str(step.faults.get("mode", "pass")) if step.faults else "none"
+    if fault == "pass" and faults["latency"]:
+        fault = f"+{faults['latency'] * 1000:g} ms"
+    if step.injected.get("error_rate"):
+        fault = f"errors {step.injected['error_rate']:.0%}"
+    elif step.injected.get("hold"):
+        fault = f"{step.injected['hold']:g} held"
+    elif step.slow_clients:
+        fault = f"{step.slow_clients} slow clients"
+    return fault
+
+
 def build_rows(
     scenario: Scenario,
     t0: float,
@@ -240,15 +321,7 @@ def build_rows(
         step_name, fault = bounds[-1][0].name, "none"
         for step, start, stop in bounds:
             if start <= middle < stop:
-                step_name = step.name
-                faults = step.proxy_faults().as_dict()
-                fault = step.faults.get("mode", "pass") if step.faults else "none"
-                if fault == "pass" and faults["latency"]:
-                    fault = f"+{faults['latency'] * 1000:g} ms"
-                if step.injected.get("error_rate"):
-                    fault = f"errors {step.injected['error_rate']:.0%}"
-                elif step.injected.get("hold"):
-                    fault = f"{step.injected['hold']:g} held"
+                step_name, fault = step.name, _fault(step)
                 break
         else:
             if middle < 0:
@@ -298,6 +371,7 @@ def build_rows(
                 "pool_in_use": sample.get("pool_in_use"),
                 "retries": delta("retries"),
                 "shed": delta("shed"),
+                "breaker_opens": delta("breaker_opens"),
             }
         )
         if sample:
@@ -334,6 +408,10 @@ class Stage:
         # Only managers get in (suture.demo.auth): one fresh token per run, for this
         # process's own reads and for the load's "browsers" (in their environment).
         self.token = secrets.token_urlsafe(24)
+        from suture.demo.db import db_slots
+        from suture.demo.serve import settings_from_json
+
+        self.slots = db_slots(settings_from_json(json.dumps(self.settings)))
 
     @property
     def base_url(self) -> str:
@@ -390,6 +468,8 @@ async def play(  # noqa: C901, PLR0915 - one run in order; its cleanup in one fi
     lines: dict[int, dict[str, Any]] = {}
     samples: dict[int, dict[str, Any]] = {}
     acked: dict[int, str] = {}
+    slow_open: dict[str, list[float]] = {}
+    slow_clients: list[asyncio.Task[float]] = []
     t0: float | None = None
     started = time.monotonic()
     result.service = dict(stage.settings)
@@ -443,10 +523,16 @@ async def play(  # noqa: C901, PLR0915 - one run in order; its cleanup in one fi
                 await proxy.aset(step.proxy_faults())
                 if scenario.injects:
                     await _inject(client, step.admin_body())
+                slow_clients = _slow_clients(
+                    stage.port, step.slow_clients, until=time.monotonic() + t0 + stop - time.time()
+                )
                 while (now := time.time()) < t0 + stop:
                     samples[int(now)] = await _sample(client, proxy)
                     _show(progress, scenario, mode, step.name, now - t0, lines)
                     await asyncio.sleep(min(1.0 - time.time() % 1.0 + 0.02, t0 + stop - now))
+                if slow_clients:
+                    slow_open[step.name] = list(await asyncio.gather(*slow_clients))
+                    slow_clients = []
             await proxy.aclear()
             if scenario.injects:
                 await _inject(client, {"target": "database", "clear": True})
@@ -464,6 +550,8 @@ async def play(  # noqa: C901, PLR0915 - one run in order; its cleanup in one fi
     except (ChaosError, ProxyError) as exc:
         result.error = str(exc)
     finally:
+        for task in slow_clients:
+            task.cancel()
         proxy.clear()
         result.proxy = proxy.stats().as_dict()
         await stage.processes.stop()
@@ -476,17 +564,33 @@ async def play(  # noqa: C901, PLR0915 - one run in order; its cleanup in one fi
                 result.lost_writes, result.duplicated_writes = lost, dup
             except Exception as exc:  # the run's numbers are still worth reporting
                 result.error = result.error or f"could not reconcile the writes: {exc}"
-            result.judged = _judge(scenario, result, t0, lines)
+            result.judged = _judge(
+                scenario, result, t0, lines, slots=stage.slots, slow_open=slow_open
+            )
         await stage.stop()
     return result
 
 
 def _judge(
-    scenario: Scenario, result: RunResult, t0: float, lines: Mapping[int, Mapping[str, Any]]
+    scenario: Scenario,
+    result: RunResult,
+    t0: float,
+    lines: Mapping[int, Mapping[str, Any]],
+    *,
+    slots: int | None = None,
+    slow_open: Mapping[str, Sequence[float]] | None = None,
 ) -> list[Judged]:
     first = int(t0)
     bounds = [(s.name, start, stop) for s, start, stop in scenario.step_bounds()]
     fail: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in bounds}
+    tries: dict[str, list[Try]] = {name: [] for name, _, _ in bounds}
+    for line in lines.values():
+        for sent, ms, status, retry_after in line.get("try_at", []):
+            at = float(sent) - t0
+            name = next((n for n, start, stop in bounds if start <= at < stop), None)
+            if name is not None:
+                code = None if status is None else int(status)
+                tries[name].append(Try(at, float(ms), code, bool(retry_after)))
     first_ok_after: dict[str, float | None] = {}
     oks = [(float(a), float(b)) for line in lines.values() for a, b in line.get("ok_at", [])]
     for name, start, stop in bounds:
@@ -506,6 +610,9 @@ def _judge(
         lost_writes=result.lost_writes,
         duplicated_writes=result.duplicated_writes,
         fail_latencies=fail,
+        tries=tries,
+        slots=slots,
+        slow_clients=dict(slow_open or {}),
     )
     return [judge(c, view) for c in scenario.criteria]
 

@@ -3,8 +3,11 @@
     python -m suture.demo.serve --port 8123 --settings '{"database_url": "...", "naive": true}'
 
 A real uvicorn process on 127.0.0.1, without proxy headers (the chaos admin
-endpoint sees the TCP peer), logging warnings only. ``suture demo`` is the
-command for people; this one is for a harness that needs every setting.
+endpoint sees the TCP peer), logging warnings only, with the slow-client limits
+of ``suture demo`` (:func:`suture.demo.guard.server_options`: a header read
+timeout, a connection cap) unless the settings are ``naive`` (then uvicorn's
+own defaults, which bound neither). ``suture demo`` is the command for people;
+this one is for a harness that needs every setting.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import fields
 
 from suture.demo.app import create_app
 from suture.demo.config import Settings
+from suture.demo.guard import server_options
 
 __all__ = ["main", "settings_from_json"]
 
@@ -44,8 +48,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--settings", default="{}")
     args = parser.parse_args(argv)
     uvicorn = importlib.import_module("uvicorn")
-    app = create_app(settings_from_json(args.settings))
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", proxy_headers=False)
+    settings = settings_from_json(args.settings)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        proxy_headers=False,
+        **({} if settings.naive else server_options()),
+    )
     return 0
 
 
