@@ -199,3 +199,31 @@ def test_httpx_timeouts_are_bounded_by_the_deadline_and_not_counted_against_the_
                 client.get("http://slow.example/x")  # spent: not sent at all
         assert seen == []
         assert breaker.state is suture.BreakerState.CLOSED
+
+
+def test_the_deadline_answer_does_not_wait_for_the_apps_cleanup() -> None:
+    # A cancelled database call gives its connection back (psycopg cancels the query on
+    # the server: one more connection, round trips through a slow network): the client
+    # has its 503 first, the cleanup runs after it.
+    from suture.contrib.starlette import DeadlineMiddleware
+
+    events: list[str] = []
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)
+            events.append("cleaned up")
+            raise
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            events.append(f"answered {message['status']}")
+
+    scope = {"type": "http", "method": "GET", "path": "/api/x", "headers": [], "query_string": b""}
+    asyncio.run(DeadlineMiddleware(app, default=0.05)(scope, receive, send))  # type: ignore[arg-type]
+    assert events == ["answered 503", "cleaned up"]

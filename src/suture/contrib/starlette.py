@@ -760,25 +760,42 @@ class DeadlineMiddleware:
         if seconds is None:
             await self.app(scope, receive, send)
             return
-        started = False
-        cutoff = asyncio.timeout(seconds)
+        started = answered = False
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
-            if message["type"] == "http.response.start" and not started:
-                started = True
-                cutoff.reschedule(None)  # the answer is on its way: a stream is not cut
+            if answered:
+                return  # the 503 went out: what the cancelled app still sends is dropped
+            if message["type"] == "http.response.start":
+                started = True  # the answer is on its way: a stream is not cut
             await send(message)
 
+        async def run_app() -> None:
+            await self.app(scope, receive, tracking_send)
+
+        with _deadline_scope(seconds):  # the app's task runs in a copy of this context
+            task = asyncio.get_running_loop().create_task(run_app())
         try:
-            with _deadline_scope(seconds):
-                async with cutoff:
-                    await self.app(scope, receive, tracking_send)
+            await asyncio.wait({task}, timeout=seconds)
+        except BaseException:  # this request cancelled (a disconnect, a shutdown)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
+        if not task.done() and not started:
+            # Answer at the deadline: the app's own cleanup on cancellation (giving a
+            # database connection back through a slow network, say) runs after the
+            # answer, not before it.
+            answered = True
+            task.cancel()
+            await deadline_exceeded_response(request_id(Request(scope)))(scope, receive, send)
+            await asyncio.gather(task, return_exceptions=True)
+            return
+        try:
+            await task
         except (TimeoutError, DeadlineExceeded):
             if started:
                 raise
-            response = deadline_exceeded_response(request_id(Request(scope)))
-            await response(scope, receive, send)
+            await deadline_exceeded_response(request_id(Request(scope)))(scope, receive, send)
 
 
 # --- adaptive admission ------------------------------------------------------------
