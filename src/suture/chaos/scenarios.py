@@ -25,8 +25,10 @@ from suture.chaos.proxy import ProxyFaults
 
 __all__ = [
     "DEPENDENCIES",
+    "MAX_SLOW_CLIENTS",
     "METRICS",
     "SCENARIOS",
+    "SLOW_CLIENT_INTERVAL",
     "Criterion",
     "Judged",
     "RunView",

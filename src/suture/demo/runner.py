@@ -12,7 +12,8 @@ One run:
    the proxy, its tables in a schema of its own;
 3. the load as another process (``python -m suture.demo.load``: closed-loop
    httpx "browsers"), which reports every second;
-4. the steps: at each step's start the proxy's faults are switched; every
+4. the steps: at each step's start the proxy's faults are switched (and the
+   step's slow clients connect, each timed until the server closes it); every
    second this process reads the service's ``/health`` and
    ``/api/dashboard`` (breaker state, pool use, attempts, retries, shed) and
    the proxy's counts;
