@@ -113,6 +113,10 @@ def test_the_gray_failure_metrics_measure_what_they_say() -> None:
     # 2xx time within the step: 0.3 + 1.0 + 1.2 = 2.5 slot-seconds of 2 slots x 2 s.
     assert _value(view, "capacity_use") == pytest.approx(62.5)
     assert _value(view, "p99_ok", None) == 1200.0  # the whole run
+    # The last failed request sent after the slow step: none (the 200 at 3.1 s).
+    assert _value(view, "settled") == 0.0
+    late = {**tries, "after": [Try(3.1, 2.0, 503, True), Try(3.6, 9.0, None), Try(3.8, 5.0, 200)]}
+    assert _value(_view(tries=late), "settled") == pytest.approx(0.6)
     # Not measurable: no slots known, no tries, no slow clients.
     assert _value(_view(tries=tries), "capacity_use") is None
     assert _value(_view(), "unanswered") is None

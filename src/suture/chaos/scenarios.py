@@ -451,6 +451,25 @@ def _capacity_use(view: RunView, step: str | None) -> float | None:
     return 100.0 * busy / ((stop - start) * view.slots)
 
 
+def _settled(view: RunView, step: str | None) -> float | None:
+    """Seconds from the step's end to the sending of the last request that failed after it.
+
+    Failed: a ``5xx`` or no answer. 0 when every request sent after the step succeeded:
+    the service served fully again at once (``recovery`` is its first success only).
+    """
+    bounds = {name: stop for name, _, stop in view.step_bounds}
+    if step is None or step not in bounds or not view.tries:
+        return None
+    stop = bounds[step]
+    failed = [
+        t.sent
+        for tries in view.tries.values()
+        for t in tries
+        if t.sent >= stop and (t.status is None or t.status >= 500)
+    ]
+    return max(failed) - stop if failed else 0.0
+
+
 def _slow_client_open(view: RunView, step: str | None) -> float | None:
     """The longest a slow client of the step stayed open."""
     if step is None:
@@ -479,6 +498,7 @@ METRICS: dict[str, Metric] = {
     "fast_fail_p99": Metric("p99 of the 503 answers once the breaker is open", " ms", _fast_fail),
     "p99_503": Metric("p99 of the 503 answers", " ms", _p99_503),
     "recovery": Metric("first success of a request sent after the step ends", " s", _recovery),
+    "settled": Metric("last failed request sent after the step ends", " s", _settled),
     "status_500": Metric("500 answers", "", _count("status_500")),
     "breaker_opens": Metric("times the breaker opened", "", _count("breaker_opens")),
     "p99_ok": Metric("p99 of the requests answered 2xx", " ms", _p99_ok),
@@ -639,6 +659,12 @@ def _slow(name: str, title: str, latency: float, criteria: Sequence[Criterion]) 
                 step="slow",
                 max=2.0,
                 text="first success <= 2 s after the latency is removed",
+            ),
+            Criterion(
+                metric="settled",
+                step="slow",
+                max=2.0,
+                text="every request served from 2 s after the latency is removed",
             ),
             *_ALWAYS,
         ),
