@@ -377,7 +377,7 @@ def plot_svg(  # noqa: C901, PLR0915 - four panels drawn in turn on one time axi
     y0 += h
     # the time axis
     step = max(1, round(n / 10))
-    for i in range(0, n, step):
+    for i in range(0, len(rows), step):  # none when a run was cut before its first second
         svg.append(
             f"<text x='{x(i + 0.5):.1f}' y='{y0 + 14}' text-anchor='middle'>{rows[i]['t']}</text>"
         )
