@@ -316,7 +316,7 @@ class Try(NamedTuple):
     ms: float
     #: The HTTP status; ``None`` when no answer came (a client timeout, a transport error).
     status: int | None
-    #: A ``503`` with a ``Retry-After`` header of whole or fractional seconds.
+    #: The answer carried a valid ``Retry-After`` (seconds, whole or fractional).
     retry_after: bool = False
 
 
