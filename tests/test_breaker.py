@@ -4,6 +4,7 @@ stats, the store, the registry, configuration errors. FakeClock everywhere."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import pathlib
@@ -477,6 +478,76 @@ def test_stats_snapshot_and_as_dict() -> None:
     data = stats.as_dict()
     assert data["state"] == "open"
     assert json.loads(json.dumps(data)) == data
+
+
+def test_slow_calls_are_a_dimension_and_outcomes_count_every_call_once() -> None:
+    """A slow success is ``slow``, a slow failure ``failed``; both are in the slow totals."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(
+        "x",
+        window=CountWindow(100),
+        slow_call_duration=1.0,
+        failure_rate_threshold=1.0,
+        reset_timeout=5,
+        clock=clock,
+    )
+
+    def call(seconds: float, error: BaseException | None = None) -> None:
+        def run() -> None:
+            clock.advance(seconds)
+            if error is not None:
+                raise error
+
+        with contextlib.suppress(Exception):
+            breaker.call(run)
+
+    call(0.1)
+    call(2.0)  # a slow success
+    call(2.0, ConnectionError())  # a slow failure
+    call(0.1, ConnectionError())  # a fast failure
+    call(2.0, ValueError())  # not transient: the dependency answered, slowly
+    stats = breaker.stats()
+    assert (stats.total_slow_successes, stats.total_slow_failures) == (2, 1)
+    assert dict(stats.outcomes()) == {
+        "successful": 1,
+        "slow": 2,
+        "failed": 2,
+        "ignored": 0,
+        "rejected": 0,
+    }
+    breaker.force_open()
+    call(0.1)  # rejected
+    stats = breaker.stats()
+    assert dict(stats.outcomes())["rejected"] == 1
+    assert sum(n for _, n in stats.outcomes()) == stats.total_calls == 6
+    breaker.reset()
+    stats = breaker.stats()
+    assert sum(n for _, n in stats.outcomes()) == stats.total_calls == 0
+    assert stats.as_dict()["total_slow_successes"] == 0
+
+
+def test_a_slow_probe_counts_as_slow_and_reopens() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(
+        "x", window=CountWindow(2), slow_call_duration=1.0, reset_timeout=5, clock=clock
+    )
+    dep = Dependency()
+    dep.down = True
+    for _ in range(2):
+        with contextlib.suppress(ConnectionError):
+            breaker.call(dep)
+    assert breaker.state is OPEN
+    clock.advance(5)
+
+    def slow_probe() -> int:
+        clock.advance(2.0)
+        return 1
+
+    assert breaker.call(slow_probe) == 1
+    stats = breaker.stats()
+    assert stats.state is OPEN
+    assert dict(stats.outcomes())["slow"] == stats.total_slow_successes == 1
+    assert sum(n for _, n in stats.outcomes()) == stats.total_calls == 3
 
 
 # --- the store ---------------------------------------------------------------------------

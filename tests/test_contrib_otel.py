@@ -77,6 +77,9 @@ def test_breaker_calls_state_and_opens_read_at_collection(
         assert value(calls, **{"suture.name": "pay", "suture.outcome": "successful"}).value == 2
         assert value(calls, **{"suture.name": "pay", "suture.outcome": "failed"}).value == 1
         assert value(calls, **{"suture.name": "pay", "suture.outcome": "rejected"}).value == 1
+        assert value(calls, **{"suture.name": "pay", "suture.outcome": "slow"}).value == 0
+        slow = pts["suture.breaker.slow_calls"]
+        assert value(slow, **{"suture.name": "pay", "suture.outcome": "failed"}).value == 0
         state = pts["suture.breaker.state"]
         for name, want in (("open", 1), ("closed", 0), ("half_open", 0)):
             got = value(state, **{"suture.name": "pay", "suture.breaker.state": name}).value

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -15,7 +16,15 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from suture import AdaptiveLimiter, BreakerOpen, CircuitBreaker, Priority, Retry, RetryBudget
+from suture import (
+    AdaptiveLimiter,
+    BreakerOpen,
+    CircuitBreaker,
+    CountWindow,
+    Priority,
+    Retry,
+    RetryBudget,
+)
 from suture.contrib.prometheus import PrometheusListener, check_namespace
 from suture.contrib.starlette_metrics import UNMATCHED, RequestMetricsMiddleware
 from suture.events import RetryBudgetExhausted, RetryGaveUp, RetryScheduled, emit
@@ -89,6 +98,36 @@ def test_breaker_calls_by_outcome_one_hot_state_opens_and_time_in_state(clock: F
         assert sample(lst, "suture_breaker_state", name="pay", state="open") == 0
     finally:
         lst.close()
+
+
+def test_slow_calls_an_outcome_of_their_own_and_a_dimension(clock: FakeClock) -> None:
+    breaker = CircuitBreaker(
+        "slowpay",
+        window=CountWindow(100),
+        slow_call_duration=0.5,
+        failure_rate_threshold=1.0,
+        clock=clock,
+    )
+    lst = make(clock, breakers=[breaker])
+
+    def took(seconds: float, fail: bool) -> Callable[[], int]:
+        def run() -> int:
+            clock.advance(seconds)
+            if fail:
+                raise ConnectionError("down")
+            return 1
+
+        return run
+
+    for seconds, fail in ((0.1, False), (1.0, False), (1.0, False), (1.0, True), (0.1, True)):
+        with contextlib.suppress(ConnectionError):
+            breaker.call(took(seconds, fail))
+    want = {"successful": 1, "slow": 2, "failed": 2, "ignored": 0, "rejected": 0}
+    for outcome, n in want.items():
+        assert sample(lst, "suture_breaker_calls_total", name="slowpay", outcome=outcome) == n
+    assert sample(lst, "suture_breaker_slow_calls_total", name="slowpay", outcome="successful") == 2
+    assert sample(lst, "suture_breaker_slow_calls_total", name="slowpay", outcome="failed") == 1
+    assert sample(lst, "suture_breaker_slow_call_ratio", name="slowpay") == 3 / 5
 
 
 def test_retries_by_reason_attempts_histogram_and_deadline(clock: FakeClock) -> None:

@@ -94,6 +94,8 @@ class BreakerCore:
         "_rejections",
         "_retry_at",
         "_shared_permit",
+        "_slow_failures",
+        "_slow_successes",
         "_state",
         "_store",
         "_successes",
@@ -163,7 +165,12 @@ class BreakerCore:
         self._rejections = itertools.count()
         self._count_rejection = self._rejections.__next__
         self._failures = 0
-        self._baseline = (0, 0, 0, 0)  # successes, ignored, rejections, failures at reset()
+        # Slow calls (window mode with slow_call_duration): counted under the lock,
+        # on the paths that take it anyway, so a fast success pays nothing for them.
+        self._slow_successes = 0
+        self._slow_failures = 0
+        # successes, ignored, rejections, failures, slow successes, slow failures at reset()
+        self._baseline = (0, 0, 0, 0, 0, 0)
         self._mark = (0, 0, 0)  # successes, rejections, failures at the last state change
         record = self._store.load(name)
         if record is not None:
@@ -185,6 +192,7 @@ class BreakerCore:
         slow = self.config.slow_call_duration
         if slow is not None and end - start > slow:
             with self._lock:
+                self._slow_successes += 1
                 window.record(SLOW, end)
                 event = self._evaluate(end, self._generation)
         elif window.success(end) or self._armed:
@@ -219,8 +227,10 @@ class BreakerCore:
             self._closed_ok(now - duration, now)
             return
         event: BreakerStateChanged | None = None
+        slow = self._is_slow(duration)
         with self._lock:
             self._failures += 1
+            self._slow_failures += slow
             if gen != self._generation or self._state is not CLOSED:
                 return  # the breaker moved on while this call ran: it no longer counts
             now = self._clock.now()
@@ -231,11 +241,15 @@ class BreakerCore:
                     reason = f"{self._consecutive} consecutive failures"
                     event = self._move(OPEN, reason, now, grow=False)
             else:
-                slow = self.config.slow_call_duration
-                window.record(FAILURE | (SLOW if slow is not None and duration > slow else 0), now)
+                window.record(FAILURE | (SLOW if slow else 0), now)
                 event = self._evaluate(now, gen)
         if event is not None:
             emit(event)
+
+    def _is_slow(self, duration: float) -> bool:
+        """Whether a call of ``duration`` seconds is slow (never without ``slow_call_duration``)."""
+        slow = self.config.slow_call_duration
+        return slow is not None and duration > slow
 
     def _evaluate(self, now: float, gen: int) -> BreakerStateChanged | None:
         """Window mode: trip when a rate reaches its threshold with enough calls. Locked."""
@@ -352,10 +366,13 @@ class BreakerCore:
         elif outcome == SUCCESS:
             next(self._successes)
         event: BreakerStateChanged | None = None
-        slow = self.config.slow_call_duration
+        slow = self._is_slow(duration)
         with self._lock:
             if outcome == FAILED:
                 self._failures += 1
+                self._slow_failures += slow
+            elif outcome == SUCCESS:
+                self._slow_successes += slow
             if gen != self._generation or self._state is not HALF_OPEN:
                 return  # a late probe of an earlier half-open period: it no longer counts
             self._permits -= 1
@@ -366,7 +383,7 @@ class BreakerCore:
             now = self._clock.now()
             if outcome == FAILED:
                 event = self._move(OPEN, "a probe failed", now, grow=True)
-            elif slow is not None and duration > slow:
+            elif slow:
                 event = self._move(OPEN, f"a probe took {duration:.3f}s (slow)", now, grow=True)
             else:
                 self._probe_successes += 1

@@ -64,6 +64,13 @@ class BreakerStats:
     of openings (it grows the open duration and restarts on close);
     ``total_opens`` counts every move to OPEN this breaker saw, its own and
     those delivered by a shared store, since creation (or ``reset()``).
+
+    Slow calls (window mode with ``slow_call_duration``) are a dimension of the
+    answered calls: ``total_slow_successes`` are among ``total_successes`` and
+    ``total_slow_failures`` among ``total_failures``, as the window's slow-call
+    rate counts both. :meth:`outcomes` splits the calls into five outcomes that
+    add up to ``total_calls``, where a slow success is ``slow`` and a slow
+    failure is ``failed`` (what the metrics export).
     """
 
     name: str
@@ -86,6 +93,20 @@ class BreakerStats:
     open_count: int = 0
     forced: bool = False
     total_opens: int = 0
+    total_slow_successes: int = 0
+    total_slow_failures: int = 0
+
+    def outcomes(self) -> tuple[tuple[str, int], ...]:
+        """Every call once, by outcome: ``successful`` (and not slow), ``slow``,
+        ``failed``, ``ignored``, ``rejected``; the counts add up to ``total_calls``."""
+        slow = self.total_slow_successes
+        return (
+            ("successful", self.total_successes - slow),
+            ("slow", slow),
+            ("failed", self.total_failures),
+            ("ignored", self.total_ignored),
+            ("rejected", self.total_rejections),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (the state as its value, e.g. ``"half_open"``)."""
@@ -180,6 +201,8 @@ class CircuitBreaker(BreakerCore, Decorator):
                 count_value(self._ignored),
                 count_value(self._rejections),
                 self._failures,
+                self._slow_successes,
+                self._slow_failures,
             )
             self._open_count = 0
             self._total_opens = 0
@@ -195,7 +218,7 @@ class CircuitBreaker(BreakerCore, Decorator):
         with self._lock:
             now = self._clock.now()
             self._sync(now, events)
-            b_succ, b_ign, b_rej, b_fail = self._baseline
+            b_succ, b_ign, b_rej, b_fail, b_slow_succ, b_slow_fail = self._baseline
             succ = count_value(self._successes)
             rej = count_value(self._rejections)
             m_succ, m_rej, m_fail = self._mark
@@ -236,6 +259,8 @@ class CircuitBreaker(BreakerCore, Decorator):
                 open_count=self._open_count,
                 forced=self._forced,
                 total_opens=self._total_opens,
+                total_slow_successes=self._slow_successes - b_slow_succ,
+                total_slow_failures=self._slow_failures - b_slow_fail,
             )
         for event in events:
             emit(event)

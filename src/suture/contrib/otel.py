@@ -150,7 +150,13 @@ class OtelInstruments:
             "suture.breaker.calls",
             [self._breaker_calls],
             unit="{call}",
-            description="Calls through a breaker by outcome",
+            description="Calls through a breaker, each once, by outcome",
+        )
+        m.create_observable_counter(
+            "suture.breaker.slow_calls",
+            [self._breaker_slow_calls],
+            unit="{call}",
+            description="Calls slower than the breaker's slow_call_duration, by result",
         )
         m.create_observable_gauge(
             "suture.breaker.state",
@@ -293,11 +299,15 @@ class OtelInstruments:
     def _breaker_calls(self, options: CallbackOptions) -> Iterator[Observation]:
         for breaker in self.breakers:
             s = breaker.stats()
+            for outcome, value in s.outcomes():
+                yield Observation(value, {"suture.name": s.name, "suture.outcome": outcome})
+
+    def _breaker_slow_calls(self, options: CallbackOptions) -> Iterator[Observation]:
+        for breaker in self.breakers:
+            s = breaker.stats()
             for outcome, value in (
-                ("successful", s.total_successes),
-                ("failed", s.total_failures),
-                ("ignored", s.total_ignored),
-                ("rejected", s.total_rejections),
+                ("successful", s.total_slow_successes),
+                ("failed", s.total_slow_failures),
             ):
                 yield Observation(value, {"suture.name": s.name, "suture.outcome": outcome})
 

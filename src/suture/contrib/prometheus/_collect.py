@@ -206,7 +206,14 @@ class SutureCollector(Collector):
         ns = lst.namespace
         now = lst.clock.now()
         calls = CounterMetricFamily(
-            f"{ns}_breaker_calls", "Calls through a breaker by outcome", labels=["name", "outcome"]
+            f"{ns}_breaker_calls",
+            "Calls through a breaker, each once, by outcome (a slow failure is failed)",
+            labels=["name", "outcome"],
+        )
+        slow_calls = CounterMetricFamily(
+            f"{ns}_breaker_slow_calls",
+            "Calls slower than the breaker's slow_call_duration, by result",
+            labels=["name", "outcome"],
         )
         state = GaugeMetricFamily(
             f"{ns}_breaker_state",
@@ -234,13 +241,10 @@ class SutureCollector(Collector):
             s = breaker.stats()
             current = str(s.state.value).lower()
             done.add(s.name)
-            for outcome, value in (
-                ("successful", s.total_successes),
-                ("failed", s.total_failures),
-                ("ignored", s.total_ignored),
-                ("rejected", s.total_rejections),
-            ):
+            for outcome, value in s.outcomes():
                 calls.add_metric([s.name, outcome], float(value))
+            slow_calls.add_metric([s.name, "successful"], float(s.total_slow_successes))
+            slow_calls.add_metric([s.name, "failed"], float(s.total_slow_failures))
             for label in _STATES:
                 state.add_metric([s.name, label], 1.0 if label == current else 0.0)
             opens.add_metric([s.name], float(s.total_opens))
@@ -256,7 +260,7 @@ class SutureCollector(Collector):
             for label in _STATES:
                 state.add_metric([name, label], 1.0 if label == current else 0.0)
             in_state.add_metric([name], max(0.0, now - at))
-        yield from (calls, state, opens, in_state, rate, slow)
+        yield from (calls, slow_calls, state, opens, in_state, rate, slow)
 
     def _pools(self) -> Iterator[Metric]:
         lst = self._listener
