@@ -225,11 +225,23 @@ def _breaker_pair() -> tuple[Any, Callable[[], Any]]:
     return breaker, breaker(bare)
 
 
+def _slow_window_pair() -> tuple[Any, Callable[[], Any]]:
+    """A breaker that counts slow calls (window, slow_call_duration): the fast success path."""
+    breaker = suture.CircuitBreaker(
+        "bench-metrics-slow", window=suture.CountWindow(100), slow_call_duration=1.0
+    )
+    return breaker, breaker(bare)
+
+
 def metrics_main() -> None:
     """``python bench/breaker.py metrics``: the success path with collectors; a scrape."""
     from _observability import report, scrape_ms, with_collectors
 
     report("breaker, closed success path, sync", with_collectors(_breaker_pair))
+    report(
+        "breaker with a window and slow_call_duration, fast success, sync",
+        with_collectors(_slow_window_pair),
+    )
     print(f"  a Prometheus scrape of 100 breakers: {scrape_ms(100):.2f} ms (goal < 5 ms)")
 
 

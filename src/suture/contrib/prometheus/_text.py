@@ -79,6 +79,7 @@ def render_text(registry: Any) -> bytes:
 def _render(registry: Any) -> bytes:
     out: list[str] = []
     checked: set[tuple[str, ...]] = set()
+    names: set[str] = set()  # sample names already checked (they repeat too)
     for metric in registry.collect():
         base = metric.name
         if not _LEGACY.fullmatch(base):
@@ -89,15 +90,18 @@ def _render(registry: Any) -> bytes:
         out.append(f"# HELP {shown} {doc}\n# TYPE {shown} {_TYPES.get(kind, kind)}\n")
         extra: dict[str, list[Any]] = {}
         plain: list[Any] = []
+        special = {base + suffix: suffix for suffix in _OM_SUFFIXES}
         for s in metric.samples:
-            if not _LEGACY.fullmatch(s.name):
-                raise _Fallback
-            for suffix in _OM_SUFFIXES:
-                if s.name == base + suffix:
-                    extra.setdefault(suffix, []).append(s)
-                    break
-            else:
+            name = s.name
+            if name not in names:
+                if not _LEGACY.fullmatch(name):
+                    raise _Fallback
+                names.add(name)
+            suffix = special.get(name)
+            if suffix is None:
                 plain.append(s)
+            else:
+                extra.setdefault(suffix, []).append(s)
         _lines(plain, checked, out)
         for suffix, samples in sorted(extra.items()):
             out.append(f"# HELP {base}{suffix} {doc}\n# TYPE {base}{suffix} gauge\n")
