@@ -100,9 +100,6 @@ class Service:
         self.policy = guard.policy
         self.telemetry = Telemetry(s.clock)
         self.limiter = db_limiter(s) if s.limit_concurrency else None
-        self.db = Database(
-            self.engine, policy=self.policy, chaos=self.chaos, telemetry=self.telemetry
-        )
         self.pool_source = SQLAlchemyPoolSource(self.engine, name="db-pool", clock=s.clock)
         self.monitor = PoolMonitor(
             self.pool_source,
@@ -113,14 +110,25 @@ class Service:
             clock=s.clock,
         )
         # Its own registry (several apps in one process never collide); subscribed
-        # to the event bus only while the app runs.
+        # to the event bus only while the app runs. Everything the shipped Grafana
+        # dashboard charts is here: tests/test_grafana_preview.py checks each panel
+        # against a real Prometheus scraping the demo.
         self.prometheus = PrometheusListener(
             monitor=self.monitor,
             breakers=[self.breaker],
             pool_sources=[self.pool_source],
+            limiters=[self.limiter] if self.limiter is not None else [],
+            budgets=[self.retry_budget],
             registry_breakers=False,
             clock=s.clock,
             subscribe_now=False,
+        )
+        self.db = Database(
+            self.engine,
+            policy=self.policy,
+            chaos=self.chaos,
+            telemetry=self.telemetry,
+            timed=self.prometheus.timed(DB),
         )
         self.hog = AsyncConnectionHog(self.engine.connect)
         self.board = Dashboard(

@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -231,6 +231,10 @@ def db_limiter(settings: Settings) -> AdaptiveLimiter:
     )
 
 
+def _unchanged(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return fn
+
+
 class Database:
     """Runs operations on ``engine`` in one transaction each, under ``policy``.
 
@@ -252,6 +256,7 @@ class Database:
         chaos: Chaos,
         telemetry: Telemetry,
         limiter: AdaptiveLimiter | None = None,
+        timed: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
     ) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -260,16 +265,19 @@ class Database:
         self.telemetry = telemetry
         self.limiter = limiter
         slow_statements(engine, chaos, DB)
-        self._guarded = policy(self._attempt)
-        self._guarded_core = policy(self._attempt_core)
+        # ``timed`` (PrometheusListener.timed) sees each call as its caller waits for
+        # it: retries and rejections included.
+        wrap = timed if timed is not None else _unchanged
+        self._guarded = wrap(policy(self._attempt))
+        self._guarded_core = wrap(policy(self._attempt_core))
 
     async def run(self, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run ``op`` in a transaction under the policy: retry, breaker, timeout."""
-        return await self._guarded(op)
+        return cast(T, await self._guarded(op))
 
     async def run_core(self, op: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """:meth:`run` with a Core connection instead of a session (bulk work)."""
-        return await self._guarded_core(op)
+        return cast(T, await self._guarded_core(op))
 
     async def _attempt_with(
         self,
