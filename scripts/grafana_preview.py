@@ -13,8 +13,9 @@ is. So this script:
    scraping the demo's ``/metrics`` every second, with the shipped alert rules
    loaded;
 3. injects faults through the demo's chaos admin endpoint, one phase after the
-   other: every database call failing (the outage), recovery, the pool held
-   (pressure critical, requests shed), +300 ms per call, recovery;
+   other: 60% of database calls failing (retries absorb most, the retry budget
+   caps them, some calls give up), every call failing (the outage), recovery,
+   the pool held (pressure critical, requests shed), +300 ms per call, recovery;
 4. evaluates every target of every panel of the shipped dashboard through
    Prometheus's HTTP API (``query_range``), with Grafana's variables set as
    Grafana sets them (``$breaker`` and ``$route`` all, ``$__rate_interval`` four
@@ -65,6 +66,7 @@ RATE_INTERVAL = f"{4 * SCRAPE_SECONDS}s"
 # run the same phases, shorter.
 SCENARIO: tuple[tuple[str, dict[str, Any], float], ...] = (
     ("healthy", {"clear": True}, 20),
+    ("flaky: 60% of database calls fail", {"errorRate": 0.6}, 20),
     ("database down: every call fails", {"errorRate": 1.0}, 30),
     ("recovered", {"clear": True}, 15),
     ("pool held: 9 of 10 connections", {"hold": 9}, 20),
@@ -262,8 +264,8 @@ def evaluate(
             data = stack.api(
                 "/api/v1/query_range",
                 query=expression(target["expr"]),
-                start=f"{start:.3f}",
-                end=f"{end:.3f}",
+                start=str(math.floor(start)),  # whole seconds: the steps fall on them
+                end=str(math.floor(end)),
                 step=f"{SCRAPE_SECONDS}s",
             )
             for result in data["result"]:
@@ -281,7 +283,7 @@ def _with_gaps(
     points: list[tuple[float, float]], start: float, end: float
 ) -> list[tuple[float, float | None]]:
     """Prometheus leaves out steps with no value: put a gap (None) where one is missing."""
-    have = {round(t): v for t, v in points}
+    have = {int(t): v for t, v in points}
     steps = range(math.ceil(start), math.floor(end) + 1, SCRAPE_SECONDS)
     return [(float(t), have.get(t)) for t in steps]
 

@@ -117,7 +117,8 @@ def _time_axis(x0: float, x1: float, t0: float, t1: float, y: float, top: float)
     while t <= t1:
         x = x0 + (t - t0) / span * (x1 - x0)
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{y}" stroke="#25282d"/>')
-        out.append(f'<text x="{x:.1f}" y="{y + 13}" text-anchor="middle">{_clock(t)}</text>')
+        if x + 24 <= x1 + 8:  # a label that would run off the panel is left out
+            out.append(f'<text x="{x:.1f}" y="{y + 13}" text-anchor="middle">{_clock(t)}</text>')
         t += step
     return out
 

@@ -2,7 +2,7 @@
 
 ``scripts/grafana_preview.py`` starts ``suture demo`` and Prometheus (Debian
 package ``prometheus``, which ``.ci/run`` installs), plays its fault scenario at
-a quarter of its length (about 30 s), and this checks that every target of
+a quarter of its length (about 35 s), and this checks that every target of
 every panel returns data, that the shipped alert rules evaluate without error,
 and that the renderer draws every panel (the page goes to ``test-artifacts/``).
 """
