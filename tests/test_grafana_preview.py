@@ -2,9 +2,10 @@
 
 ``scripts/grafana_preview.py`` starts ``suture demo`` and Prometheus (Debian
 package ``prometheus``, which ``.ci/run`` installs), plays its fault scenario at
-a quarter of its length (about 35 s), and this checks that every target of
-every panel returns data, that the shipped alert rules evaluate without error,
-and that the renderer draws every panel (the page goes to ``test-artifacts/``).
+0.4 of its length (about 50 s: long enough that a loaded machine still sees
+every phase), and this checks that every target of every panel returns data,
+that the shipped alert rules evaluate without error, and that the renderer
+draws every panel (the page goes to ``test-artifacts/``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def outage() -> Iterator[tuple[Any, dict[int, Any], tuple[float, float], list[An
     board = json.loads(preview.DASHBOARD.read_text())
     with preview.running(traffic=20) as stack:
         start = time.time()
-        phases = preview.play(stack, scale=0.25)
+        phases = preview.play(stack, scale=0.4)
         time.sleep(2)
         end = time.time()
         yield stack, preview.evaluate(stack, board, start, end), (start, end), phases

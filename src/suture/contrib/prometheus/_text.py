@@ -49,17 +49,19 @@ def _number(value: float) -> str:
     return _go_float(d)
 
 
-def _lines(samples: Any, checked: set[tuple[str, ...]], out: list[str]) -> None:
+def _lines(samples: Any, checked: dict[tuple[str, ...], tuple[str, ...]], out: list[str]) -> None:
     for s in samples:
         name = s.name
         labels = s.labels
         if labels:
-            keys = tuple(sorted(labels))
-            if keys not in checked:
+            given = tuple(labels)
+            keys = checked.get(given)
+            if keys is None:  # a label set not seen yet: sort and check its names once
+                keys = tuple(sorted(given))
                 if not all(_LABEL.fullmatch(k) for k in keys):
                     raise _Fallback
-                checked.add(keys)
-            inner = ",".join(f'{k}="{_value(labels[k])}"' for k in keys)
+                checked[given] = keys
+            inner = ",".join([f'{k}="{_value(labels[k])}"' for k in keys])
             line = f"{name}{{{inner}}} {_number(s.value)}"
         else:
             line = f"{name} {_number(s.value)}"
@@ -78,7 +80,7 @@ def render_text(registry: Any) -> bytes:
 
 def _render(registry: Any) -> bytes:
     out: list[str] = []
-    checked: set[tuple[str, ...]] = set()
+    checked: dict[tuple[str, ...], tuple[str, ...]] = {}  # label names as given -> sorted
     names: set[str] = set()  # sample names already checked (they repeat too)
     for metric in registry.collect():
         base = metric.name
