@@ -21,6 +21,7 @@ import redis
 
 from shared_state_support import HangingProxy, RedisServer
 from suture import BreakerOpen, BreakerState, CircuitBreaker
+from suture.chaos.proxy import FaultProxy
 from suture.contrib.redis import MAJORITY, Quorum, RedisBreakerStore, RedisRetryBudget
 
 pytestmark = pytest.mark.redis
@@ -248,6 +249,28 @@ def test_messages_missed_while_redis_was_down_are_recovered(prefix: str) -> None
         finally:
             writer.close()
             reader.close()
+
+
+def test_a_refusing_redis_is_retried_at_a_pace_not_in_a_loop(
+    server: RedisServer, prefix: str
+) -> None:
+    # A refused connection fails at once: the I/O thread once retried it in a hot loop
+    # (about 5000 connections a second, found by `suture chaos --scenario redis-lost-reset`).
+    with FaultProxy(f"127.0.0.1:{server.port}") as refusing:
+        store = RedisBreakerStore(f"redis://127.0.0.1:{refusing.port}/0", prefix=prefix)
+        try:
+            CircuitBreaker("pace", store=store)
+            until(lambda: len(store.cluster("pace")["live"]) == 1)
+            refusing.configure(mode="reset")
+            until(lambda: store.degraded)
+            before = refusing.stats().connections
+            time.sleep(1.0)
+            # A round (heartbeat, read) every 0.2 s and the pubsub's reconnects: about 15.
+            assert refusing.stats().connections - before < 100
+            refusing.clear()
+            until(lambda: not store.degraded)
+        finally:
+            store.close()
 
 
 def test_a_starting_worker_does_not_reset_the_shared_state(

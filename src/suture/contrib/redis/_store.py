@@ -707,9 +707,14 @@ class RedisBreakerStore:
                         logger.debug("redis breaker store resynced %d breaker(s)", len(names))
                     next_read = now + self._poll_interval
                 with self._lock:
-                    if not (self._outbox or self._release_queue or self._want or self._resync):
+                    if self._degraded:
+                        # Unreachable this round: the next in a moment. A refused connection
+                        # fails at once and sets _resync, so without this pause the round
+                        # would run again at once: thousands of connections a second.
+                        self._wake.wait(0.2)
+                    elif not (self._outbox or self._release_queue or self._want or self._resync):
                         wait = min(next_read, next_beat) - time.monotonic()
-                        self._wake.wait(max(0.0, min(wait, 1.0)) if not self._degraded else 0.2)
+                        self._wake.wait(max(0.0, min(wait, 1.0)))
             except Exception:  # the I/O thread must survive anything; it is logged
                 logger.exception("redis breaker store: I/O round failed")
                 self._stop.wait(0.1)
