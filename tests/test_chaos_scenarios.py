@@ -254,6 +254,11 @@ STABLE_COLUMNS = (
     "retries",
     "shed",
     "breaker_opens",
+    "breakers",
+    "worker_sent",
+    "worker_req_ok",
+    "worker_req_p99_ms",
+    "redis_connections",
 )
 
 

@@ -316,6 +316,13 @@ def _add_chaos_command(commands: Any) -> None:
     network.add_argument(
         "--list-scenarios", action="store_true", help="list the shipped scenarios and exit"
     )
+    network.add_argument(
+        "--redis-url",
+        default=None,
+        metavar="URL",
+        help="the Redis the multi-worker scenarios share, behind a proxy (default: "
+        "$REDIS_URL, else redis://127.0.0.1:6379/0)",
+    )
 
 
 def missing_demo_modules() -> list[str]:
@@ -627,7 +634,7 @@ def _network_chaos(args: argparse.Namespace) -> int:
     except ValueError as exc:  # ScenarioError too: a malformed scenario file
         print(f"suture chaos: {exc}", file=sys.stderr)
         return 2
-    session = Session(database_url=url)
+    session = Session(database_url=url, redis_url=args.redis_url or os.environ.get("REDIS_URL"))
     live = sys.stderr.isatty()
 
     def progress(text: str) -> None:

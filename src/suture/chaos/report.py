@@ -6,7 +6,8 @@ hand-written SVG, no script and nothing fetched, so it opens anywhere, also
 offline. Each scenario shows its criteria (each with the value measured with
 suture, and without) and one plot per run, with and without suture side by
 side, on one time axis: requests by outcome, latency, dependency attempts and
-the breaker's state as a band, the fault steps shaded.
+the breaker's state as a band (one band per service worker when there are
+several), the fault steps shaded.
 
 The CSV of a run has one row per second and the columns of :data:`COLUMNS`,
 in that order (documented in ``docs/chaos.md``; a new column is only ever
@@ -207,12 +208,12 @@ def render_html(session: Session) -> str:
         s = with_.scenario
         parts.append(f"<h2 id='{e(s.name)}'>{e(s.name)}: {e(s.title)}</h2>")
         steps = ", ".join(
-            f"{st.name} {st.seconds:g} s ({_step_fault({**st.faults, **st.injected})})"
+            f"{st.name} {st.seconds:g} s ({_where(st)}{_step_fault({**st.faults, **st.injected})})"
             for st in s.steps
         )
         parts.append(
             f"<p class='note'>Steps: {e(steps)}. Load: {s.workers} browsers, at most "
-            f"{s.rate:g} clicks/s, {s.write_share:.0%} writes. Service: "
+            f"{s.rate:g} clicks/s, {s.write_share:.0%} writes{e(_spread(s))}. Service: "
             f"{e(', '.join(f'{k}={v}' for k, v in sorted(s.service.items())))}.</p>"
         )
         parts.append(
@@ -251,6 +252,24 @@ def render_html(session: Session) -> str:
     return "".join(parts)
 
 
+def _where(step: Any) -> str:
+    """Which proxy a step with faults sets, when it is not every worker's database."""
+    if not step.faults and not step.injected:
+        return ""
+    if step.dependency == "redis":
+        return "Redis: "
+    return "" if step.worker is None else f"worker {step.worker}'s database: "
+
+
+def _spread(s: Any) -> str:
+    if s.service_workers == 1:
+        return ""
+    return (
+        f", spread round robin over {s.service_workers} service workers (each its own "
+        "process and database proxy, sharing their breaker through Redis behind one more proxy)"
+    )
+
+
 def _step_fault(faults: Mapping[str, Any]) -> str:
     if not faults:
         return "healthy"
@@ -281,7 +300,7 @@ def _steps(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, int, int]]
     return out
 
 
-def plot_svg(  # noqa: C901, PLR0915 - four panels drawn in turn on one time axis
+def plot_svg(  # noqa: C901 - four panels drawn in turn on one time axis
     rows: Sequence[Mapping[str, Any]], *, title: str
 ) -> str:
     """One run on one time axis: requests by outcome, latency, attempts, breaker band."""
@@ -291,7 +310,7 @@ def plot_svg(  # noqa: C901, PLR0915 - four panels drawn in turn on one time axi
         ("requests / s by outcome", 120),
         ("request latency ms (log)", 90),
         ("per second", 80),
-        ("", 16),
+        ("", 16 * len(_bands(rows))),
     )
     gap, top = 14, 8
     height = top + sum(h for _, h in panels) + gap * (len(panels) - 1) + 24
@@ -366,15 +385,16 @@ def plot_svg(  # noqa: C901, PLR0915 - four panels drawn in turn on one time axi
         "<tspan fill='#757575'>requests sent</tspan></text>"
     )
     y0 += h + gap
-    # 4. the breaker's state as a band
-    _, h = panels[3]
-    svg.append(f"<text x='{left - 4}' y='{y0 + 11}' text-anchor='end'>breaker</text>")
-    for i, r in enumerate(rows):
-        color = BREAKER_COLORS.get(str(r["breaker"]), "#ffffff")
-        svg.append(
-            f"<rect x='{x(i):.1f}' y='{y0}' width='{bar + 0.2:.1f}' height='{h}' fill='{color}'/>"
-        )
-    y0 += h
+    # 4. the breaker's state as a band, one per service worker (labelled w0, w1, ...)
+    for label, states in _bands(rows):
+        svg.append(f"<text x='{left - 4}' y='{y0 + 11}' text-anchor='end'>{e(label)}</text>")
+        for i, state in enumerate(states):
+            color = BREAKER_COLORS.get(str(state), "#ffffff")
+            svg.append(
+                f"<rect x='{x(i):.1f}' y='{y0}' width='{bar + 0.2:.1f}' height='15' "
+                f"fill='{color}'/>"
+            )
+        y0 += 16
     # the time axis
     step = max(1, round(n / 10))
     for i in range(0, len(rows), step):  # none when a run was cut before its first second
@@ -384,6 +404,21 @@ def plot_svg(  # noqa: C901, PLR0915 - four panels drawn in turn on one time axi
     svg.append(f"<text x='{left + plot_w}' y='{y0 + 14}' text-anchor='end'>s</text>")
     svg.append("</svg>")
     return "".join(svg)
+
+
+def _bands(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[str | None]]]:
+    """(label, state per row) of each breaker band: "breaker", or "w0", "w1", ... per worker."""
+    split = [str(r.get("breakers") or "").split(";") if r.get("breakers") else [] for r in rows]
+    workers = max((len(parts) for parts in split), default=0)
+    if workers < 2:
+        return [("breaker", [r["breaker"] for r in rows])]
+    return [
+        (
+            f"w{w}",  # the legend names the colours; the margin fits a short label
+            [parts[w] if w < len(parts) and parts[w] else None for parts in split],
+        )
+        for w in range(workers)
+    ]
 
 
 def _segments(

@@ -22,7 +22,7 @@ MODES = ("suture", "naive")
 COLUMNS: tuple[str, ...] = (
     "t",  # seconds since the load started
     "step",  # the scenario's step
-    "fault",  # the fault in that step ("none", "reset", "blackhole", "+300 ms", "errors 30%")
+    "fault",  # the fault in that step ("none", "reset", "+300 ms", "redis reset", "worker 0 reset")
     "sent",  # HTTP requests sent (the browsers' retries included)
     "req_ok",  # HTTP requests answered 2xx in that second
     "req_503",  # ... answered 503
@@ -49,6 +49,12 @@ COLUMNS: tuple[str, ...] = (
     "retries",  # retries the service scheduled
     "shed",  # requests the service shed (overload)
     "breaker_opens",  # times the service's database breaker moved to open
+    # With several service workers (empty with one); ";"-separated, one value per worker:
+    "breakers",  # each worker's database breaker (``breaker`` above is worker 0's)
+    "worker_sent",  # HTTP requests sent to each worker (round robin)
+    "worker_req_ok",  # ... answered 2xx by each worker
+    "worker_req_p99_ms",  # each worker's request latency, 99th percentile
+    "redis_connections",  # connections that reached the Redis proxy the workers share
 )
 
 
@@ -67,8 +73,12 @@ class RunResult:
     error: str | None = None
     seconds: float = 0.0
     service: dict[str, Any] = field(default_factory=dict)
-    #: The proxy's counts at the end.
+    #: The database proxy's counts at the end (summed over the workers' proxies).
     proxy: dict[str, int] = field(default_factory=dict)
+    #: The Redis proxy's counts at the end (several service workers only).
+    redis_proxy: dict[str, int] = field(default_factory=dict)
+    #: Each service worker's own rows (several workers only): its requests, its breaker.
+    worker_rows: list[list[dict[str, Any]]] = field(default_factory=list)
 
     @property
     def held(self) -> bool:
@@ -98,8 +108,10 @@ class RunResult:
             "duplicated_writes": self.duplicated_writes,
             "service": self.service,
             "proxy": self.proxy,
+            **({"redis_proxy": self.redis_proxy} if self.redis_proxy else {}),
             "criteria": [j.as_dict() for j in self.judged],
             "rows": self.rows,
+            **({"worker_rows": self.worker_rows} if self.worker_rows else {}),
         }
 
 
@@ -110,6 +122,8 @@ class Session:
     database_url: str
     results: list[RunResult] = field(default_factory=list)
     interrupted: bool = False
+    #: The Redis the multi-worker scenarios share (None: the runner's default).
+    redis_url: str | None = None
 
     @property
     def held(self) -> bool:

@@ -41,8 +41,12 @@ __all__ = [
     "quick_scenarios",
 ]
 
-#: What a step may break (each sits behind its own proxy).
-DEPENDENCIES = ("database",)
+#: What a step may break (each sits behind its own proxy): every worker's database has
+#: its own proxy (a step may name one ``worker``), and the workers of a scenario with
+#: more than one share Redis (their breaker and retry budget) behind one proxy.
+DEPENDENCIES = ("database", "redis")
+#: The most service workers a scenario may run (each a real process on a 2-core machine).
+MAX_SERVICE_WORKERS = 8
 #: In-process faults a step may inject, and their ceilings (the admin endpoint's too).
 _INJECTED = {"error_rate": 1.0, "latency": 60.0, "hold": 1000.0}
 #: Slow clients a step may open at most (the reference service closes connections past
@@ -59,6 +63,10 @@ class ScenarioError(ValueError):
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ScenarioError(message)
+
+
+def _is_index(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,9 +86,22 @@ class Step:
     #: request head one byte every :data:`SLOW_CLIENT_INTERVAL` seconds, while the load
     #: goes on; each is timed until the server closes it (or the step ends).
     slow_clients: int = 0
+    #: The one service worker (0-based) whose database proxy (and in-process faults) the
+    #: step sets; ``None``: every worker's. Redis has one proxy for all: no worker there.
+    worker: int | None = None
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and isinstance(self.name, str), f"step name={self.name!r}")
+        _require(
+            self.worker is None or _is_index(self.worker),
+            f"step {self.name!r}: worker={self.worker!r} must be a worker's index (0, 1, ...) "
+            "or null for every worker",
+        )
+        _require(
+            self.worker is None or self.dependency != "redis",
+            f"step {self.name!r}: worker={self.worker!r} with dependency='redis': the workers "
+            "share one Redis proxy (leave worker out)",
+        )
         _require(
             isinstance(self.seconds, int | float) and 0 < self.seconds <= 3600,
             f"step {self.name!r}: seconds={self.seconds!r} must be within (0, 3600]",
@@ -138,6 +159,8 @@ class Criterion:
     min: float | None = None
     #: Judged on the run with suture only (the naive run shows its value beside it).
     text: str = ""
+    #: Measured on one service worker's requests only (0-based); ``None``: all of them.
+    worker: int | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -157,6 +180,8 @@ class Criterion:
 
     def describe(self) -> str:
         where = f" ({self.step})" if self.step else ""
+        if self.worker is not None:
+            where += f" (worker {self.worker})"
         return self.text or f"{METRICS[self.metric].title}{where} {self.limit_text()}"
 
 
@@ -177,6 +202,10 @@ class Scenario:
     service: Mapping[str, Any] = field(default_factory=dict)
     #: Seconds the clicks in flight at the end may still take (then: client timeouts).
     grace: float = 5.0
+    #: Processes of the reference service, each with its own database proxy, the load
+    #: spread over them round robin; more than one share their breaker and retry budget
+    #: through Redis (behind one proxy, which ``dependency="redis"`` steps set).
+    service_workers: int = 1
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and isinstance(self.name, str), f"name={self.name!r}")
@@ -205,6 +234,38 @@ class Scenario:
             isinstance(self.write_share, int | float) and 0 <= self.write_share <= 1,
             f"scenario {self.name!r}: write_share={self.write_share!r} must be within [0, 1]",
         )
+        self._check_workers()
+
+    def _check_workers(self) -> None:
+        n = self.service_workers
+        _require(
+            isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_SERVICE_WORKERS,
+            f"scenario {self.name!r}: service_workers={n!r} must be within "
+            f"[1, {MAX_SERVICE_WORKERS}]",
+        )
+        where = f"(the scenario runs {n} service worker(s): 0..{n - 1})"
+        for step in self.steps:
+            _require(
+                step.worker is None or step.worker < n,
+                f"scenario {self.name!r}: step {step.name!r}: worker={step.worker} is out of "
+                f"range {where}",
+            )
+            _require(
+                step.dependency != "redis" or self.uses_redis,
+                f"scenario {self.name!r}: step {step.name!r}: dependency='redis' needs "
+                "service_workers >= 2 (one worker keeps its breaker in memory, without Redis)",
+            )
+        for c in self.criteria:
+            _require(
+                c.worker is None or (_is_index(c.worker) and c.worker < n),
+                f"scenario {self.name!r}: criterion {c.metric!r}: worker={c.worker!r} is out of "
+                f"range {where}",
+            )
+
+    @property
+    def uses_redis(self) -> bool:
+        """True when the service workers share state through Redis (more than one)."""
+        return self.service_workers > 1
 
     @property
     def seconds(self) -> float:
@@ -234,6 +295,7 @@ class Scenario:
             "write_share": self.write_share,
             "grace": self.grace,
             "service": dict(self.service),
+            **({"service_workers": self.service_workers} if self.service_workers != 1 else {}),
             "steps": [
                 {
                     "name": s.name,
@@ -242,6 +304,7 @@ class Scenario:
                     "faults": dict(s.faults),
                     **({"injected": dict(s.injected)} if s.injected else {}),
                     **({"slow_clients": s.slow_clients} if s.slow_clients else {}),
+                    **({"worker": s.worker} if s.worker is not None else {}),
                 }
                 for s in self.steps
             ],
@@ -254,6 +317,7 @@ class Scenario:
                         ("max", c.max),
                         ("min", c.min),
                         ("text", c.text),
+                        ("worker", c.worker),
                     )
                     if v not in (None, "")
                 }
@@ -274,6 +338,7 @@ class Scenario:
             "write_share",
             "grace",
             "service",
+            "service_workers",
             "steps",
             "criteria",
         }
@@ -344,6 +409,10 @@ class RunView:
     #: Seconds each slow client of a step stayed open (closed by the server, or by the
     #: runner when the step ended: then the whole step).
     slow_clients: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    #: With several service workers: the same view of each worker's own requests (its rows:
+    #: the requests it answered, its breaker, its database attempts; no clicks: a click's
+    #: retries may go to another worker). A criterion with ``worker`` is measured there.
+    workers: Sequence[RunView] = ()
 
     def in_step(self, step: str | None) -> list[Mapping[str, Any]]:
         if step is None:
@@ -393,6 +462,27 @@ def _p99_503(view: RunView, step: str | None) -> float | None:
     if step is None:
         return None
     return _percentile([ms for _, ms in view.fail_latencies.get(step, ())], 99)
+
+
+def _p99_delta(view: RunView, step: str | None) -> float | None:
+    """p99 of the requests sent during ``step`` minus that of the step before it."""
+    names = [name for name, _, _ in view.step_bounds]
+    if step is None or step not in names or names.index(step) == 0:
+        return None
+    previous = names[names.index(step) - 1]
+    now = _percentile([t.ms for t in _tries(view, step)], 99)
+    before = _percentile([t.ms for t in _tries(view, previous)], 99)
+    return None if now is None or before is None else now - before
+
+
+_TRIES = ("req_ok", "req_503", "req_500", "req_4xx", "req_timeout", "req_error")
+
+
+def _request_goodput(view: RunView, step: str | None) -> float | None:
+    """Share of the HTTP requests (tries, not clicks) answered 2xx."""
+    rows = view.in_step(step)
+    answered = sum(_sum(rows, key) for key in _TRIES)
+    return None if not answered else 100.0 * _sum(rows, "req_ok") / answered
 
 
 def _recovery(view: RunView, step: str | None) -> float | None:
@@ -499,6 +589,8 @@ METRICS: dict[str, Metric] = {
     "p99_503": Metric("p99 of the 503 answers", " ms", _p99_503),
     "recovery": Metric("first success of a request sent after the step ends", " s", _recovery),
     "settled": Metric("last failed request sent after the step ends", " s", _settled),
+    "p99_delta": Metric("p99 of the requests, minus the step before's", " ms", _p99_delta),
+    "request_goodput": Metric("requests (not clicks) answered 2xx", "%", _request_goodput),
     "status_500": Metric("500 answers", "", _count("status_500")),
     "breaker_opens": Metric("times the breaker opened", "", _count("breaker_opens")),
     "p99_ok": Metric("p99 of the requests answered 2xx", " ms", _p99_ok),
@@ -525,6 +617,7 @@ class Judged:
             "criterion": self.criterion.describe(),
             "metric": self.criterion.metric,
             "step": self.criterion.step,
+            "worker": self.criterion.worker,
             "limit": self.criterion.limit_text(),
             "value": self.value,
             "held": self.held,
@@ -532,7 +625,14 @@ class Judged:
 
 
 def judge(criterion: Criterion, view: RunView) -> Judged:
-    """Measure ``criterion``'s metric on ``view``; a value that cannot be measured fails."""
+    """Measure ``criterion``'s metric on ``view``; a value that cannot be measured fails.
+
+    A criterion naming a ``worker`` is measured on that worker's view (``view.workers``).
+    """
+    if criterion.worker is not None:
+        if not 0 <= criterion.worker < len(view.workers):
+            return Judged(criterion=criterion, value=None, held=False)
+        view = view.workers[criterion.worker]
     value = METRICS[criterion.metric].measure(view, criterion.step)
     if value is None:
         return Judged(criterion=criterion, value=None, held=False)
@@ -833,6 +933,86 @@ SCENARIOS["pool-exhausted"] = Scenario(
 )
 
 
+def _redis_lost(name: str, title: str, mode: str) -> Scenario:
+    return Scenario(
+        name=name,
+        title=title,
+        service=_SERVICE,
+        service_workers=2,
+        steps=(
+            # Not compared: the first seconds of a run are slower on this machine, with or
+            # without faults (the load's own start, caches, connections).
+            Step(name="warm-up", seconds=4.0),
+            Step(name="before", seconds=6.0),
+            Step(name="redis-lost", seconds=8.0, dependency="redis", faults={"mode": mode}),
+            Step(name="after", seconds=4.0),
+        ),
+        criteria=(
+            Criterion(
+                metric="p99_delta",
+                step="redis-lost",
+                max=5.0,
+                text="p99 of the requests while Redis is lost <= p99 before + 5 ms",
+            ),
+            Criterion(
+                metric="goodput",
+                step="redis-lost",
+                min=99.0,
+                text="clicks answered 2xx while Redis is lost >= 99%",
+            ),
+            *_ALWAYS,
+        ),
+    )
+
+
+SCENARIOS["redis-lost-reset"] = _redis_lost(
+    "redis-lost-reset",
+    "two workers; the Redis they share refuses and cuts every connection (reset)",
+    "reset",
+)
+SCENARIOS["redis-lost-blackhole"] = _redis_lost(
+    "redis-lost-blackhole",
+    "two workers; the Redis they share accepts connections and never answers (blackhole)",
+    "blackhole",
+)
+SCENARIOS["worker-partitioned"] = Scenario(
+    name="worker-partitioned",
+    title="two workers; worker 0 loses its own path to the database (reset), worker 1 does not",
+    service=_SERVICE,
+    service_workers=2,
+    steps=(
+        Step(name="before", seconds=4.0),
+        Step(name="partition", seconds=8.0, faults={"mode": "reset"}, worker=0),
+        Step(name="after", seconds=5.0),
+    ),
+    criteria=(
+        Criterion(
+            metric="request_goodput",
+            step="partition",
+            worker=1,
+            min=99.0,
+            text="the healthy worker 1 answers >= 99% of its requests 2xx (no following "
+            "worker 0's OPEN)",
+        ),
+        Criterion(
+            metric="fast_fail_p99",
+            step="partition",
+            worker=0,
+            max=5.0,
+            text="p99 of worker 0's 503s once its breaker is open < 5 ms",
+        ),
+        Criterion(
+            metric="recovery",
+            step="partition",
+            worker=0,
+            max=_SERVICE["reset_timeout"] + 1.0,
+            text="worker 0's first success <= reset timeout (2 s) + 1 s after the partition",
+        ),
+        *_ALWAYS,
+    ),
+)
+
+
 def quick_scenarios() -> list[Scenario]:
     """The CI-sized set: the quick scenarios with every step shortened (under 60 s in all)."""
     out = []
@@ -847,6 +1027,7 @@ def quick_scenarios() -> list[Scenario]:
                 dependency=st.dependency,
                 injected=st.injected,
                 slow_clients=st.slow_clients,
+                worker=st.worker,
             )
             for st in s.steps
         )
@@ -862,6 +1043,7 @@ def quick_scenarios() -> list[Scenario]:
                 write_share=s.write_share,
                 service=s.service,
                 grace=2.0,
+                service_workers=s.service_workers,
             )
         )
     return out

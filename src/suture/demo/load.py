@@ -26,7 +26,11 @@ retries included) and tries (each HTTP request) by outcome and latency;
 ``fail_ms``: the 503 tries; ``ok_at``: the 2xx tries; ``try_at``: every try
 (``status`` null when no answer came, ``retry_after`` 1 when the answer had a
 valid ``Retry-After``), and a last line
-``{"done": true}``. Clicks still in flight ``--grace`` seconds (default 5)
+``{"done": true}``. ``--url`` given more than once spreads the tries over the
+services round robin (each try, a retry included, goes to the next one, as a
+load balancer would) and each line then also holds ``"workers"``: per service,
+in ``--url`` order, its own ``sent``, ``tries``, ``try_ms``, ``fail_ms``,
+``ok_at`` and ``try_at``. Clicks still in flight ``--grace`` seconds (default 5)
 after the end count as client timeouts (the user gave up). SIGINT or SIGTERM
 stops it early (the last second is still printed). It needs httpx (the
 ``demo`` extra), imported when it runs.
@@ -43,7 +47,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import suppress
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,11 +82,30 @@ class _Second:
     ok_at: list[list[float]] = field(default_factory=list)
     #: Every try: [unix time sent, latency in ms, HTTP status or None, 1 with Retry-After].
     try_at: list[list[Any]] = field(default_factory=list)
+    #: With several services: each one's own tries (a ``_Second`` without clicks).
+    by_service: dict[int, _Second] = field(default_factory=dict)
+
+    def service(self, index: int) -> _Second:
+        bucket = self.by_service.get(index)
+        if bucket is None:
+            bucket = self.by_service[index] = _Second()
+        return bucket
+
+    def tries_line(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "tries": self.tries,
+            "try_ms": [round(x, 2) for x in self.try_ms],
+            "fail_ms": self.fail_ms,
+            "ok_at": self.ok_at,
+            "try_at": self.try_at,
+        }
 
 
 class _Recorder:
-    def __init__(self) -> None:
+    def __init__(self, services: int = 1) -> None:
         self.seconds: dict[int, _Second] = {}
+        self.services = services
 
     def at(self, when: float) -> _Second:
         second = int(when)
@@ -90,6 +113,11 @@ class _Recorder:
         if bucket is None:
             bucket = self.seconds[second] = _Second()
         return bucket
+
+    def buckets(self, when: float, service: int) -> list[_Second]:
+        """The second's bucket, and with several services that service's own too."""
+        bucket = self.at(when)
+        return [bucket] if self.services == 1 else [bucket, bucket.service(service)]
 
     def flush(self, before: int) -> None:
         for second in sorted(s for s in self.seconds if s < before):
@@ -107,6 +135,8 @@ class _Recorder:
                 "ok_at": b.ok_at,
                 "try_at": b.try_at,
             }
+            if self.services > 1:
+                line["workers"] = [b.service(i).tries_line() for i in range(self.services)]
             sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
 
@@ -131,44 +161,63 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
+class _RoundRobin:
+    """The services' clients, each try to the next one (one service: always that one)."""
+
+    def __init__(self, clients: Sequence[Any]) -> None:
+        self.clients = list(clients)
+        self.turn = 0
+
+    def next(self) -> tuple[int, Any]:
+        index = self.turn % len(self.clients)
+        self.turn += 1
+        return index, self.clients[index]
+
+
 class _Browser:
-    def __init__(self, client: Any, recorder: _Recorder, kind: str, rng: random.Random) -> None:
-        self.client = client
+    def __init__(
+        self, clients: _RoundRobin, recorder: _Recorder, kind: str, rng: random.Random
+    ) -> None:
+        self.clients = clients
         self.recorder = recorder
         self.kind = kind
         self.rng = rng
 
     async def _try(self, method: str, path: str, body: Any) -> tuple[str, float | None]:
+        index, client = self.clients.next()
         started = time.time()
-        self.recorder.at(started).sent += 1
+        for bucket in self.recorder.buckets(started, index):
+            bucket.sent += 1
         try:
-            answer = await self.client.request(method, path, json=body, timeout=TRY_TIMEOUT)
+            answer = await client.request(method, path, json=body, timeout=TRY_TIMEOUT)
         except Exception as exc:
             ended = time.time()
             outcome = "timeout" if "Timeout" in type(exc).__name__ else "error"
-            bucket = self.recorder.at(ended)
-            bucket.tries[outcome] += 1
-            bucket.try_ms.append((ended - started) * 1000)
-            bucket.try_at.append([round(started, 4), round((ended - started) * 1000, 3), None, 0])
+            for bucket in self.recorder.buckets(ended, index):
+                bucket.tries[outcome] += 1
+                bucket.try_ms.append((ended - started) * 1000)
+                bucket.try_at.append(
+                    [round(started, 4), round((ended - started) * 1000, 3), None, 0]
+                )
             return outcome, None
         ended = time.time()
         outcome = _outcome(answer.status_code)
-        bucket = self.recorder.at(ended)
-        bucket.tries[outcome] += 1
-        bucket.try_ms.append((ended - started) * 1000)
         retry_after = _retry_after(answer.headers)
-        bucket.try_at.append(
-            [
-                round(started, 4),
-                round((ended - started) * 1000, 3),
-                answer.status_code,
-                int(retry_after is not None),
-            ]
-        )
-        if outcome == "503":
-            bucket.fail_ms.append([round(ended, 4), round((ended - started) * 1000, 3)])
-        elif outcome == "ok":
-            bucket.ok_at.append([round(started, 4), round(ended, 4)])
+        for bucket in self.recorder.buckets(ended, index):
+            bucket.tries[outcome] += 1
+            bucket.try_ms.append((ended - started) * 1000)
+            bucket.try_at.append(
+                [
+                    round(started, 4),
+                    round((ended - started) * 1000, 3),
+                    answer.status_code,
+                    int(retry_after is not None),
+                ]
+            )
+            if outcome == "503":
+                bucket.fail_ms.append([round(ended, 4), round((ended - started) * 1000, 3)])
+            elif outcome == "ok":
+                bucket.ok_at.append([round(started, 4), round(ended, 4)])
         return outcome, retry_after
 
     async def click(self, method: str, path: str, body: Any = None) -> str:
@@ -202,7 +251,8 @@ class _Browser:
 async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - pacer, workers, flusher and stop, read in order
     import httpx
 
-    recorder = _Recorder()
+    urls = list(args.url)
+    recorder = _Recorder(len(urls))
     rng = random.Random(args.seed)
     write_ids = list(args.write_ids)
     stop = asyncio.Event()
@@ -227,10 +277,18 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - pacer,
     # Only managers get in: the runner hands its run's token through the environment.
     token = os.environ.get("SUTURE_DEMO_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(base_url=args.url, limits=limits, headers=headers) as client:
+    async with AsyncExitStack() as stack:
+        clients = _RoundRobin(
+            [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(base_url=url, limits=limits, headers=headers)
+                )
+                for url in urls
+            ]
+        )
 
         async def worker(index: int) -> None:
-            browser = _Browser(client, recorder, args.browser, random.Random(args.seed + index))
+            browser = _Browser(clients, recorder, args.browser, random.Random(args.seed + index))
             while await pace():
                 started = time.time()
                 acked = False
@@ -297,7 +355,12 @@ def _ids(text: str) -> list[int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m suture.demo.load")
-    parser.add_argument("--url", required=True)
+    parser.add_argument(
+        "--url",
+        required=True,
+        action="append",
+        help="a service's base URL; repeated: the tries go to each in turn (round robin)",
+    )
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--rate", type=float, default=40.0)

@@ -21,7 +21,15 @@ One run:
    write looked up in the database directly (lost or duplicated), the schema
    dropped, one row per second built and the criteria judged.
 
-Ctrl-C (a cancellation) still restores the proxy, stops both processes, drops
+A scenario with ``service_workers`` N > 1 starts N service processes, each on
+its own port with its own proxy to PostgreSQL (one schema for all: the first
+creates and seeds it, then the others start), sharing their breaker and retry
+budget through Redis behind one more proxy (a key prefix of the run's own);
+the load spreads its requests over them round robin, every worker is sampled
+each second (the ``breakers`` column: each one's state) and the criteria
+naming a worker are judged on that worker's requests only.
+
+Ctrl-C (a cancellation) still restores the proxies, stops every process, drops
 the schema and keeps what was measured: the run is marked ``partial``.
 httpx and psycopg are imported when a run starts (the ``demo`` extra).
 """
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -41,7 +50,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +69,8 @@ from suture.chaos.scenarios import (
 __all__ = ["MODES", "ChaosError", "RunResult", "Session", "play", "play_all"]
 
 DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
+#: The Redis the workers of a multi-worker scenario share (behind a proxy of the run's).
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 _START_TIMEOUT = 60.0
 
 
@@ -82,13 +93,22 @@ def _pythonpath() -> str:
     return here if not old else f"{here}{os.pathsep}{old}"
 
 
-def database_target(url: str) -> tuple[tuple[str, int], str]:
-    """``(host, port)`` of a PostgreSQL URL and the URL's user/database part."""
+def database_target(url: str, *, default_port: int = 5432) -> tuple[tuple[str, int], str]:
+    """``(host, port)`` of a PostgreSQL (or Redis) URL and the URL's ``user@`` part."""
     rest = url.split("://", 1)[1] if "://" in url else url
     auth, _, tail = rest.rpartition("@")
     hostport = tail.partition("/")[0]
-    host, port = parse_address(hostport if ":" in hostport else f"{hostport}:5432")
+    host, port = parse_address(hostport if ":" in hostport else f"{hostport}:{default_port}")
     return (host, port), f"{auth}@" if auth else ""
+
+
+def _proxied_redis_url(url: str, proxy_port: int) -> str:
+    """``url`` (``redis://[auth@]host[:port][/db]``) pointing at the proxy instead."""
+    _, auth = database_target(url, default_port=6379)
+    rest = url.split("://", 1)[1] if "://" in url else url
+    tail = rest.rpartition("@")[2]
+    db = tail.partition("/")[2] or "0"
+    return f"redis://{auth}127.0.0.1:{proxy_port}/{db}"
 
 
 def _proxied_url(url: str, proxy_port: int) -> str:
@@ -240,6 +260,37 @@ def _slow_clients(port: int, count: int, *, until: float) -> list[asyncio.Task[f
     return [loop.create_task(_slow_client(port, until)) for _ in range(count)]
 
 
+def _combine(each: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The workers' samples as one: counts summed, the pool's use the highest, the rest
+    (the breaker) worker 0's; a count some worker did not answer is left out."""
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for sample in each for k in sample):
+        values = [sample.get(key) for sample in each]
+        numeric = [isinstance(v, int | float) and not isinstance(v, bool) for v in values]
+        if key == "pool_in_use":
+            present = [float(v) for v in values if isinstance(v, int | float)]
+            out[key] = max(present) if present else None
+        elif all(numeric):
+            out[key] = sum(values)
+        elif not any(numeric):
+            out[key] = each[0].get(key)
+    return out
+
+
+async def _sample_all(stage: Stage, clients: Sequence[Any]) -> dict[str, Any]:
+    """One worker: :func:`_sample`; several: combined, with each one's under ``workers``."""
+    if len(clients) == 1:
+        return await _sample(clients[0], stage.proxies[0])
+    pairs = zip(clients, stage.proxies, strict=True)
+    each = await asyncio.gather(*(_sample(client, proxy) for client, proxy in pairs))
+    out = _combine(each)
+    out["workers"] = list(each)
+    out["breakers"] = ";".join(str(sample.get("breaker") or "") for sample in each)
+    if stage.redis_proxy is not None:
+        out["redis_connections"] = stage.redis_proxy.stats().connections
+    return out
+
+
 async def _inject(client: Any, body: Mapping[str, Any]) -> None:
     """Set the service's in-process faults through its (loopback-only) chaos admin endpoint."""
     try:
@@ -302,6 +353,10 @@ def _fault(step: Step) -> str:
         fault = f"{step.injected['hold']:g} held"
     elif step.slow_clients:
         fault = f"{step.slow_clients} slow clients"
+    if fault != "none" and step.dependency == "redis":
+        fault = f"redis {fault}"
+    elif fault != "none" and step.worker is not None:
+        fault = f"worker {step.worker} {fault}"
     return fault
 
 
@@ -373,6 +428,13 @@ def build_rows(
                 "retries": delta("retries"),
                 "shed": delta("shed"),
                 "breaker_opens": delta("breaker_opens"),
+                "breakers": sample.get("breakers"),
+                "worker_sent": _each(line, lambda w: int(w.get("sent", 0))),
+                "worker_req_ok": _each(line, lambda w: int(w.get("tries", {}).get("ok", 0))),
+                "worker_req_p99_ms": _each(
+                    line, lambda w: _round(_percentile(w.get("try_ms", []), 99))
+                ),
+                "redis_connections": delta("redis_connections"),
             }
         )
         if sample:
@@ -387,25 +449,78 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
+def _each(line: Mapping[str, Any], value: Callable[[Mapping[str, Any]], Any]) -> str | None:
+    """``value`` of each worker's part of a load line, ";"-joined (None: one worker)."""
+    parts = line.get("workers")
+    if not parts:
+        return None
+    return ";".join("" if (v := value(part)) is None else f"{v:g}" for part in parts)
+
+
+def _worker_lines(lines: Mapping[int, Mapping[str, Any]], index: int) -> dict[int, Any]:
+    return {
+        second: line["workers"][index]
+        for second, line in lines.items()
+        if len(line.get("workers", ())) > index
+    }
+
+
+def worker_rows(
+    scenario: Scenario,
+    t0: float,
+    lines: Mapping[int, Mapping[str, Any]],
+    samples: Mapping[int, Mapping[str, Any]],
+    end: float,
+) -> list[list[dict[str, Any]]]:
+    """Each worker's own rows (its requests, breaker, attempts); [] with one worker."""
+    if scenario.service_workers == 1:
+        return []
+    return [
+        build_rows(
+            scenario,
+            t0,
+            _worker_lines(lines, index),
+            {
+                second: sample["workers"][index]
+                for second, sample in samples.items()
+                if len(sample.get("workers", ())) > index
+            },
+            end,
+        )
+        for index in range(scenario.service_workers)
+    ]
+
+
 class Stage:
-    """One run's own infrastructure: its proxy, its service process, its schema.
+    """One run's own infrastructure: its proxies, its service process(es), its schema.
 
     Started ahead of the run (:meth:`start`), so that the services of a session
     boot together while nothing is measured; :meth:`stop` undoes everything.
+    With several service workers: one database proxy per worker, and one Redis
+    proxy they share.
     """
 
-    def __init__(self, scenario: Scenario, mode: str, database_url: str) -> None:
+    def __init__(
+        self, scenario: Scenario, mode: str, database_url: str, redis_url: str = DEFAULT_REDIS
+    ) -> None:
         self.scenario = scenario
         self.mode = mode
         self.database_url = database_url
+        self.redis_url = redis_url
         self.schema = f"chaos_{uuid.uuid4().hex[:10]}"
         self.direct = _psycopg_dsn(database_url)
         target, _ = database_target(database_url)
-        self.proxy = FaultProxy(target)
+        self.proxies = [FaultProxy(target) for _ in range(scenario.service_workers)]
+        self.redis_proxy: FaultProxy | None = None
+        if scenario.uses_redis:
+            redis_target, _ = database_target(redis_url, default_port=6379)
+            self.redis_proxy = FaultProxy(redis_target)
         self.processes = _Processes()
-        self.port = 0
-        self.service: asyncio.subprocess.Process | None = None
+        self.ports: list[int] = []
+        self.services: list[asyncio.subprocess.Process] = []
         self.settings = {**scenario.service, "naive": mode == "naive", "schema": self.schema}
+        if scenario.uses_redis:  # a namespace of the run's own in the shared Redis
+            self.settings["redis_prefix"] = f"suture-chaos:{self.schema}:"
         # Only managers get in (suture.demo.auth): one fresh token per run, for this
         # process's own reads and for the load's "browsers" (in their environment).
         self.token = secrets.token_urlsafe(24)
@@ -415,45 +530,152 @@ class Stage:
         self.slots = db_slots(settings_from_json(json.dumps(self.settings)))
 
     @property
+    def proxy(self) -> FaultProxy:
+        """Worker 0's database proxy (the only one with one worker)."""
+        return self.proxies[0]
+
+    @property
+    def all_proxies(self) -> list[FaultProxy]:
+        return [*self.proxies, *([self.redis_proxy] if self.redis_proxy is not None else [])]
+
+    @property
+    def port(self) -> int:
+        """Worker 0's port (the only one with one worker)."""
+        return self.ports[0]
+
+    @property
+    def base_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.ports]
+
+    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.base_urls[0]
 
     async def start(self) -> None:
-        await self.proxy.aprobe()
-        await self.proxy.start()
-        self.port = _free_port()
+        for proxy in self.proxies:
+            await proxy.aprobe()
+            await proxy.start()
+        if self.redis_proxy is not None:
+            try:
+                await self.redis_proxy.aprobe()
+            except ProxyError as exc:
+                raise ChaosError(f"Redis ({self.redis_url}): {exc}") from None
+            await self.redis_proxy.start()
+        self.ports = [_free_port() for _ in self.proxies]
+        await self._start_worker(0)
+        if len(self.proxies) > 1:  # the others once the first has made and seeded the schema
+            async with self.clients() as clients:
+                await self._wait(clients[0], 0)
+            for index in range(1, len(self.proxies)):
+                await self._start_worker(index)
+
+    @contextlib.asynccontextmanager
+    async def clients(self) -> AsyncIterator[list[Any]]:
+        """One httpx client per worker, with the run's token."""
+        import httpx
+
+        auth = {"Authorization": f"Bearer {self.token}"}
+        async with contextlib.AsyncExitStack() as stack:
+            yield [
+                await stack.enter_async_context(httpx.AsyncClient(base_url=url, headers=auth))
+                for url in self.base_urls
+            ]
+
+    async def booted(self) -> None:
+        """Wait until every worker answers (so that no boot overlaps a measured run)."""
+        async with self.clients() as clients:
+            await self.ready(*clients)
+
+    async def _start_worker(self, index: int) -> None:
         settings = {
             **self.settings,
-            "database_url": _proxied_url(self.database_url, self.proxy.port),
+            "database_url": _proxied_url(self.database_url, self.proxies[index].port),
             # The admin endpoint only when a step injects faults in the service.
             "chaos": self.scenario.injects,
             "traffic": 0.0,
             "token": self.token,
         }
-        self.service = await self.processes.start(
-            sys.executable,
-            "-m",
-            "suture.demo.serve",
-            "--port",
-            str(self.port),
-            "--settings",
-            json.dumps(settings),
+        if self.redis_proxy is not None:
+            settings["redis_url"] = _proxied_redis_url(self.redis_url, self.redis_proxy.port)
+        self.services.append(
+            await self.processes.start(
+                sys.executable,
+                "-m",
+                "suture.demo.serve",
+                "--port",
+                str(self.ports[index]),
+                "--settings",
+                json.dumps(settings),
+            )
         )
 
-    async def ready(self, client: Any) -> None:
+    async def _wait(self, client: Any, index: int) -> None:
         deadline = time.monotonic() + _START_TIMEOUT
         while await _get_json(client, "/health") is None:
-            service = self.service
+            service = self.services[index] if index < len(self.services) else None
             if service is None or service.returncode is not None or time.monotonic() > deadline:
+                which = f" (worker {index})" if len(self.proxies) > 1 else ""
                 raise ChaosError(
-                    f"the reference service did not start: {self.processes.last_line(0)}"
+                    f"the reference service{which} did not start: {self.processes.last_line(index)}"
                 )
             await asyncio.sleep(0.2)
 
+    async def ready(self, *clients: Any) -> None:
+        """Every worker answers ``/health`` (``clients``: one per worker, in order)."""
+        for index, client in enumerate(clients):
+            await self._wait(client, index)
+
+    async def warm(self, clients: Sequence[Any]) -> None:
+        """Off the clock: as many reads at once to each worker as the load has browsers
+        (its pool filled, its caches warm)."""
+        for client in clients:
+            await asyncio.gather(
+                *(
+                    _get_json(client, "/api/manager/assistance")
+                    for _ in range(self.scenario.workers)
+                )
+            )
+
+    async def apply(self, step: Step, clients: Sequence[Any]) -> None:
+        """The network (and the service's own faults) as ``step`` says; the rest healthy."""
+        faults = step.proxy_faults()
+        if step.dependency == "redis":
+            assert self.redis_proxy is not None  # the scenario checked it
+            broken = [self.redis_proxy]
+        else:
+            broken = self.proxies if step.worker is None else [self.proxies[step.worker]]
+        for proxy in self.all_proxies:
+            await proxy.aset(faults if proxy in broken else type(faults)())
+        if self.scenario.injects:
+            for index, client in enumerate(clients):
+                await _inject(
+                    client,
+                    step.admin_body()
+                    if step.worker in (None, index)
+                    else {"target": "database", "clear": True},
+                )
+
+    async def heal(self, clients: Sequence[Any]) -> None:
+        """Every proxy back to pass, the service's own faults cleared."""
+        for proxy in self.all_proxies:
+            await proxy.aclear()
+        if self.scenario.injects:
+            for client in clients:
+                await _inject(client, {"target": "database", "clear": True})
+
+    def proxy_counts(self) -> dict[str, int]:
+        """The database proxies' counts, summed over the workers."""
+        total: dict[str, int] = {}
+        for proxy in self.proxies:
+            for key, value in proxy.stats().as_dict().items():
+                total[key] = total.get(key, 0) + value
+        return total
+
     async def stop(self) -> None:
-        """Proxy back to pass and closed, processes stopped, schema dropped (idempotent)."""
-        self.proxy.clear()
-        await self.proxy.aclose()
+        """Proxies back to pass and closed, processes stopped, schema dropped (idempotent)."""
+        for proxy in self.all_proxies:
+            proxy.clear()
+            await proxy.aclose()
         await self.processes.stop()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(_drop_schema, self.direct, self.schema)
@@ -463,9 +685,7 @@ async def play(  # noqa: C901, PLR0915 - one run in order; its cleanup in one fi
     stage: Stage, *, result: RunResult, progress: Progress
 ) -> RunResult:
     """One run on a started ``stage``; fills ``result`` as it goes (also when cancelled)."""
-    import httpx
-
-    scenario, mode, proxy = stage.scenario, stage.mode, stage.proxy
+    scenario, mode = stage.scenario, stage.mode
     lines: dict[int, dict[str, Any]] = {}
     samples: dict[int, dict[str, Any]] = {}
     acked: dict[int, str] = {}
@@ -476,17 +696,17 @@ async def play(  # noqa: C901, PLR0915 - one run in order; its cleanup in one fi
     result.service = dict(stage.settings)
     try:
         progress(f"{scenario.name} [{mode}] waiting for the service...")
-        auth = {"Authorization": f"Bearer {stage.token}"}
-        async with httpx.AsyncClient(base_url=stage.base_url, headers=auth) as client:
-            await stage.ready(client)
+        async with stage.clients() as clients:
+            client = clients[0]
+            await stage.ready(*clients)
+            await stage.warm(clients)
             queue = await _get_json(client, "/api/manager/assistance?limit=200")
             ids = [int(t["id"]) for t in (queue or {}).get("requests", [])]
             load = await stage.processes.start(
                 sys.executable,
                 "-m",
                 "suture.demo.load",
-                "--url",
-                stage.base_url,
+                *(arg for url in stage.base_urls for arg in ("--url", url)),
                 "--seconds",
                 str(scenario.seconds),
                 "--workers",
@@ -519,27 +739,23 @@ async def play(  # noqa: C901, PLR0915 - one run in order; its cleanup in one fi
 
             reader = asyncio.get_running_loop().create_task(read_load())
             t0 = time.time()
-            samples[int(t0) - 1] = await _sample(client, proxy)
+            samples[int(t0) - 1] = await _sample_all(stage, clients)
             for step, _, stop in scenario.step_bounds():
-                await proxy.aset(step.proxy_faults())
-                if scenario.injects:
-                    await _inject(client, step.admin_body())
-                slow_clients = _slow_clients(
+                await stage.apply(step, clients)
+                slow_clients = _slow_clients(  # on worker 0 (the only one with one worker)
                     stage.port, step.slow_clients, until=time.monotonic() + t0 + stop - time.time()
                 )
                 while (now := time.time()) < t0 + stop:
-                    samples[int(now)] = await _sample(client, proxy)
+                    samples[int(now)] = await _sample_all(stage, clients)
                     _show(progress, scenario, mode, step.name, now - t0, lines)
                     await asyncio.sleep(min(1.0 - time.time() % 1.0 + 0.02, t0 + stop - now))
                 if slow_clients:
                     slow_open[step.name] = list(await asyncio.gather(*slow_clients))
                     slow_clients = []
-            await proxy.aclear()
-            if scenario.injects:
-                await _inject(client, {"target": "database", "clear": True})
+            await stage.heal(clients)
             while load.returncode is None:
                 now = time.time()
-                samples[int(now)] = await _sample(client, proxy)
+                samples[int(now)] = await _sample_all(stage, clients)
                 _show(progress, scenario, mode, "ending", now - t0, lines)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(load.wait(), 1.0 - now % 1.0 + 0.02)
@@ -553,12 +769,17 @@ async def play(  # noqa: C901, PLR0915 - one run in order; its cleanup in one fi
     finally:
         for task in slow_clients:
             task.cancel()
-        proxy.clear()
-        result.proxy = proxy.stats().as_dict()
+        for proxy in stage.all_proxies:
+            proxy.clear()
+        result.proxy = stage.proxy_counts()
+        if stage.redis_proxy is not None:
+            result.redis_proxy = stage.redis_proxy.stats().as_dict()
         await stage.processes.stop()
         result.seconds = time.monotonic() - started
         if t0 is not None:
-            result.rows = build_rows(scenario, t0, lines, samples, time.time())
+            end = time.time()
+            result.rows = build_rows(scenario, t0, lines, samples, end)
+            result.worker_rows = worker_rows(scenario, t0, lines, samples, end)
             result.acked_writes = len(acked)
             try:
                 lost, dup = await asyncio.to_thread(_reconcile, stage.direct, stage.schema, acked)
@@ -581,6 +802,27 @@ def _judge(
     slots: int | None = None,
     slow_open: Mapping[str, Sequence[float]] | None = None,
 ) -> list[Judged]:
+    view = _view(scenario, result, result.rows, t0, lines, slots=slots, slow_open=slow_open)
+    if result.worker_rows:
+        workers = [
+            _view(scenario, result, rows, t0, _worker_lines(lines, index), slots=slots)
+            for index, rows in enumerate(result.worker_rows)
+        ]
+        view = dataclasses.replace(view, workers=workers)
+    return [judge(c, view) for c in scenario.criteria]
+
+
+def _view(
+    scenario: Scenario,
+    result: RunResult,
+    rows: Sequence[Mapping[str, Any]],
+    t0: float,
+    lines: Mapping[int, Mapping[str, Any]],
+    *,
+    slots: int | None = None,
+    slow_open: Mapping[str, Sequence[float]] | None = None,
+) -> RunView:
+    """What the metrics read, from ``rows`` and the load's ``lines`` (a run's or a worker's)."""
     first = int(t0)
     bounds = [(s.name, start, stop) for s, start, stop in scenario.step_bounds()]
     fail: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in bounds}
@@ -604,8 +846,8 @@ def _judge(
         # partition and answered once it heals says nothing about new requests).
         later = [answered for sent, answered in oks if sent >= t0 + stop]
         first_ok_after[name] = min(later) - (t0 + stop) if later else None
-    view = RunView(
-        rows=result.rows,
+    return RunView(
+        rows=rows,
         step_bounds=bounds,
         first_ok_after=first_ok_after,
         lost_writes=result.lost_writes,
@@ -615,7 +857,6 @@ def _judge(
         slots=slots,
         slow_clients=dict(slow_open or {}),
     )
-    return [judge(c, view) for c in scenario.criteria]
 
 
 def _show(
@@ -658,13 +899,18 @@ async def play_all(
     nothing is measured, and wait idle for their turn); each run's stage is
     stopped right after it, and every stage also when the session is cancelled.
     """
-    stages = [Stage(s, mode, session.database_url) for s in scenarios for mode in modes]
+    redis_url = session.redis_url or DEFAULT_REDIS
+    stages = [Stage(s, mode, session.database_url, redis_url) for s in scenarios for mode in modes]
     try:
         progress(f"starting {len(stages)} service(s)...")
-        try:
-            await asyncio.gather(*(stage.start() for stage in stages))
-        except ProxyError as exc:
-            raise ChaosError(f"the database: {exc}") from None
+        # Every start ends before a failure is raised: none goes on after the stages stop.
+        started = await asyncio.gather(*(stage.start() for stage in stages), return_exceptions=True)
+        for outcome in started:
+            if isinstance(outcome, ProxyError):
+                raise ChaosError(f"the database: {outcome}")
+            if isinstance(outcome, BaseException):
+                raise outcome
+        await asyncio.gather(*(stage.booted() for stage in stages))
         for stage in stages:
             result = RunResult(scenario=stage.scenario, mode=stage.mode)
             session.results.append(result)
