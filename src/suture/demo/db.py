@@ -1,3 +1,5 @@
+# Over ~400 lines on purpose: the engine, the policy and the one attempt routine (with its
+# hang-up of a connection that never answers) are the one database edge, read together.
 """The database edge: the engine, the one policy every call goes through, start-up.
 
 :func:`make_engine` is the only place that reads a database URL (the wiring
@@ -7,14 +9,19 @@ one :class:`suture.Policy` (retry outside, breaker inside, a per-attempt
 timeout innermost). :class:`Database` runs an operation in one transaction
 under that policy: :meth:`Database.run` hands it an ORM session,
 :meth:`Database.run_core` a bare connection, both through the one attempt
-routine (chaos first, as a flaky network would, then the transaction).
+routine (chaos first, as a flaky network would, then the transaction). An
+attempt the policy's timeout abandons hangs up its connection (:class:`_Line`):
+a database that never answers costs an attempt its timeout, no more.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import os
 import random
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -235,6 +242,48 @@ def _unchanged(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+class _Line:
+    """The connection an attempt holds, so that abandoning the attempt can hang up."""
+
+    __slots__ = ("pgconn",)
+
+    def __init__(self) -> None:
+        self.pgconn: Any = None
+
+    async def hold(self, conn: AsyncConnection) -> None:
+        """Note the driver's connection (psycopg's; other drivers are cancelled as before)."""
+        raw = await conn.get_raw_connection()
+        self.pgconn = getattr(raw.driver_connection, "pgconn", None)
+
+    def hang_up(self) -> bool:
+        """Shut the connection's socket down; False when there is none to hang up.
+
+        The socket is read from the driver now, so it is the connection's own (a
+        closed connection has none). It is shut down through a copy of its descriptor
+        (the driver still owns and closes it): the driver then reads the end of the
+        stream and fails at once ("server closed the connection unexpectedly"),
+        which SQLAlchemy takes for a disconnect and invalidates the connection.
+        """
+        try:
+            fd = int(self.pgconn.socket) if self.pgconn is not None else -1
+        except Exception:  # psycopg: "the connection is lost"
+            return False
+        if fd < 0:
+            return False
+        try:
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            return False
+        return True
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """An abandoned attempt's end: its error was counted already; nobody awaits it."""
+    if not task.cancelled():
+        task.exception()
+
+
 class Database:
     """Runs operations on ``engine`` in one transaction each, under ``policy``.
 
@@ -281,28 +330,64 @@ class Database:
 
     async def _attempt_with(
         self,
-        begin: Callable[[], AbstractAsyncContextManager[H]],
+        begin: Callable[[_Line], AbstractAsyncContextManager[H]],
         op: Callable[[H], Awaitable[T]],
     ) -> T:
-        """One attempt: chaos first (as a flaky network would), then one transaction."""
+        """One attempt, cut at once when the policy's timeout cancels it.
+
+        The transaction runs in a task of its own: a cancellation (the per-attempt
+        timeout, the deadline) ends this attempt at once and *hangs up* the
+        transaction's connection (its socket shut down), so that the transaction fails
+        by itself within a loop turn instead of being cancelled. Cancelled, psycopg
+        would send the server a cancel request and wait for the query to end, up to
+        10 s, and a database that accepts and never answers (a partition, a hung
+        server) answers neither. Hung up, the connection is invalidated, and the pool
+        opens a new one when it is next needed. Before a connection is held
+        (admission, pool checkout, connecting) a plain cancellation is enough.
+        """
+        self.telemetry.db_started()
+        line = _Line()
+        work = asyncio.ensure_future(self._transaction(begin, op, line))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            if work.done() or not line.hang_up():
+                work.cancel()
+            work.add_done_callback(_retrieved)
+            raise
+
+    async def _transaction(
+        self,
+        begin: Callable[[_Line], AbstractAsyncContextManager[H]],
+        op: Callable[[H], Awaitable[T]],
+        line: _Line,
+    ) -> T:
+        """Chaos first (as a flaky network would), then one transaction."""
         error: BaseException | None = None
         try:
             await self.chaos.ainject(DB)
             if self.limiter is None:
-                async with begin() as handle:
+                async with begin(line) as handle:
                     return await op(handle)
-            async with self.limiter.acquire(Priority.NORMAL), begin() as handle:
+            async with self.limiter.acquire(Priority.NORMAL), begin(line) as handle:
                 return await op(handle)
         except Exception as exc:
             error = exc
             raise
         finally:
-            self.telemetry.db_call(error)
+            self.telemetry.db_ended(error)
 
     @asynccontextmanager
-    async def _session_transaction(self) -> AsyncIterator[AsyncSession]:
+    async def _session_transaction(self, line: _Line) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session, session.begin():
+            await line.hold(await session.connection())
             yield session
+
+    @asynccontextmanager
+    async def _core_transaction(self, line: _Line) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.begin() as conn:
+            await line.hold(conn)
+            yield conn
 
     async def _attempt(self, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """One attempt in an ORM session's transaction."""
@@ -310,7 +395,7 @@ class Database:
 
     async def _attempt_core(self, op: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """One attempt on a bare connection: no ORM session to set up."""
-        return await self._attempt_with(self.engine.begin, op)
+        return await self._attempt_with(self._core_transaction, op)
 
     # --- start-up (outside the policy: a database that is not there is a start-up error)
 

@@ -138,9 +138,20 @@ class Telemetry:
         self.totals[name] += n
 
     def db_call(self, error: BaseException | None) -> None:
-        """One database attempt; ``error`` when it failed (only transient errors count;
-        overload, a shed or a pool checkout timeout, is our queue, not the database)."""
+        """One database attempt, started and ended at once (:meth:`db_started` and
+        :meth:`db_ended`)."""
+        self.db_started()
+        self.db_ended(error)
+
+    def db_started(self) -> None:
+        """A database attempt starts: counted in the second it is made (an attempt on a
+        hanging database ends a timeout later)."""
         self.count("db_calls")
+
+    def db_ended(self, error: BaseException | None) -> None:
+        """A database attempt ended; ``error`` when it failed (only transient errors
+        count; overload, a shed or a pool checkout timeout, is our queue, not the
+        database)."""
         if error is not None and is_transient(error) and not is_overload(error):
             self.count("db_failures")
 
