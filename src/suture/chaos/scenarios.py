@@ -413,6 +413,8 @@ class RunView:
     #: the requests it answered, its breaker, its database attempts; no clicks: a click's
     #: retries may go to another worker). A criterion with ``worker`` is measured there.
     workers: Sequence[RunView] = ()
+    #: When the breaker first opened in each step (seconds from the start), if known.
+    opened: Mapping[str, float | None] = field(default_factory=dict)
 
     def in_step(self, step: str | None) -> list[Mapping[str, Any]]:
         if step is None:
@@ -445,15 +447,28 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[index]
 
 
+#: A p99 of fewer samples would be their maximum: the fast-fail p99 needs this many.
+FAST_FAIL_SAMPLES = 100
+
+
 def _fast_fail(view: RunView, step: str | None) -> float | None:
-    """p99 of the 503 tries sent from the second after the breaker is first seen OPEN."""
+    """p99 of the 503 tries sent once the breaker first opened in the step.
+
+    The opening's time is the service's own when known (``view.opened``), else
+    the second after the rows first show the breaker OPEN. Not measured (None)
+    with fewer than :data:`FAST_FAIL_SAMPLES` tries.
+    """
     if step is None:
         return None
-    opened = [r["t"] for r in view.in_step(step) if r["breaker"] == "open"]
-    if not opened:
-        return None
-    since = min(opened) + 1
+    since = view.opened.get(step)
+    if since is None:
+        seen = [r["t"] for r in view.in_step(step) if r["breaker"] == "open"]
+        if not seen:
+            return None
+        since = min(seen) + 1
     values = [ms for t, ms in view.fail_latencies.get(step, ()) if t >= since]
+    if len(values) < FAST_FAIL_SAMPLES:
+        return None
     return _percentile(values, 99)
 
 

@@ -21,19 +21,33 @@ Every second it prints one JSON line on stdout:
 ``{"second": <unix second>, "sent": n, "clicks": n, "outcomes": {...},
 "latencies": [ms...], "acked": [[id, text]...], "tries": {...}, "try_ms": [ms...],
 "fail_ms": [[t, ms]...], "ok_at": [[sent, answered]...],
-"try_at": [[sent, ms, status, retry_after]...]}``: clicks (a browser action, its
-retries included) and tries (each HTTP request) by outcome and latency;
-``fail_ms``: the 503 tries; ``ok_at``: the 2xx tries; ``try_at``: every try
-(``status`` null when no answer came, ``retry_after`` 1 when the answer had a
-valid ``Retry-After``), and a last line
-``{"done": true}``. ``--url`` given more than once spreads the tries over the
-services round robin (each try, a retry included, goes to the next one, as a
-load balancer would) and each line then also holds ``"workers"``: per service,
-in ``--url`` order, its own ``sent``, ``tries``, ``try_ms``, ``fail_ms``,
-``ok_at`` and ``try_at``. Clicks still in flight ``--grace`` seconds (default 5)
-after the end count as client timeouts (the user gave up). SIGINT or SIGTERM
-stops it early (the last second is still printed). It needs httpx (the
-``demo`` extra), imported when it runs.
+"try_at": [[sent, ms, status, retry_after]...], "probes": n}``: clicks (a
+browser action, its retries included) and tries (each HTTP request) by outcome
+and latency; ``fail_ms``: the 503 tries (the prober's too); ``ok_at``: the 2xx
+tries; ``try_at``: every try of the browsers (``status`` null when no answer
+came, ``retry_after`` 1 when the answer had a valid ``Retry-After``);
+``probes``: the prober's tries, and a last line ``{"done": true}``. ``--url``
+given more than once spreads the tries over the services round robin (each
+try, a retry included, goes to the next one, as a load balancer would) and
+each line then also holds ``"workers"``: per service, in ``--url`` order, its
+own ``sent``, ``tries``, ``try_ms``, ``fail_ms``, ``ok_at`` and ``try_at``.
+Clicks still in flight ``--grace`` seconds (default 5) after the end count as
+client timeouts (the user gave up). ``--start-at`` (a unix time) starts the
+clicks on that instant, so that a run's seconds and steps line up with the
+wall clock's. SIGINT or SIGTERM stops it early (the last second is still
+printed). It needs httpx (the ``demo`` extra), imported when it runs.
+
+**The prober** (``--probe``, on in ``suture chaos``): the p99 of the fast
+failures needs at least 100 of them, and the browsers, honouring
+``Retry-After``, send few requests while a breaker is open (16 browsers and a
+2 s ``Retry-After``: about 8 a second). So once any try is answered ``503``
+``breaker_open``, one more client reads the queue again every
+:data:`PROBE_GAP` seconds, one request at a time, for as long as the answer
+is that ``503``; its tries are in ``fail_ms`` (they are fast failures a user
+would get) and in ``probes``, and not in ``sent``, ``tries``, ``try_at`` or ``clicks``
+(they would dilute the amplification: a rejection reaches no database). A
+prober try that the breaker lets through (half-open) does reach the database,
+and that attempt is counted like any other: against the service.
 """
 
 from __future__ import annotations
@@ -64,6 +78,8 @@ SUTURE_CAP = 8.0
 SUTURE_DEADLINE = 30.0
 SUTURE_MAX_RETRY_AFTER = 60.0
 NAIVE_WAITS = (1.0, 2.0, 4.0)
+#: Seconds between two of the prober's tries while the breaker rejects them.
+PROBE_GAP = 0.01
 
 
 @dataclass
@@ -101,6 +117,9 @@ class _Second:
             "try_at": self.try_at,
         }
 
+    #: The prober's tries (in ``fail_ms`` when answered 503, never in ``sent``).
+    probes: int = 0
+
 
 class _Recorder:
     def __init__(self, services: int = 1) -> None:
@@ -134,6 +153,7 @@ class _Recorder:
                 "fail_ms": b.fail_ms,
                 "ok_at": b.ok_at,
                 "try_at": b.try_at,
+                "probes": b.probes,
             }
             if self.services > 1:
                 line["workers"] = [b.service(i).tries_line() for i in range(self.services)]
@@ -174,14 +194,65 @@ class _RoundRobin:
         return index, self.clients[index]
 
 
+def _code(answer: Any) -> str | None:
+    """The ``code`` of a 503's JSON body (``breaker_open``, ``overloaded``, ...)."""
+    try:
+        body = answer.json()
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else None
+
+
+class _Prober:
+    """One more client while the breaker is open: enough fast failures for a p99."""
+
+    def __init__(self, clients: _RoundRobin, recorder: _Recorder) -> None:
+        self.clients = clients
+        self.recorder = recorder
+        self.wake = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()
+            probing = await self._try()
+            while probing:  # paced, not polling: each turn is one request
+                await asyncio.sleep(PROBE_GAP)
+                probing = await self._try()
+            self.wake.clear()
+
+    async def _try(self) -> bool:
+        """One read; True while it is answered 503 ``breaker_open``."""
+        index, client = self.clients.next()
+        started = time.time()
+        try:
+            answer = await client.get(READ, timeout=TRY_TIMEOUT)
+        except Exception:
+            self.recorder.at(time.time()).probes += 1
+            return False
+        ended = time.time()
+        self.recorder.at(ended).probes += 1
+        if answer.status_code != 503:
+            return False
+        for bucket in self.recorder.buckets(ended, index):
+            bucket.fail_ms.append([round(ended, 4), round((ended - started) * 1000, 3)])
+        return _code(answer) == "breaker_open"
+
+
 class _Browser:
     def __init__(
-        self, clients: _RoundRobin, recorder: _Recorder, kind: str, rng: random.Random
+        self,
+        clients: _RoundRobin,
+        recorder: _Recorder,
+        kind: str,
+        rng: random.Random,
+        prober: _Prober | None = None,
     ) -> None:
         self.clients = clients
         self.recorder = recorder
         self.kind = kind
         self.rng = rng
+        self.prober = prober
 
     async def _try(self, method: str, path: str, body: Any) -> tuple[str, float | None]:
         index, client = self.clients.next()
@@ -218,6 +289,8 @@ class _Browser:
                 bucket.fail_ms.append([round(ended, 4), round((ended - started) * 1000, 3)])
             elif outcome == "ok":
                 bucket.ok_at.append([round(started, 4), round(ended, 4)])
+        if outcome == "503" and self.prober is not None and _code(answer) == "breaker_open":
+            self.prober.wake.set()
         return outcome, retry_after
 
     async def click(self, method: str, path: str, body: Any = None) -> str:
@@ -260,9 +333,12 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - pacer,
     for sig in (signal.SIGINT, signal.SIGTERM):
         with suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    if args.start_at is not None:
+        await asyncio.sleep(max(0.0, args.start_at - time.time()))
     interval = 1.0 / args.rate
     next_slot = time.monotonic()
-    ends = time.monotonic() + args.seconds
+    starts = args.start_at if args.start_at is not None else time.time()
+    ends = time.monotonic() + max(0.0, starts + args.seconds - time.time())
 
     async def pace() -> bool:
         nonlocal next_slot
@@ -287,8 +363,13 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - pacer,
             ]
         )
 
+        # The prober's own turn over the same services (the browsers' stays theirs).
+        prober = _Prober(_RoundRobin(clients.clients), recorder) if args.probe else None
+
         async def worker(index: int) -> None:
-            browser = _Browser(clients, recorder, args.browser, random.Random(args.seed + index))
+            browser = _Browser(
+                clients, recorder, args.browser, random.Random(args.seed + index), prober
+            )
             while await pace():
                 started = time.time()
                 acked = False
@@ -327,6 +408,7 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - pacer,
 
         flushing = loop.create_task(flusher())
         workers = [loop.create_task(worker(i)) for i in range(args.workers)]
+        probing = loop.create_task(prober.run()) if prober is not None else None
         done_waiting: asyncio.Task[Any] = loop.create_task(stop.wait())
         pending: set[asyncio.Task[Any]] = set(workers)
         while pending and not stop.is_set():
@@ -339,7 +421,9 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - pacer,
             pending.discard(done_waiting)
         for task in workers:
             task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        if probing is not None:
+            probing.cancel()
+        await asyncio.gather(*workers, *([probing] if probing else []), return_exceptions=True)
         done_waiting.cancel()
         flushing.cancel()
         with suppress(asyncio.CancelledError):
@@ -369,6 +453,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write-ids", type=_ids, default=[])
     parser.add_argument("--tag", default="chaos")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--start-at",
+        type=float,
+        default=None,
+        help="unix time of the first click (default: at once); --seconds count from it",
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="one more client while the breaker is open (503 breaker_open): fast-fail samples",
+    )
     parser.add_argument(
         "--grace",
         type=float,

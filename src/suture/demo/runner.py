@@ -12,11 +12,14 @@ One run:
    the proxy, its tables in a schema of its own;
 3. the load as another process (``python -m suture.demo.load``: closed-loop
    httpx "browsers"), which reports every second;
-4. the steps: at each step's start the proxy's faults are switched (and the
-   step's slow clients connect, each timed until the server closes it); every
-   second this process reads the service's ``/health`` and
-   ``/api/dashboard`` (breaker state, pool use, attempts, retries, shed) and
-   the proxy's counts;
+4. the steps, from a whole second of the wall clock on which the load starts
+   too (so each row of the report is one step's): at each step's start the
+   proxy's faults are switched (and the step's slow clients connect, each
+   timed until the server closes it); at the start of every second this
+   process reads the service's ``/health`` and ``/api/dashboard`` (breaker
+   state and when it opened, pool use, attempts, retries, shed) and the
+   proxy's counts: what a counter gained from one second's start to the next
+   is that second's (an attempt is counted by the service when it starts);
 5. the end: the proxy back to pass, the processes stopped, every acknowledged
    write looked up in the database directly (lost or duplicated), the schema
    dropped, one row per second built and the criteria judged.
@@ -50,7 +53,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,9 @@ DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
 #: The Redis the workers of a multi-worker scenario share (behind a proxy of the run's).
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 _START_TIMEOUT = 60.0
+#: Seconds the load process is given to start (Python and httpx imported) before its
+#: first click, which is on the next whole second after that.
+_LOAD_BOOT = 0.8
 
 
 class ChaosError(RuntimeError):
@@ -193,6 +199,9 @@ async def _sample(client: Any, proxy: FaultProxy) -> dict[str, Any]:
     if health is not None:
         breaker = health.get("breakers", {}).get("database", {})
         out["breaker"] = breaker.get("state")
+        opened_at = breaker.get("opened_at")
+        if isinstance(opened_at, int | float) and breaker.get("state") != "closed":
+            out["opened_at"] = float(opened_at)
         usage = (health.get("pool") or {}).get("usage") or {}
         out["pool_in_use"] = usage.get("fraction")
     if board is not None:
@@ -270,6 +279,8 @@ def _combine(each: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if key == "pool_in_use":
             present = [float(v) for v in values if isinstance(v, int | float)]
             out[key] = max(present) if present else None
+        elif key == "opened_at":  # a time, not a count: the first worker's opening
+            out[key] = min(float(v) for v in values if isinstance(v, int | float))
         elif all(numeric):
             out[key] = sum(values)
         elif not any(numeric):
@@ -289,6 +300,17 @@ async def _sample_all(stage: Stage, clients: Sequence[Any]) -> dict[str, Any]:
     if stage.redis_proxy is not None:
         out["redis_connections"] = stage.redis_proxy.stats().connections
     return out
+
+
+async def _tick(samples: dict[int, dict[str, Any]], stage: Stage, clients: Sequence[Any]) -> None:
+    """The counters at the start of this second (once a second, never overwritten)."""
+    second = int(time.time())
+    if second not in samples:
+        samples[second] = await _sample_all(stage, clients)
+
+
+def _to_next_second() -> float:
+    return 1.0 - time.time() % 1.0 + 0.005
 
 
 async def _inject(client: Any, body: Mapping[str, Any]) -> None:
@@ -367,11 +389,16 @@ def build_rows(
     samples: Mapping[int, Mapping[str, Any]],
     end: float,
 ) -> list[dict[str, Any]]:
-    """One row per second (the CSV's :data:`~suture.chaos.report.COLUMNS`)."""
+    """One row per second (the CSV's :data:`~suture.chaos.report.COLUMNS`).
+
+    ``samples[s]`` holds the counters read at the start of second ``s``: a
+    second's count is what they gained until the next sample (when a sample is
+    missing, the earlier one's row takes the whole gap and this one is empty).
+    """
     bounds = scenario.step_bounds()
     first = int(t0)
     rows: list[dict[str, Any]] = []
-    previous: Mapping[str, Any] = samples.get(first - 1) or samples.get(first) or {}
+    taken = sorted(samples)
     for second in range(first, int(end) + 1):
         middle = second + 0.5 - t0
         step_name, fault = bounds[-1][0].name, "none"
@@ -385,14 +412,15 @@ def build_rows(
         line = lines.get(second, {})
         outcomes = line.get("outcomes", {})
         sample = samples.get(second, {})
+        later = next((samples[k] for k in taken if k > second), {})
 
         def delta(
-            key: str, sample: Mapping[str, Any] = sample, previous: Mapping[str, Any] = previous
+            key: str, sample: Mapping[str, Any] = sample, later: Mapping[str, Any] = later
         ) -> int | None:
-            now, before = sample.get(key), previous.get(key)
-            if now is None or before is None:
+            now, after = sample.get(key), later.get(key)
+            if now is None or after is None:
                 return None
-            return max(0, int(now) - int(before))
+            return max(0, int(after) - int(now))
 
         latencies = line.get("latencies", [])
         tries = line.get("tries", {})
@@ -437,8 +465,6 @@ def build_rows(
                 "redis_connections": delta("redis_connections"),
             }
         )
-        if sample:
-            previous = sample
     while rows and not rows[-1]["sent"] and rows[-1]["breaker"] is None:
         rows.pop()  # the seconds after the load stopped
     assert all(set(r) == set(COLUMNS) for r in rows)
@@ -702,6 +728,7 @@ async def play(  # noqa: C901, PLR0915 - one run in order; its cleanup in one fi
             await stage.warm(clients)
             queue = await _get_json(client, "/api/manager/assistance?limit=200")
             ids = [int(t["id"]) for t in (queue or {}).get("requests", [])]
+            start_at = math.ceil(time.time() + _LOAD_BOOT)
             load = await stage.processes.start(
                 sys.executable,
                 "-m",
@@ -723,6 +750,9 @@ async def play(  # noqa: C901, PLR0915 - one run in order; its cleanup in one fi
                 stage.schema,
                 "--grace",
                 str(scenario.grace),
+                "--start-at",
+                str(start_at),
+                "--probe",
                 stdout=asyncio.subprocess.PIPE,
                 env={"SUTURE_DEMO_TOKEN": stage.token},
             )
@@ -738,27 +768,27 @@ async def play(  # noqa: C901, PLR0915 - one run in order; its cleanup in one fi
                             acked[int(task_id)] = str(text)
 
             reader = asyncio.get_running_loop().create_task(read_load())
-            t0 = time.time()
-            samples[int(t0) - 1] = await _sample_all(stage, clients)
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            t0 = float(start_at)
             for step, _, stop in scenario.step_bounds():
                 await stage.apply(step, clients)
                 slow_clients = _slow_clients(  # on worker 0 (the only one with one worker)
                     stage.port, step.slow_clients, until=time.monotonic() + t0 + stop - time.time()
                 )
                 while (now := time.time()) < t0 + stop:
-                    samples[int(now)] = await _sample_all(stage, clients)
+                    await _tick(samples, stage, clients)
                     _show(progress, scenario, mode, step.name, now - t0, lines)
-                    await asyncio.sleep(min(1.0 - time.time() % 1.0 + 0.02, t0 + stop - now))
+                    await asyncio.sleep(max(0.0, min(_to_next_second(), t0 + stop - time.time())))
                 if slow_clients:
                     slow_open[step.name] = list(await asyncio.gather(*slow_clients))
                     slow_clients = []
             await stage.heal(clients)
             while load.returncode is None:
-                now = time.time()
-                samples[int(now)] = await _sample_all(stage, clients)
-                _show(progress, scenario, mode, "ending", now - t0, lines)
+                await _tick(samples, stage, clients)
+                _show(progress, scenario, mode, "ending", time.time() - t0, lines)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(load.wait(), 1.0 - now % 1.0 + 0.02)
+                    await asyncio.wait_for(load.wait(), _to_next_second())
+            await _tick(samples, stage, clients)  # closes the last second
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(reader, 5)
     except asyncio.CancelledError:
@@ -787,7 +817,7 @@ async def play(  # noqa: C901, PLR0915 - one run in order; its cleanup in one fi
             except Exception as exc:  # the run's numbers are still worth reporting
                 result.error = result.error or f"could not reconcile the writes: {exc}"
             result.judged = _judge(
-                scenario, result, t0, lines, slots=stage.slots, slow_open=slow_open
+                scenario, result, t0, lines, samples, slots=stage.slots, slow_open=slow_open
             )
         await stage.stop()
     return result
@@ -798,18 +828,49 @@ def _judge(
     result: RunResult,
     t0: float,
     lines: Mapping[int, Mapping[str, Any]],
+    samples: Mapping[int, Mapping[str, Any]],
     *,
     slots: int | None = None,
     slow_open: Mapping[str, Sequence[float]] | None = None,
 ) -> list[Judged]:
-    view = _view(scenario, result, result.rows, t0, lines, slots=slots, slow_open=slow_open)
+    view = _view(
+        scenario,
+        result,
+        result.rows,
+        t0,
+        lines,
+        slots=slots,
+        slow_open=slow_open,
+        openings=_openings(samples),
+    )
     if result.worker_rows:
         workers = [
-            _view(scenario, result, rows, t0, _worker_lines(lines, index), slots=slots)
+            _view(
+                scenario,
+                result,
+                rows,
+                t0,
+                _worker_lines(lines, index),
+                slots=slots,
+                openings=_openings(samples, index),
+            )
             for index, rows in enumerate(result.worker_rows)
         ]
         view = dataclasses.replace(view, workers=workers)
     return [judge(c, view) for c in scenario.criteria]
+
+
+def _openings(samples: Mapping[int, Mapping[str, Any]], worker: int | None = None) -> set[float]:
+    """When the breaker was seen to have opened (the service's own times), of ``worker``."""
+    out: set[float] = set()
+    for whole in samples.values():
+        sample = whole
+        if worker is not None:
+            each = whole.get("workers") or ()
+            sample = each[worker] if worker < len(each) else {}
+        if "opened_at" in sample:
+            out.add(float(sample["opened_at"]))
+    return out
 
 
 def _view(
@@ -821,6 +882,7 @@ def _view(
     *,
     slots: int | None = None,
     slow_open: Mapping[str, Sequence[float]] | None = None,
+    openings: Collection[float] = (),
 ) -> RunView:
     """What the metrics read, from ``rows`` and the load's ``lines`` (a run's or a worker's)."""
     first = int(t0)
@@ -835,8 +897,12 @@ def _view(
                 code = None if status is None else int(status)
                 tries[name].append(Try(at, float(ms), code, bool(retry_after)))
     first_ok_after: dict[str, float | None] = {}
+    opened: dict[str, float | None] = {}
     oks = [(float(a), float(b)) for line in lines.values() for a, b in line.get("ok_at", [])]
     for name, start, stop in bounds:
+        # When the breaker first opened in the step (the service's own time of it).
+        during = [at for at in openings if t0 + start <= at < t0 + stop]
+        opened[name] = min(during) - first if during else None
         for line in lines.values():
             for when, ms in line.get("fail_ms", []):
                 sent_at = when - ms / 1000  # fast-fail is about the requests sent while open
@@ -856,6 +922,7 @@ def _view(
         tries=tries,
         slots=slots,
         slow_clients=dict(slow_open or {}),
+        opened=opened,
     )
 
 
