@@ -154,14 +154,15 @@ def test_each_metric_measures_what_it_says() -> None:
         _row(2, "outage", sent=10, clicks=10, status_503=10, db_attempts=0, breaker="open"),
         _row(3, "after", sent=10, clicks=10, ok=9, status_500=1, db_attempts=10),
     ]
+    # two sent at 1.x s (before the breaker was seen open a full second), 100 at 2.x s
+    fails = [(1.5, 900.0), (1.6, 900.0), *((2.0 + i / 100, 2.0 + i / 99) for i in range(100))]
     view = RunView(
         rows=rows,
         step_bounds=[("before", 0, 1), ("outage", 1, 3), ("after", 3, 4)],
         first_ok_after={"before": 0.0, "outage": 2.4, "after": None},
         lost_writes=1,
         duplicated_writes=0,
-        # sent at 1.5 s (before the breaker was seen open a full second) and at 2.x s
-        fail_latencies={"outage": [(1.5, 900.0), (2.1, 2.0), (2.2, 3.0), (2.9, 4.0)]},
+        fail_latencies={"outage": fails},
     )
 
     def value(metric: str, step: str | None = None, **limit: float) -> tuple[float | None, bool]:
@@ -170,13 +171,41 @@ def test_each_metric_measures_what_it_says() -> None:
 
     assert value("amplification", "outage", max=1.1) == (0.3, True)  # 6 attempts / 20 sent
     assert value("goodput", max=100) == (pytest.approx(47.5), True)  # 19 of 40 clicks
-    assert value("fast_fail_p99", "outage", max=5) == (4.0, True)  # the 900 ms one excluded
+    assert value("fast_fail_p99", "outage", max=5) == (pytest.approx(2 + 98 / 99), True)  # not 900
     assert value("recovery", "outage", max=3) == (2.4, True)
-    assert value("p99_503", "outage", max=5) == (900.0, False)  # every 503, the slow one too
+    assert value("p99_503", "outage", max=5) == (900.0, False)  # every 503, the slow ones too
     assert value("status_500", max=0) == (1.0, False)
     assert value("lost_writes", max=0) == (1.0, False)
     assert value("duplicated_writes", max=0) == (0.0, True)
     assert value("recovery", "after", max=3) == (None, False)  # not measured: not held
+
+
+def test_fast_fail_starts_at_the_opening_and_needs_100_samples() -> None:
+    rows = [_row(0, "outage", breaker="closed"), _row(1, "outage", breaker="open")]
+
+    def fast_fail(fails: list[tuple[float, float]], opened: float | None) -> float | None:
+        view = RunView(
+            rows=rows,
+            step_bounds=[("outage", 0, 2)],
+            first_ok_after={},
+            lost_writes=0,
+            duplicated_writes=0,
+            fail_latencies={"outage": fails},
+            opened={"outage": opened},
+        )
+        return judge(Criterion(metric="fast_fail_p99", step="outage", max=5), view).value
+
+    # The service's own opening time (0.5 s) starts the samples: the 503s sent before it
+    # (waiting on the failing attempts that opened it) are not fast failures.
+    slow_then_fast = [(0.4, 800.0), *((0.5 + i / 200, 1.0) for i in range(120))]
+    assert fast_fail(slow_then_fast, opened=0.5) == 1.0
+    # 99 samples: a p99 would be their maximum, so it is not measured (and fails).
+    assert fast_fail([(0.6, 1.0)] * 99, opened=0.5) is None
+    # Unknown opening: from the second after the rows first show it OPEN (t=1 -> 2).
+    assert fast_fail([(2.0 + i / 200, 3.0) for i in range(100)], opened=None) == 3.0
+    # Two slow ones in 200 are 1%: the p99 is fast; three are over 1%: it is slow.
+    assert fast_fail([(0.6, 2.0)] * 198 + [(0.7, 40.0)] * 2, opened=0.5) == 2.0
+    assert fast_fail([(0.6, 2.0)] * 197 + [(0.7, 40.0)] * 3, opened=0.5) == 40.0
 
 
 # --- rows ---------------------------------------------------------------------------------
@@ -202,11 +231,13 @@ def test_rows_are_one_per_second_with_deltas_and_the_step() -> None:
             "try_ms": [1, 1, 2, 9],
         },
     }
+    # Each sample is read at the start of its second: a second's count is what the
+    # counters gained until the next one (they used to land a second late).
     samples = {
-        999: {"db_calls": 5, "retries": 0, "shed": 0, "proxy_connections": 1},
-        1000: {"db_calls": 8, "retries": 1, "shed": 0, "proxy_connections": 2, "breaker": "closed"},
-        1001: {"db_calls": 9, "retries": 4, "shed": 0, "proxy_connections": 7, "breaker": "open"},
-        1002: {"db_calls": 9, "retries": 4, "shed": 2, "proxy_connections": 7, "breaker": "open"},
+        1000: {"db_calls": 5, "retries": 0, "shed": 0, "proxy_connections": 1, "breaker": "closed"},
+        1001: {"db_calls": 8, "retries": 1, "shed": 0, "proxy_connections": 2, "breaker": "closed"},
+        1002: {"db_calls": 9, "retries": 4, "shed": 0, "proxy_connections": 7, "breaker": "open"},
+        1003: {"db_calls": 9, "retries": 4, "shed": 2, "proxy_connections": 7, "breaker": "open"},
     }
     rows = build_rows(scenario, t0, lines, samples, end=1002.9)
     assert [r["t"] for r in rows] == [0, 1, 2]
@@ -215,6 +246,11 @@ def test_rows_are_one_per_second_with_deltas_and_the_step() -> None:
     assert [r["db_attempts"] for r in rows] == [3, 1, 0]
     assert [r["retries"] for r in rows] == [1, 3, 0]
     assert [r["shed"] for r in rows] == [0, 0, 2]
+    assert [r["breaker"] for r in rows] == ["closed", "closed", "open"]
+    # A missing sample: the earlier second takes the whole gap, the next one is empty.
+    del samples[1001]
+    rows = build_rows(scenario, t0, lines, samples, end=1002.9)
+    assert [r["db_attempts"] for r in rows] == [4, None, 0]
     assert rows[1]["req_503"] == 4
     assert rows[1]["req_p99_ms"] == 9
     assert rows[0]["p50_ms"] == 2
@@ -299,7 +335,7 @@ def _session() -> Session:
             first_ok_after={"outage": opened},
             lost_writes=0,
             duplicated_writes=0,
-            fail_latencies={"outage": [(6.0, 1.0), (7.0, 2.0)]},
+            fail_latencies={"outage": [(6.0, 1.0), *((7.0, 2.0),) * 99]},
         )
         result.judged = [judge(c, view) for c in scenario.criteria]
         session.results.append(result)
