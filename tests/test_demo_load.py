@@ -40,8 +40,10 @@ def _app(hits: list[float]) -> Starlette:
 
 def _run_load(url: str, *extra: str) -> list[dict[str, Any]]:
     done = subprocess.run(
-        [sys.executable, "-m", "suture.demo.load", "--url", url, "--workers", "1"]
-        + ["--rate", "2", "--seconds", "1", "--write-share", "0", "--grace", "5", *extra],
+        [
+            *(sys.executable, "-m", "suture.demo.load", "--url", url, "--workers", "1"),
+            *("--rate", "2", "--seconds", "1", "--write-share", "0", "--grace", "5", *extra),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
