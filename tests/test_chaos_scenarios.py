@@ -353,6 +353,15 @@ def test_summary_fits_100_columns_and_prints_each_criterion_with_its_value() -> 
     assert lines[-1] == "verdict: every criterion held with suture"
 
 
+def test_a_run_stopped_before_its_first_second_still_has_a_report(tmp_path: pathlib.Path) -> None:
+    session = _session()
+    session.results[1].rows = []  # Ctrl-C while the load was starting
+    session.results[1].partial = True
+    session.interrupted = True
+    page = write_report(session, tmp_path / "out")
+    assert page.read_text().count("class='plot'") == 2
+
+
 @pytest.mark.browser
 def test_the_report_opens_in_chromium_with_one_plot_per_run(
     tmp_path: pathlib.Path, browser: Any
