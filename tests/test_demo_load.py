@@ -1,4 +1,5 @@
-"""The chaos load (``python -m suture.demo.load``) against a real server: the prober, --start-at."""
+"""The chaos load (``python -m suture.demo.load``) against a real server: the prober,
+--start-at; and the chaos service process (``suture.demo.serve``) freezing its startup."""
 
 from __future__ import annotations
 
@@ -80,3 +81,31 @@ def test_without_the_prober_only_the_browsers_ask() -> None:
     seconds = lines[:-1]
     assert sum(line["probes"] for line in seconds) == 0
     assert sum(line["sent"] for line in seconds) == len(hits)
+
+
+async def test_the_served_app_is_frozen_out_of_the_collector_once_started() -> None:
+    import gc
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+
+    from suture.demo.serve import freeze_after_startup
+
+    steps: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        steps.append("started")
+        yield
+        steps.append("stopped")
+
+    app = freeze_after_startup(FastAPI(lifespan=lifespan))
+    gc.unfreeze()
+    try:
+        async with app.router.lifespan_context(app):
+            assert steps == ["started"]
+            assert gc.get_freeze_count() > 0  # what startup left alive: frozen
+        assert steps == ["started", "stopped"]
+    finally:
+        gc.unfreeze()  # this test process's objects go back to the collector

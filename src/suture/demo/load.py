@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -363,6 +364,10 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - pacer,
             ]
         )
 
+        # What is alive now lives as long as the load: out of the collector's way (a full
+        # collection walking it would pause every browser at once).
+        gc.collect()
+        gc.freeze()
         # The prober's own turn over the same services (the browsers' stays theirs).
         prober = _Prober(_RoundRobin(clients.clients), recorder) if args.probe else None
 

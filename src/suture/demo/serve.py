@@ -8,16 +8,27 @@ of ``suture demo`` (:func:`suture.demo.guard.server_options`: a header read
 timeout, a connection cap) unless the settings are ``naive`` (then uvicorn's
 own defaults, which bound neither). ``suture demo`` is the command for people;
 this one is for a harness that needs every setting.
+
+Once the service has started (tables made, seed written), what the process
+holds is frozen out of the cyclic garbage collector (:func:`gc.freeze`): a
+full collection then walks only what requests made since, about 1 ms instead
+of 20 to 100 ms spent walking the imported modules and the seed, during which
+every request waits (a fast ``503`` among them).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import fields
+from typing import Any
+
+from fastapi import FastAPI
 
 from suture.demo.app import create_app
 from suture.demo.config import Settings
@@ -42,6 +53,22 @@ def settings_from_json(text: str) -> Settings:
     return Settings(**data)
 
 
+def freeze_after_startup(app: FastAPI) -> FastAPI:
+    """``app`` whose lifespan, once started, moves every object alive to the permanent
+    generation of the garbage collector (after one last collection)."""
+    started = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: Any) -> AsyncIterator[Any]:
+        async with started(app_) as state:
+            gc.collect()
+            gc.freeze()
+            yield state
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m suture.demo.serve")
     parser.add_argument("--port", type=int, required=True)
@@ -49,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     uvicorn = importlib.import_module("uvicorn")
     settings = settings_from_json(args.settings)
-    app = create_app(settings)
+    app = freeze_after_startup(create_app(settings))
     uvicorn.run(
         app,
         host="127.0.0.1",
