@@ -140,7 +140,7 @@ def test_rows_count_the_breakers_opens_and_name_the_slow_clients() -> None:
     )
     samples = {
         second: {"breaker_opens": opens, "breaker": "closed"}
-        for second, opens in ((999, 4), (1000, 4), (1001, 6), (1002, 6))
+        for second, opens in ((1000, 4), (1001, 4), (1002, 6), (1003, 6))  # at each start
     }
     rows = build_rows(scenario, 1000.2, {}, samples, 1002.9)
     assert [r["breaker_opens"] for r in rows] == [0, 2, 0]

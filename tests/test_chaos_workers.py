@@ -204,10 +204,11 @@ def test_rows_of_two_workers_have_each_ones_breaker_and_requests() -> None:
         out.update(workers=each, breakers=";".join(states), redis_connections=3)
         return out
 
+    # Read at the start of each second: a second's count is what it gained until the next.
     samples = {
-        999: sample((1, 1), ("closed", "closed")),
-        1000: sample((3, 4), ("closed", "closed")),
-        1001: sample((5, 4), ("closed", "open")),
+        1000: sample((1, 1), ("closed", "closed")),
+        1001: sample((3, 4), ("closed", "open")),
+        1002: sample((5, 4), ("closed", "open")),
     }
     rows = build_rows(scenario, t0, lines, samples, end=1001.9)
     assert [r["fault"] for r in rows] == ["none", "worker 1 reset"]
