@@ -1,5 +1,6 @@
 """Composition: fallback, retry, breaker, timeout, outermost to innermost, whatever
-order the parts come in; a retry never retries BreakerOpen; plain stacking works."""
+order the parts come in; a retry never retries BreakerOpen, nor waits for a breaker
+that will still be open; plain stacking works."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from suture import (
     Timeout,
     compose,
 )
-from suture.testing import FakeClock
+from suture.events import BreakerRejected, BreakerStateChanged, RetryScheduled
+from suture.testing import FakeClock, capture_events
 
 
 class Down:
@@ -59,8 +61,9 @@ def test_order_is_fixed_whatever_order_the_parts_come_in(order: tuple[int, ...])
     # retry stopped at the rejection instead of using its 5 attempts.
     assert down.calls == 2
     assert len(caught) == 1 and isinstance(caught[0], BreakerOpen)
-    # Waits after attempts 1 and 2; attempt 3 was rejected, and nothing after it.
-    assert clock.sleeps == [0.1, 0.1]
+    # A wait after attempt 1; attempt 2 opened the breaker (open 30 s), so attempt 3
+    # was made, and rejected, at once: no wait for a rejection.
+    assert clock.sleeps == [0.1]
 
 
 def test_each_attempt_has_its_own_timeout_inside_the_breaker() -> None:
@@ -116,6 +119,129 @@ def test_plain_stacking_retry_over_breaker() -> None:
     assert down.calls == 2
     assert breaker.state is BreakerState.OPEN
     assert len(clock.sleeps) == 2  # the third attempt was rejected: no third wait
+
+
+def _opening(clock: FakeClock, *, reset_timeout: float = 10.0, **options: Any) -> Policy:
+    """A breaker that opens on the first failure, in a retry waiting 1 s then 2 s."""
+    breaker = CircuitBreaker("db", failure_threshold=1, reset_timeout=reset_timeout, clock=clock)
+    retry = Retry(
+        attempts=3, initial_delay=1.0, max_delay=2.0, jitter="none", clock=clock, **options
+    )
+    return Policy(retry=retry, breaker=breaker)
+
+
+def _check_no_wait_after_opening(
+    clock: FakeClock, policy: Policy, down: Down, events: list[Any], caught: BreakerOpen
+) -> None:
+    assert down.calls == 1  # the failure that opened the breaker, nothing after it
+    assert clock.sleeps == [], "no wait between the opening failure and the rejection"
+    assert caught.retry_after == 10.0  # the whole open time is still ahead
+    assert [type(e) for e in events] == [BreakerStateChanged, BreakerRejected]
+    assert policy.breaker is not None
+    stats = policy.breaker.stats()
+    assert (stats.total_failures, stats.total_rejections) == (1, 1)  # counted as before
+    assert "after 2 attempt(s)" in "".join(caught.__notes__)
+
+
+def test_no_wait_after_the_failure_that_opens_the_breaker() -> None:
+    clock = FakeClock()
+    budget = suture.RetryBudget(ratio=0.5, capacity=5, clock=clock)
+    policy = _opening(clock, budget=budget)
+    down = Down()
+    spendable = budget.stats()
+    with capture_events() as events, pytest.raises(BreakerOpen) as caught:
+        policy(down)()
+    _check_no_wait_after_opening(clock, policy, down, events, caught.value)
+    assert budget.stats() == spendable  # no retry ran: no token spent
+
+
+async def test_no_wait_after_the_failure_that_opens_the_breaker_async() -> None:
+    clock = FakeClock()
+    policy = _opening(clock)
+    down = Down()
+
+    async def work() -> str:
+        return down()
+
+    with capture_events() as events, pytest.raises(BreakerOpen) as caught:
+        await policy(work)()
+    _check_no_wait_after_opening(clock, policy, down, events, caught.value)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_failed_half_open_probe_is_answered_at_once(kind: str) -> None:
+    clock = FakeClock()
+    policy = _opening(clock)
+    down = Down()
+    guarded = policy(down)
+    with pytest.raises(BreakerOpen):
+        guarded()
+    clock.advance(10.0)  # half-open: the next call is a probe
+    assert policy.breaker is not None and policy.breaker.state is BreakerState.HALF_OPEN
+
+    async def work() -> str:
+        return down()
+
+    with pytest.raises(BreakerOpen) as caught:
+        if kind == "sync":
+            guarded()
+        else:
+            asyncio.run(policy(work)())
+    assert down.calls == 2  # the probe ran and failed; the breaker reopened
+    assert clock.sleeps == []
+    assert caught.value.retry_after == 10.0
+    assert policy.breaker.state is BreakerState.OPEN
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_breaker_half_open_before_the_wait_ends_still_gets_the_attempt(kind: str) -> None:
+    clock = FakeClock()
+    policy = _opening(clock, reset_timeout=0.5)  # open 0.5 s, the wait is 1 s
+    calls = 0
+
+    def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("down")
+        return "ok"
+
+    async def work() -> str:
+        return flaky()
+
+    with capture_events() as events:
+        result = policy(flaky)() if kind == "sync" else asyncio.run(policy(work)())
+    assert result == "ok"
+    assert calls == 2  # the second attempt ran as the half-open probe, and closed it
+    assert clock.sleeps == [1.0]
+    assert len(events.of(RetryScheduled)) == 1
+    assert policy.breaker is not None and policy.breaker.state is BreakerState.CLOSED
+
+
+def test_a_half_open_breaker_is_asked_without_taking_its_permit() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(
+        "db", failure_threshold=1, reset_timeout=1.0, half_open_max_calls=1, clock=clock
+    )
+    with pytest.raises(ConnectionError):
+        breaker(Down())()
+    clock.advance(1.0)
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert not breaker._rejects_within(5.0)  # its probes may close it meanwhile
+    assert breaker.call(lambda: "probe") == "probe"  # the one permit was still there
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_a_breaker_fallback_still_answers_the_skipped_wait() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(
+        "db", failure_threshold=1, reset_timeout=10.0, clock=clock, fallback=lambda e: "cached"
+    )
+    retry = Retry(attempts=3, initial_delay=1.0, jitter="none", clock=clock)
+    down = Down()
+    assert Policy(retry=retry, breaker=breaker)(down)() == "cached"
+    assert down.calls == 1
+    assert clock.sleeps == []
 
 
 async def test_async_composition_with_a_real_cancelling_timeout() -> None:

@@ -13,7 +13,11 @@ Outer to inner, whatever order the parts are given in::
   breaker counts;
 * the breaker sees every attempt, so a retry cannot hammer an open
   dependency: a rejection (:class:`suture.BreakerOpen`) stops the retry at
-  once, even when the retry's ``on=`` would accept it;
+  once, even when the retry's ``on=`` would accept it; and the retry asks the
+  breaker before each wait: when the failure opened it (or it is open) and it
+  stays open past the wait, the wait is skipped and the next attempt made at
+  once, so the breaker refuses it now instead of after the wait (a breaker
+  half-open by the end of the wait still gets the attempt);
 * the fallback sees only what is left when everything else gave up, a
   refusal by the rate limit or the bulkhead included (a
   :class:`suture.LastGood` then answers with the last good result).
@@ -177,7 +181,8 @@ class Policy(Decorator):
         if fallback is not None and not isinstance(fallback, (Fallback, LastGood)):
             fallback = Fallback(fallback)
         # The retry's own rule (never retry BreakerOpen or Overloaded) keeps it off an
-        # open breaker, whatever its ``on`` says: nothing to add here.
+        # open breaker, whatever its ``on`` says; the breaker's gate (in _decorate_sync)
+        # spares it the wait that would end in a rejection.
         self.retry = retry
         self.breaker = breaker
         self.timeout: Timeout | None = timeout
@@ -204,7 +209,9 @@ class Policy(Decorator):
             inner = self.timeout(inner)
         if self.breaker is not None:
             inner = self.breaker(inner)
-        if self.retry is not None:
+        if self.retry is not None and self.breaker is not None:
+            inner = self.retry._gated(inner, self.breaker._rejects_within)
+        elif self.retry is not None:
             inner = self.retry(inner)
         if self.bulkhead is not None:
             inner = self.bulkhead(inner)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import inspect
 import random
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypedDict, TypeVar, Unpack, overload
@@ -35,7 +36,7 @@ from suture._config import (
 )
 from suture._decorator import Decorator
 from suture._retry_block import Attempt, AttemptManager
-from suture._retry_state import CallState
+from suture._retry_state import CallState, Gate
 from suture.backoff import Backoff, Jitter
 from suture.budget import Budget
 from suture.classify import ExceptionClassifier, is_overload, is_transient
@@ -210,13 +211,24 @@ class Retry(Decorator):
     ) -> Callable[..., Coroutine[Any, Any, Any]]:
         return self._wrap_async(fn, self._name_for(fn))
 
+    def _gated(self, fn: Callable[..., Any], gate: Gate) -> Callable[..., Any]:
+        """``self(fn)`` asking ``gate(delay)`` before each wait (:class:`suture.Policy`
+        gives its breaker's): a wait the gate says ends in a refusal is skipped."""
+        name = self._name_for(fn)
+        if inspect.iscoroutinefunction(fn):
+            wrapped: Callable[..., Any] = self._wrap_async(fn, name, gate)
+        else:
+            wrapped = self._wrap_sync(fn, name, gate)
+        setattr(wrapped, f"__suture_{self._tag}__", self)  # as Decorator.__call__ marks it
+        return wrapped
+
     def _name_for(self, fn: object) -> str:
         if self.name:
             return self.name
         qualname = getattr(fn, "__qualname__", None)
         return qualname if isinstance(qualname, str) else repr(fn)
 
-    def _wrap_sync(self, fn: Callable[P, T], name: str) -> Callable[P, T]:
+    def _wrap_sync(self, fn: Callable[P, T], name: str, gate: Gate | None = None) -> Callable[P, T]:
         # A closure per case, chosen once here: each success path runs only what it needs.
         run = self._run_sync
         now = self.clock.now
@@ -234,7 +246,7 @@ class Retry(Decorator):
                 else:
                     deposit()
                     return result
-                return run(fn, args, kwargs, exc, start, name)
+                return run(fn, args, kwargs, exc, start, name, gate)
 
             return deposits
         if timed:  # the deadline counts from the start of the first attempt
@@ -246,7 +258,7 @@ class Retry(Decorator):
                     return fn(*args, **kwargs)
                 except Exception as e:
                     exc = e
-                return run(fn, args, kwargs, exc, start, name)
+                return run(fn, args, kwargs, exc, start, name, gate)
 
             return timed_wrapper
 
@@ -257,12 +269,12 @@ class Retry(Decorator):
                 return fn(*args, **kwargs)
             except Exception as e:
                 exc = e
-            return run(fn, args, kwargs, exc, None, name)
+            return run(fn, args, kwargs, exc, None, name, gate)
 
         return wrapper
 
     def _wrap_async(
-        self, fn: Callable[P, Coroutine[Any, Any, T]], name: str
+        self, fn: Callable[P, Coroutine[Any, Any, T]], name: str, gate: Gate | None = None
     ) -> Callable[P, Coroutine[Any, Any, T]]:
         now = self.clock.now
         budget = self.budget
@@ -284,7 +296,7 @@ class Retry(Decorator):
                 if budget is not None:
                     budget.deposit()
                 return result
-            return await run(fn, args, kwargs, exc, start, name)
+            return await run(fn, args, kwargs, exc, start, name, gate)
 
         return wrapper
 
@@ -298,8 +310,9 @@ class Retry(Decorator):
         exc: Exception,
         start: float | None,
         name: str,
+        gate: Gate | None,
     ) -> T:
-        state = CallState(self, name, start)
+        state = CallState(self, name, start, gate=gate)
         sleep = self.clock.sleep
         while True:
             delay = state.next_delay(exc)
@@ -324,8 +337,9 @@ class Retry(Decorator):
         exc: Exception,
         start: float | None,
         name: str,
+        gate: Gate | None,
     ) -> T:
-        state = CallState(self, name, start)
+        state = CallState(self, name, start, gate=gate)
         asleep = self.clock.asleep
         now = self.clock.now
         deadline = self.deadline

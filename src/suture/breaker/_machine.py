@@ -297,6 +297,21 @@ class BreakerCore:
             emit(BreakerRejected(name=name, retry_after=wait))
         return _rejecting(name, wait)
 
+    def _rejects_within(self, delay: float) -> bool:
+        """Whether a call made ``delay`` seconds from now would surely be rejected.
+
+        True only while OPEN with its probe time after ``delay`` (or forced open)
+        and nothing newer in the store. A question with no side effect: nothing is
+        counted or announced, no half-open permit is taken (a HALF_OPEN breaker
+        answers False: its probes may close it meanwhile). A retry asks it before
+        waiting (:class:`suture.Policy`): a wait that ends in a rejection is skipped.
+        """
+        if self._closed or self._state is not OPEN:
+            return False
+        if not self._forced and self._now() + delay >= self._retry_at:
+            return False
+        return not self._newer_pending()
+
     def _admit(self) -> tuple[int, BreakerState, BreakerOpen | None]:
         """Decide a call that found the breaker not CLOSED; emits what happened.
 
