@@ -1,13 +1,19 @@
-"""The naive mode: the founding spec's retry and breaker, counted attempt by attempt."""
+"""The naive mode: the founding spec's retry and breaker, and its HTTP edge (no request
+deadline, no adaptive limit), counted attempt by attempt."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
+from typing import Any
 
 import pytest
 
+from demo_support import manager_client, outage_settings
 from suture.breaker import BreakerState
+from suture.contrib.starlette import DeadlineMiddleware, LimiterMiddleware
+from suture.demo.app import Service, create_app
 from suture.demo.config import Settings
 from suture.demo.db import resilience
 from suture.demo.naive import NaivePolicy
@@ -113,3 +119,43 @@ def test_suture_mode_is_unchanged() -> None:
     )
     assert not isinstance(guard.policy, NaivePolicy)
     assert guard.retry.jitter == "full"
+
+
+def _edge_run(tmp_path: Any, *, naive: bool) -> tuple[Service, FakeClock, list[Any], set[type]]:
+    """One API request against a database that fails every attempt, asking for a 1.5 s
+    deadline: (the service, its clock, the answer's status and code, the middleware)."""
+    clock = FakeClock(start=1000.0)
+    settings = dataclasses.replace(
+        outage_settings(tmp_path / "edge.db", clock, reset_timeout=30.0),
+        naive=naive,
+        retry_attempts=3,
+        retry_initial_delay=1.0,
+        retry_max_delay=2.0,
+    )
+    app = create_app(settings)
+    middleware = {m.cls for m in app.user_middleware}
+    with manager_client(app, raise_server_exceptions=False) as client:
+        service = client.app.state.service  # type: ignore[attr-defined]
+        assert client.post("/api/admin/chaos", json={"errorRate": 1.0}).status_code == 200
+        r = client.get("/api/manager/assistance", headers={"X-Request-Timeout": "1.5"})
+        answer = [r.status_code, r.json().get("code"), r.headers.get("Retry-After")]
+    return service, clock, answer, middleware
+
+
+def test_naive_edge_has_no_request_deadline_nor_adaptive_limit(tmp_path: Any) -> None:
+    service, clock, answer, middleware = _edge_run(tmp_path, naive=True)
+    assert DeadlineMiddleware not in middleware and LimiterMiddleware not in middleware
+    assert service.limiter is None
+    # The client's 1.5 s is not a deadline here: the spec's retry makes its 3 attempts,
+    # waiting 1 s then 2 s, as it would with nothing in front of it.
+    assert service.chaos.snapshot()["database"]["injected"]["error"] == 3
+    assert clock.sleeps[-2:] == [1.0, 2.0]
+    assert answer[0] == 503  # the edge's error envelope is kept: a transient failure
+    assert answer[1] == "unavailable" and answer[2] is not None  # with Retry-After
+
+
+def test_suture_edge_keeps_its_deadline_and_limit(tmp_path: Any) -> None:
+    service, _clock, answer, middleware = _edge_run(tmp_path, naive=False)
+    assert {DeadlineMiddleware, LimiterMiddleware} <= middleware
+    assert service.limiter is not None
+    assert answer[0] == 503

@@ -99,7 +99,8 @@ class Service:
         self.retry = guard.retry
         self.policy = guard.policy
         self.telemetry = Telemetry(s.clock)
-        self.limiter = db_limiter(s) if s.limit_concurrency else None
+        # The founding spec (``naive``) had no concurrency limit at the edge.
+        self.limiter = db_limiter(s) if s.limit_concurrency and not s.naive else None
         self.pool_source = SQLAlchemyPoolSource(self.engine, name="db-pool", clock=s.clock)
         self.monitor = PoolMonitor(
             self.pool_source,
@@ -312,16 +313,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # In front of the database work: API requests past what the pool can serve
         # are shed at once (503 overloaded) instead of queueing for a connection.
         limiter=service.limiter,
-        # Every API call within the deadline; the dashboard and admin are answered
-        # from memory, the assets and docs are not work.
-        deadline={
-            "/api": settings.request_deadline,
-            # A batch over every ready message: its own, longer deadline.
-            "/api/manager/spam/capture": max(30.0, settings.request_deadline),
-            "/api/dashboard": None,
-            "/api/admin": None,
-            "/api/docs": None,
-        },
+        deadline=_deadlines(settings),
     )
     app.add_middleware(SlowClientGuard)  # a body that trickles in is a 408, not a held task
     # Outermost, so shed and rejected requests (503) are counted too.
@@ -350,3 +342,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # sits inside the door; this one tags the id first, the inner one reuses it).
     app.add_middleware(suture_web.RequestIdMiddleware)
     return app
+
+
+def _deadlines(settings: Settings) -> dict[str, float | None] | None:
+    """Every API call within the request deadline; the dashboard and admin are answered
+    from memory, the assets and docs are not work. The founding spec (``naive``) had
+    no per-request deadline: none then."""
+    if settings.naive:
+        return None
+    return {
+        "/api": settings.request_deadline,
+        # A batch over every ready message: its own, longer deadline.
+        "/api/manager/spam/capture": max(30.0, settings.request_deadline),
+        "/api/dashboard": None,
+        "/api/admin": None,
+        "/api/docs": None,
+    }

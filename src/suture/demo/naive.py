@@ -10,10 +10,16 @@ report can show what the same faults do to the design the spec asked for:
   message for a 4xx code), with no retry budget and no overall deadline;
 * no per-attempt timeout: an attempt waits as long as the driver does;
 * a breaker that opens after 5 consecutive failures, stays open 30 s, and
-  then lets **every** caller through at once (an unbounded half-open).
+  then lets **every** caller through at once (an unbounded half-open);
+* at the HTTP edge, no per-request deadline (a client's ``X-Request-Timeout``
+  is not read) and no adaptive concurrency limit in front of the database
+  work: :mod:`suture.demo.app` installs neither in this mode (and
+  :mod:`suture.demo.serve` leaves uvicorn without the slow-client limits).
 
-The HTTP edge is suture's in both modes (an open breaker that escapes the
-retries is a 503 with ``Retry-After``): the two runs differ only in the policy.
+What stays suture's at the edge is how an error is answered: an open breaker
+that escapes the retries is a 503 with ``Retry-After``, every error in the
+same JSON envelope, and the pool's admission (its monitor's shedding) is
+unchanged.
 """
 
 from __future__ import annotations
