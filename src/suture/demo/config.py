@@ -71,7 +71,9 @@ class Settings:
     #: ``suture chaos``): 3 attempts, 1 s then 2 s waits without jitter, every error
     #: retried but a 4xx (an open breaker too), no retry budget, no per-attempt
     #: timeout, a breaker of 5 consecutive failures with an unbounded half-open and a
-    #: 30 s open time. The retry and breaker settings above are then not used.
+    #: 30 s open time; at the HTTP edge no request deadline and no adaptive limit. The
+    #: retry and breaker settings above, ``request_deadline`` and ``limit_concurrency``
+    #: are then not used.
     naive: bool = False
     #: Every API request's deadline in seconds (a client's ``X-Request-Timeout``
     #: may lower it): retry, timeout, pool checkout and statements all fit in it.
