@@ -15,7 +15,7 @@ from suture.breaker import BreakerState
 from suture.contrib.starlette import DeadlineMiddleware, LimiterMiddleware
 from suture.demo.app import Service, create_app
 from suture.demo.config import Settings
-from suture.demo.db import resilience
+from suture.demo.db import db_slots, resilience
 from suture.demo.naive import NaivePolicy
 from suture.errors import BreakerOpen
 from suture.testing import FakeClock
@@ -146,6 +146,7 @@ def test_naive_edge_has_no_request_deadline_nor_adaptive_limit(tmp_path: Any) ->
     service, clock, answer, middleware = _edge_run(tmp_path, naive=True)
     assert DeadlineMiddleware not in middleware and LimiterMiddleware not in middleware
     assert service.limiter is None
+    assert db_slots(service.settings) == service.settings.pool_size  # no limit: the pool
     # The client's 1.5 s is not a deadline here: the spec's retry makes its 3 attempts,
     # waiting 1 s then 2 s, as it would with nothing in front of it.
     assert service.chaos.snapshot()["database"]["injected"]["error"] == 3

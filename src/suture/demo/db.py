@@ -205,9 +205,10 @@ def resilience(
 
 
 def db_slots(settings: Settings) -> int:
-    """Requests let work on the database at once: :func:`db_limiter`'s ceiling, else the pool."""
+    """Requests let work on the database at once: :func:`db_limiter`'s ceiling, else the pool
+    (the naive mode has no limiter: see :mod:`suture.demo.naive`)."""
     s = settings
-    if not s.limit_concurrency:
+    if not s.limit_concurrency or s.naive:
         return s.pool_size
     return max(1, math.ceil(s.pool_size * s.critical) - 1)
 
