@@ -74,6 +74,35 @@ def test_the_prober_adds_fast_failures_but_no_sent_request() -> None:
     assert min(hits) >= start_at - 0.01
 
 
+def _healthy(hits: list[float]) -> Starlette:
+    async def assistance(request: Request) -> JSONResponse:
+        hits.append(time.time())
+        return JSONResponse({"success": True, "requests": []})
+
+    return Starlette(routes=[Route("/api/manager/assistance", assistance)])
+
+
+def test_with_two_services_the_prober_asks_the_open_one_until_it_closes() -> None:
+    # Round robin would send every other probe to the healthy service, whose 200 would
+    # stop the prober after two tries: the open one's fast failures would be a handful.
+    open_hits: list[float] = []
+    healthy_hits: list[float] = []
+    with serve(_app(open_hits)) as open_url, serve(_healthy(healthy_hits)) as healthy_url:
+        start_at = time.time() + 0.5
+        lines = _run_load(
+            open_url, "--url", healthy_url, "--probe", "--start-at", f"{start_at:.3f}",
+            "--seconds", "3",  # time for every rejection, each try one after the other
+        )  # fmt: skip
+    seconds = lines[:-1]
+    sent = [sum(line["workers"][i]["sent"] for line in seconds) for i in (0, 1)]
+    fails = [f for line in seconds for f in line["workers"][0]["fail_ms"]]
+    # Every rejection of the open service is a fast-fail sample: the prober kept at it.
+    assert len(fails) == REJECTED
+    # The healthy one got only the browsers' tries: the prober asks the open one alone.
+    assert len(healthy_hits) == sent[1]
+    assert sum(line["probes"] for line in seconds) == len(open_hits) - sent[0]
+
+
 def test_without_the_prober_only_the_browsers_ask() -> None:
     hits: list[float] = []
     with serve(_app(hits)) as url:

@@ -715,3 +715,92 @@ def test_astart_again_after_the_first_loop_was_closed() -> None:
     assert gauge.reads >= 1
     assert not m.running
     stale_task._log_destroy_pending = False  # closed on purpose: no "destroyed" warning
+
+
+# --- a source that reports its rises between samples ------------------------------------
+
+
+class WatchedGauge(Gauge):
+    """A gauge that, like a SQLAlchemy pool's source, tells its watchers when it changes."""
+
+    name = "watched"
+
+    def __init__(self, current: int = 0, limit: int = 10) -> None:
+        super().__init__(current, limit)
+        self.watchers: list[Any] = []
+
+    def read(self) -> Reading:
+        current, limit = self()
+        return Reading(current, limit)
+
+    def watch(self, callback: Any) -> Any:
+        self.watchers.append(callback)
+        return lambda: self.watchers.remove(callback)
+
+    def set(self, current: int) -> None:
+        self.current = current
+        for callback in list(self.watchers):
+            callback(current / self.limit)
+
+
+async def _started(m: PoolMonitor) -> None:
+    await m.astart()
+    for _ in range(10_000):  # the first sample, in a worker thread
+        if m.usage is not None:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("no first sample")
+
+
+async def test_a_watched_source_raises_the_level_at_once_and_alone() -> None:
+    # The real clock and an hour between samples: only the source's own report can tell.
+    watched = WatchedGauge(current=1)
+    server = Gauge(current=10, limit=100)
+    m = PoolMonitor([watched, CallableSource(server, name="server")], interval=3600)
+    assert watched.watchers == []  # not before it samples
+    await _started(m)
+    try:
+        reads = server.reads
+        watched.set(5)  # no rise (50%): nothing is read
+        assert watched.reads == 1 and m.level is PressureLevel.NORMAL
+        with capture_events() as events:
+            watched.set(10)
+        assert m.level is PressureLevel.CRITICAL
+        with pytest.raises(Overloaded):
+            m.admit(Priority.NORMAL)
+        usage = m.usage
+        assert usage is not None and (usage.source, usage.fraction) == ("watched", 1.0)
+        assert usage.detail("server").fraction == 0.1  # the other source's part is kept
+        assert server.reads == reads  # and not read again
+        assert [type(e).__name__ for e in events] == ["PressureChanged"]
+        watched.set(0)  # a fall waits for the sampler's recovery streak
+        assert m.level is PressureLevel.CRITICAL
+    finally:
+        await m.astop()
+    assert watched.watchers == []
+
+
+async def test_a_rise_during_a_sample_sheds_at_once_without_waiting_for_it() -> None:
+    watched = WatchedGauge(current=1)
+    m = PoolMonitor(watched, interval=3600)
+    await _started(m)
+    busy = threading.Event()
+    done = threading.Event()
+
+    def sampling() -> None:  # another thread holds the sample lock (a slow source)
+        with m._sample_lock:
+            busy.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=sampling)
+    thread.start()
+    try:
+        assert busy.wait(10)
+        watched.set(10)
+        with pytest.raises(Overloaded):
+            m.admit(Priority.NORMAL)
+    finally:
+        done.set()
+        thread.join(10)
+        await m.astop()
+    assert m.sample().fraction == 1.0 and m.level is PressureLevel.CRITICAL

@@ -17,7 +17,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SAWarning
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import suture
 from suture import Overloaded, PoolMonitor, PressureLevel, Priority
+from suture.classify import is_overload
+from suture.contrib.sqlalchemy_deadline import AsyncDeadlineQueuePool
 from suture.contrib.sqlalchemy_pool import PostgresServerSource, SQLAlchemyPoolSource
 from suture.testing import FakeClock
 
@@ -418,3 +421,67 @@ def test_server_source_over_a_connection_without_autocommit_sees_fresh_numbers(
         made[0].rollback()
     finally:
         source.close()
+
+
+async def test_a_pool_exhausted_between_samples_is_shed_at_the_checkout(
+    async_pg_url: str,
+) -> None:
+    # The sampler waits an hour between samples: only the checkout itself can tell.
+    engine = create_async_engine(async_pg_url, pool_size=2, max_overflow=0)
+    source = SQLAlchemyPoolSource(engine)
+    monitor = PoolMonitor(source, interval=3600.0)
+    try:
+        await monitor.astart()
+        for _ in range(500):  # the first sample (in a worker thread)
+            if monitor.usage is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert monitor.level is PressureLevel.NORMAL
+        a = await engine.connect()
+        assert monitor.level is PressureLevel.NORMAL  # 1 of 2: below WARNING
+        b = await engine.connect()
+        assert monitor.level is PressureLevel.CRITICAL
+        assert monitor.usage is not None and monitor.usage.current == 2
+        with pytest.raises(Overloaded):
+            monitor.admit(Priority.NORMAL)
+        await a.close()
+        await b.close()
+        # A fall waits for the sampler (its recovery streak counts samples).
+        assert monitor.level is PressureLevel.CRITICAL
+    finally:
+        await monitor.astop()
+        await engine.dispose()
+        source.close()
+    assert not source._watchers  # stopping the monitor stops watching
+
+
+async def test_a_full_pool_inside_an_attempt_is_overload_not_a_timeout(
+    async_pg_url: str,
+) -> None:
+    # The pool's checkout wait is as long as the attempt's timeout: the pool now gives up
+    # first, so a full pool is overload (not retried, not counted), not a slow database.
+    engine = create_async_engine(
+        async_pg_url, poolclass=AsyncDeadlineQueuePool, pool_size=1, max_overflow=0,
+        pool_timeout=0.3,
+    )  # fmt: skip
+    breaker = suture.CircuitBreaker(f"full-{time.monotonic_ns()}", failure_threshold=1)
+    retry = suture.Retry(attempts=3, initial_delay=0.01, max_delay=0.01)
+    attempts = 0
+
+    @suture.Policy(retry=retry, breaker=breaker, timeout=0.3)
+    async def attempt() -> None:
+        nonlocal attempts
+        attempts += 1
+        async with engine.connect() as conn:
+            await conn.scalar(sa.text("SELECT 1"))
+
+    held = await engine.connect()
+    try:
+        with pytest.raises(sa.exc.TimeoutError) as caught:  # the pool's own, not the attempt's
+            await attempt()
+        assert is_overload(caught.value)
+        assert attempts == 1
+        assert breaker.state is suture.BreakerState.CLOSED
+    finally:
+        await held.close()
+        await engine.dispose()

@@ -121,3 +121,27 @@ def test_timeout_is_immutable_and_comparable() -> None:
     assert repr(t) == "Timeout(2.0)"
     with pytest.raises(TypeError, match="expected a function"):
         t(3)  # type: ignore[call-overload]
+
+
+async def test_an_async_attempt_tells_how_long_it_has_left() -> None:
+    from suture.timeouts import attempt_remaining
+
+    seen: list[float | None] = []
+
+    @timeout(30)
+    async def outer() -> None:
+        seen.append(attempt_remaining())
+        await inner()
+        seen.append(attempt_remaining())
+
+    @timeout(5)
+    async def inner() -> None:
+        seen.append(attempt_remaining())
+
+    assert attempt_remaining() is None
+    await outer()
+    assert attempt_remaining() is None
+    first, nested, after = seen
+    assert first is not None and 5 < first <= 30
+    assert nested is not None and 0 < nested <= 5  # the innermost attempt's
+    assert after is not None and 5 < after <= 30

@@ -17,6 +17,12 @@ not started once it is spent. When the deadline is what cut the attempt
 short, the error is :class:`suture.DeadlineExceeded` (a ``TimeoutError``
 that no retry retries and no breaker counts: the caller's time ran out, the
 dependency did nothing wrong).
+
+While an ``async def`` attempt runs, :func:`attempt_remaining` says how long it
+has left, so that a queue of our own inside it (a pool checkout,
+:mod:`suture.contrib.sqlalchemy_deadline`) gives up just before the attempt is
+cut and says *overload* itself, instead of the attempt's timeout calling a full
+queue a slow dependency (retried, and counted by the breaker).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from contextvars import ContextVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 from suture._config import Seconds, check_seconds
 from suture._decorator import Decorator
@@ -32,7 +39,25 @@ from suture.clock import SYSTEM_CLOCK, Clock
 from suture.deadline import get_current
 from suture.errors import DeadlineExceeded
 
-__all__ = ["Timeout", "timeout"]
+__all__ = ["Timeout", "attempt_remaining", "timeout"]
+
+#: The running ``async def`` attempt's end: (the event loop's clock, the time it is cut).
+_ATTEMPT: Final[ContextVar[tuple[Callable[[], float], float] | None]] = ContextVar(
+    "suture.attempt", default=None
+)
+
+
+def attempt_remaining() -> float | None:
+    """Seconds left to the innermost running ``async def`` attempt under a :class:`Timeout`.
+
+    ``None`` outside one (or in a ``def`` attempt, which is never cut).
+    """
+    attempt = _ATTEMPT.get()
+    if attempt is None:
+        return None
+    now, ends = attempt
+    return ends - now()
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -84,7 +109,9 @@ class Timeout(Decorator):
                 if left <= 0:
                     raise DeadlineExceeded(f"before {name}", request.budget)
                 bound = min(limit, left)
+            loop = asyncio.get_running_loop()
             scope = asyncio.timeout(bound)
+            token = _ATTEMPT.set((loop.time, loop.time() + bound))
             try:
                 async with scope:
                     return await fn(*args, **kwargs)
@@ -98,6 +125,8 @@ class Timeout(Decorator):
                     ) from exc
                 exc.add_note(f"suture.timeout: {name} was cancelled after {limit:g}s")
                 raise
+            finally:
+                _ATTEMPT.reset(token)
 
         return async_wrapper
 

@@ -39,6 +39,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the installed extra
 
 from suture.deadline import get_current
 from suture.errors import DeadlineExceeded
+from suture.timeouts import attempt_remaining
 
 __all__ = ["AsyncDeadlineQueuePool", "DeadlineQueuePool", "bound_statements"]
 
@@ -50,15 +51,27 @@ _MIN_MS: Final = 1
 #: comes before the caller's own cancellation of the task at the deadline, which
 #: interrupts the driver mid-result.
 _MARGIN: Final = 0.05
+#: A pool checkout inside an attempt gives up this long before the attempt is cut.
+_ATTEMPT_MARGIN: Final = 0.02
 
 
 class _DeadlineTimeout:
-    """``pool._timeout`` read through the request's deadline: the checkout waits the lesser."""
+    """``pool._timeout`` read through the request's deadline: the checkout waits the lesser.
+
+    Inside an attempt under :class:`suture.Timeout` it also ends :data:`_ATTEMPT_MARGIN`
+    before the attempt is cut: a full pool is then the pool's own ``TimeoutError``
+    (overload: never retried, never counted by a breaker), not the attempt's timeout
+    (a failure of the dependency, which did nothing wrong).
+    """
 
     def __get__(self, pool: Any, owner: type | None = None) -> Any:
         if pool is None:
             return self
         base: float = pool._suture_timeout
+        attempt = attempt_remaining()
+        if attempt is not None:
+            # A wait of 0 does not wait: the checkout is refused at once when nothing is idle.
+            base = min(base, max(0.0, attempt - _ATTEMPT_MARGIN))
         request = get_current()
         if request is None:
             return base

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -41,6 +42,8 @@ from suture.clock import SYSTEM_CLOCK, Clock
 from suture.pool.sources import Reading
 
 __all__ = ["PostgresServerSource", "SQLAlchemyPoolSource"]
+
+logger = logging.getLogger("suture")
 
 _POOL_EVENTS = (
     "connect",
@@ -139,6 +142,7 @@ class SQLAlchemyPoolSource:
             0,
         )
         self._listening = False
+        self._watchers: tuple[Callable[[float], object], ...] = ()
         self._pool: Pool | None = None
         self._listen()
         self._wrap(sync_engine.pool)
@@ -160,6 +164,34 @@ class SQLAlchemyPoolSource:
         with self._lock:
             self._counts["checkouts"] += 1
             self._held[id(record)] = now
+            held = len(self._held)
+            watchers = self._watchers
+        if watchers:
+            fraction = held / self.limit
+            for watcher in watchers:
+                try:
+                    watcher(fraction)
+                except Exception:
+                    logger.exception("pool source %s: a watcher failed", self.name)
+
+    def watch(self, callback: Callable[[float], object]) -> Callable[[], None]:
+        """Call ``callback(fraction)`` after every checkout; returns a remover.
+
+        :class:`suture.PoolMonitor` watches while it samples, so a pool that runs out
+        between two samples raises its level at the checkout that exhausts it. The
+        callback runs on the thread that checked out (the event loop's, for an
+        asyncio engine): it must be quick and should not raise (an error is logged).
+        """
+        if not callable(callback):
+            raise TypeError(f"callback={callback!r}: expected a callable taking a fraction")
+        with self._lock:
+            self._watchers = (*self._watchers, callback)
+
+        def remove() -> None:
+            with self._lock:
+                self._watchers = tuple(w for w in self._watchers if w is not callback)
+
+        return remove
 
     def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ sample means (levels, admission, actions) is the monitor's own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -39,8 +40,12 @@ class Sampler:
     _stop: threading.Event
     _lifecycle: threading.Lock
     _task: asyncio.Task[None] | None
+    _unwatchers: tuple[Callable[[], object], ...] = ()
 
     def sample(self) -> object:
+        raise NotImplementedError
+
+    def _pushed(self, source: PoolSource, fraction: float) -> None:
         raise NotImplementedError
 
     @property
@@ -85,6 +90,7 @@ class Sampler:
         with self._lifecycle:
             self._stop.set()
             thread = self._thread
+        self._unwatch()
         if thread is not None and thread is not threading.current_thread():
             limit = self.stale_after if timeout is None else check_seconds("timeout", timeout)
             thread.join(limit)
@@ -112,6 +118,28 @@ class Sampler:
         # after ``stale_after``. An old sample is not refreshed by a restart.
         if self._usage is None:
             self._fresh_until = self._now() + self.stale_after
+        self._watch()
+
+    def _watch(self) -> None:
+        # A source with ``watch(callback)`` (a SQLAlchemy pool's, which sees every
+        # checkout) reports a rise between samples: the pool exhausted is shed at once,
+        # not an interval later. Only while sampling: a fall needs the sampler.
+        if self._unwatchers:
+            return
+        unwatchers = []
+        for source in self.sources:
+            watch = getattr(source, "watch", None)
+            if callable(watch):
+                unwatchers.append(watch(functools.partial(self._pushed, source)))
+        self._unwatchers = tuple(unwatchers)
+
+    def _unwatch(self) -> None:
+        unwatchers, self._unwatchers = self._unwatchers, ()
+        for unwatch in unwatchers:
+            try:
+                unwatch()
+            except Exception:
+                logger.exception("pool %s: removing a source's watch failed", self.name)
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -146,6 +174,7 @@ class Sampler:
     async def astop(self) -> None:
         """Cancel the sampler task and wait for it to end."""
         task, self._task = self._task, None
+        self._unwatch()
         if task is None:
             return
         task.cancel()

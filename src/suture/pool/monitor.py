@@ -123,6 +123,7 @@ class PoolMonitor(Sampler):
         self._fraction = 0.0
         self._usage: Usage | None = None
         self._level = PressureLevel.NORMAL
+        self._pushed_level = PressureLevel.NORMAL
         self.last_error: BaseException | None = None
         self.retry_after = self.interval * self.recover_after
         self._sample_lock = threading.RLock()
@@ -148,7 +149,9 @@ class PoolMonitor(Sampler):
             level = self.stale_level
             retry_after = self.interval
         else:
-            level = self._level
+            # A rise a watched source reported while a sample was being taken counts
+            # until the next sample is recorded.
+            level = max(self._level, self._pushed_level)
             retry_after = self.retry_after
         if priority >= FLOOR[level]:
             return
@@ -225,55 +228,83 @@ class PoolMonitor(Sampler):
         sample is kept (it will go stale).
         """
         with self._sample_lock:
-            started = self._now()
-            parts: list[SourceUsage] = []
-            first_error: BaseException | None = None
-            for source in self.sources:
-                try:
-                    reading = as_reading(source.read())
-                except Exception as exc:
-                    first_error = first_error or exc
-                    logger.warning("pool %s: source %s failed: %s", self.name, source.name, exc)
-                    parts.append(
-                        SourceUsage(
-                            name=source.name,
-                            current=0,
-                            limit=0,
-                            fraction=0.0,
-                            details={},
-                            error=describe(exc),
-                        )
-                    )
-                    continue
-                parts.append(
-                    SourceUsage(
-                        name=source.name,
-                        current=reading.current,
-                        limit=reading.limit,
-                        fraction=reading.fraction,
-                        details=MappingProxyType(dict(reading.details)),
-                    )
+            return self._take(self.sources)
+
+    def _take(self, sources: tuple[PoolSource, ...]) -> Usage:
+        # Reads ``sources`` (the lock held); a source left out keeps its part of the last
+        # sample (a pushed reading re-reads only the source that pushed it).
+        started = self._now()
+        fresh: dict[str, SourceUsage] = {}
+        first_error: BaseException | None = None
+        for source in sources:
+            try:
+                reading = as_reading(source.read())
+            except Exception as exc:
+                first_error = first_error or exc
+                logger.warning("pool %s: source %s failed: %s", self.name, source.name, exc)
+                fresh[source.name] = SourceUsage(
+                    name=source.name,
+                    current=0,
+                    limit=0,
+                    fraction=0.0,
+                    details={},
+                    error=describe(exc),
                 )
-            good = [p for p in parts if p.error is None]
-            if not good:
-                error = first_error or RuntimeError("no source answered")
-                self.last_error = error
-                raise error
-            self.last_error = first_error
-            tightest = max(good, key=lambda p: p.fraction)
-            ended = self._now()
-            usage = Usage(
-                current=tightest.current,
-                limit=tightest.limit,
-                fraction=tightest.fraction,
-                source=tightest.name,
-                sources=tuple(parts),
-                sampled_at=ended,
-                sampled_wall=self._clock.wall(),
-                duration=max(0.0, ended - started),
+                continue
+            fresh[source.name] = SourceUsage(
+                name=source.name,
+                current=reading.current,
+                limit=reading.limit,
+                fraction=reading.fraction,
+                details=MappingProxyType(dict(reading.details)),
             )
-            self._record(usage)
-            return usage
+        kept = {} if self._usage is None else {p.name: p for p in self._usage.sources}
+        parts = [fresh.get(s.name) or kept.get(s.name) for s in self.sources]
+        present = [p for p in parts if p is not None]
+        good = [p for p in present if p.error is None]
+        if not good:
+            error = first_error or RuntimeError("no source answered")
+            self.last_error = error
+            raise error
+        if len(sources) == len(self.sources):
+            self.last_error = first_error
+        tightest = max(good, key=lambda p: p.fraction)
+        ended = self._now()
+        usage = Usage(
+            current=tightest.current,
+            limit=tightest.limit,
+            fraction=tightest.fraction,
+            source=tightest.name,
+            sources=tuple(present),
+            sampled_at=ended,
+            sampled_wall=self._clock.wall(),
+            duration=max(0.0, ended - started),
+        )
+        self._record(usage)
+        return usage
+
+    def _pushed(self, source: PoolSource, fraction: float) -> None:
+        """A watched source's use rose to ``fraction``: a rise of the level is taken at once.
+
+        Called on the thread that changed the source (a pool checkout), so it is cheap
+        when nothing rises (one comparison). A fall still waits for the sampler (the
+        hysteresis and the recovery streak are counted in samples). When a sample is
+        being taken (perhaps with I/O on another source) this does not wait for it:
+        admission sheds at the new level's floor at once and the sample settles it.
+        """
+        rise = self._pressure.raw(fraction)
+        if rise <= self._level:
+            return
+        if not self._sample_lock.acquire(blocking=False):
+            self._pushed_level = max(self._pushed_level, rise)
+            self._floor = max(self._floor, FLOOR[rise])
+            return
+        try:
+            self._take((source,))
+        except Exception as exc:
+            logger.warning("pool %s: pushed sample failed: %s", self.name, describe(exc))
+        finally:
+            self._sample_lock.release()
 
     def _record(self, usage: Usage) -> None:
         old = self._level
@@ -281,6 +312,7 @@ class PoolMonitor(Sampler):
         self._usage = usage
         self._fraction = usage.fraction
         self._level = new
+        self._pushed_level = PressureLevel.NORMAL
         self._floor = FLOOR[new]
         self._fresh_until = usage.sampled_at + self.stale_after
         if new is not old:
