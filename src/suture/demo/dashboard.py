@@ -57,6 +57,8 @@ class Dashboard:
         report["stateStore"] = self.shared.describe()
         # With Redis: this worker, the live workers and each one's view of the breaker.
         report["workers"] = self.shared.cluster()
+        # The counters a poller needs each second, without the dashboard's series.
+        report["totals"] = dict(self.telemetry.totals)
         return report
 
     def sample(self) -> None:
