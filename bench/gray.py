@@ -64,10 +64,29 @@ SERVER = textwrap.dedent(
     import sys, uvicorn
     from suture.demo.app import Settings, create_app
     from suture.demo.guard import server_options
+    from suture.demo.serve import freeze_after_startup
     url, schema, port = sys.argv[1], sys.argv[2], int(sys.argv[3])  # argv[4]: the token
     settings = Settings(database_url=url, schema=schema, chaos=True, pool_size={pool},
                         tasks=300, messages=500, rules=20, token=sys.argv[4])
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="error",
+    uvicorn.run(freeze_after_startup(create_app(settings)), host="127.0.0.1", port=port,
+                log_level="error", proxy_headers=False, **server_options())
+    """
+)
+
+# The floor under the 503 figure: the same uvicorn settings and the same client against
+# an app that answers every request 503 at once. What the service adds is the difference.
+FLOOR = textwrap.dedent(
+    """
+    import sys, uvicorn
+    from suture.demo.guard import server_options
+    BODY = b'{"success":false,"code":"overloaded"}'
+    HEAD = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 503, "headers": HEAD})
+        await send({"type": "http.response.body", "body": BODY})
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="error",
                 proxy_headers=False, **server_options())
     """
 )
@@ -143,10 +162,12 @@ async def closed_loop(client: tuple[str, int], clients: int, seconds: float) -> 
     return run
 
 
-async def open_loop(client: tuple[str, int], rate: float, seconds: float) -> Run:
+async def open_loop(
+    client: tuple[str, int], rate: float, seconds: float, *, watch: bool = True
+) -> Run:
     run = Run()
     stop = asyncio.Event()
-    watcher = asyncio.create_task(_watch_breaker(client, run, stop))
+    watcher = asyncio.create_task(_watch_breaker(client, run, stop) if watch else stop.wait())
     start = time.perf_counter()
     tasks: list[asyncio.Task[None]] = []
     n = 0
@@ -183,7 +204,25 @@ def verdict(ok: bool) -> str:
     return "holds" if ok else "MISSED"
 
 
-async def bench(client: tuple[str, int]) -> None:
+async def _wait_up(base: str) -> None:
+    async with httpx.AsyncClient() as http:
+        for _ in range(300):
+            try:
+                await http.get(base + "/health", timeout=1.0)
+                return
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+    raise SystemExit(f"{base} did not start")
+
+
+async def floor(port: int, rate: float) -> list[float]:
+    """503 latencies (ms) of the bare server (:data:`FLOOR`) at ``rate`` for 10 s."""
+    await _wait_up(f"http://127.0.0.1:{port}")
+    run = await open_loop(("127.0.0.1", port), rate, 10.0, watch=False)
+    return [a.latency * 1000 for a in run.answers if a.status == 503]
+
+
+async def bench(client: tuple[str, int], floor_port: int) -> None:
     for _ in (1,):  # one run
         await closed_loop(client, POOL, 2.0)  # warm up: connections, caches
         await chaos(client, statementLatency=0.3)
@@ -222,6 +261,12 @@ async def bench(client: tuple[str, int]) -> None:
         print(
             f"    503 p50 {pct(shed_ms, 0.5):.1f} ms, p90 {pct(shed_ms, 0.9):.1f} ms, "
             f"p99 {shed_p99 * 1000:.1f} ms (< 5 ms: {verdict(shed_p99 < 0.005)})"
+        )
+        bare = await floor(floor_port, rate)
+        print(
+            f"      floor: uvicorn answering 503 at once, same client and rate: p50 "
+            f"{pct(bare, 0.5):.1f} ms, p90 {pct(bare, 0.9):.1f} ms, p99 {pct(bare, 0.99):.1f} ms"
+            f" (the service adds {shed_p99 * 1000 - pct(bare, 0.99):+.1f} ms at p99)"
         )
         print(
             f"    successes p99 {ok_p99 * 1000:.0f} ms (<= {DEADLINE:g} s: "
@@ -273,6 +318,8 @@ def main() -> None:
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     base = f"http://127.0.0.1:{port}"
+    floor_port = _free_port()
+    bare = subprocess.Popen([sys.executable, "-c", FLOOR, str(floor_port)])
     try:
         for _ in range(300):
             try:
@@ -282,8 +329,10 @@ def main() -> None:
                 time.sleep(0.1)
         else:
             raise SystemExit("the demo did not start")
-        asyncio.run(bench(("127.0.0.1", port)))
+        asyncio.run(bench(("127.0.0.1", port), floor_port))
     finally:
+        bare.terminate()
+        bare.wait(10)
         server.terminate()
         server.wait(10)
         engine = sa.create_engine(args.url)

@@ -487,6 +487,7 @@ def _demo(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911, PLR0912, PLR
 
     uvicorn = importlib.import_module("uvicorn")
     from suture.demo.app import DEFAULT_DATABASE_URL, Settings, create_app
+    from suture.demo.serve import freeze_after_startup
 
     url = args.database_url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     settings = Settings(
@@ -519,7 +520,7 @@ def _demo(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911, PLR0912, PLR
     # A database the demo cannot use is one clear line, not a traceback from the
     # engine (a bad URL, a driver not installed, a server that does not answer).
     try:
-        app = create_app(settings)
+        app = freeze_after_startup(create_app(settings))
         problem = _preflight(url)
     except Exception as exc:
         problem = _one_line(exc)
@@ -759,12 +760,13 @@ def _worker_settings(settings: Any, token: str | None) -> dict[str, Any]:
 def worker_app() -> Any:
     """The app of one ``suture demo --workers N`` process (uvicorn's factory)."""
     from suture.demo.app import Settings, create_app
+    from suture.demo.serve import freeze_after_startup
 
     options = json.loads(os.environ[WORKER_SETTINGS])
     options["seed"] = False  # the parent seeded the database once
     options["managers"] = tuple(tuple(pair) for pair in options["managers"])
     options["allowed_hosts"] = tuple(options["allowed_hosts"])
-    return create_app(Settings(**options))
+    return freeze_after_startup(create_app(Settings(**options)))
 
 
 def _chaos(args: argparse.Namespace) -> int:

@@ -214,7 +214,7 @@ def _assistance_routes(app: FastAPI, service: Backend) -> None:
         response_model=None,
         responses=_ok(AssistanceList, _READ, respond=_link("respond", "task_id", "/requests/0/id")),
     )
-    async def assistance(request: Request) -> dict[str, Any]:
+    async def assistance(request: Request) -> JSONResponse:
         requests = await service.assistance_queue()
         body: dict[str, Any] = {"success": True, "requests": requests, "count": len(requests)}
         served = last_served()  # how the queue's LastGood served this very list
@@ -223,7 +223,7 @@ def _assistance_routes(app: FastAPI, service: Backend) -> None:
                 assert served.error is not None
                 raise served.error  # this client wants the outage told, not an old list
             body["stale"] = stale_json(served)
-        return body
+        return JSONResponse(body)  # JSON-ready already: FastAPI's encoder walk is skipped
 
     @app.post(
         "/api/manager/assistance/{task_id}/respond",
@@ -279,9 +279,9 @@ def _message_routes(app: FastAPI, service: Backend) -> None:
     async def messages(
         status: Annotated[MessageStatus, Query()] = MessageStatus.READY,
         limit: Annotated[int, Query(ge=1, le=500)] = 20,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         items, total = await service.messages(status, limit)
-        return {"success": True, "messages": items, "total": total}
+        return JSONResponse({"success": True, "messages": items, "total": total})
 
     async def moved(
         request: Request, message_id: int, target: MessageStatus, context: str
