@@ -44,6 +44,10 @@ class Decorator:
             wrapped = self._decorate_async(fn)
         else:
             wrapped = self._decorate_sync(fn)
+        return self._tagged(wrapped)
+
+    def _tagged(self, wrapped: Callable[P, Any]) -> Callable[P, Any]:
+        """Tag ``wrapped`` as this decorator's (what finds the policy behind a function)."""
         setattr(wrapped, f"__suture_{self._tag}__", self)
         return wrapped
 

@@ -219,8 +219,7 @@ class Retry(Decorator):
             wrapped: Callable[..., Any] = self._wrap_async(fn, name, gate)
         else:
             wrapped = self._wrap_sync(fn, name, gate)
-        setattr(wrapped, f"__suture_{self._tag}__", self)  # as Decorator.__call__ marks it
-        return wrapped
+        return self._tagged(wrapped)
 
     def _name_for(self, fn: object) -> str:
         if self.name:

@@ -110,8 +110,9 @@ class Timeout(Decorator):
                     raise DeadlineExceeded(f"before {name}", request.budget)
                 bound = min(limit, left)
             loop = asyncio.get_running_loop()
-            scope = asyncio.timeout(bound)
-            token = _ATTEMPT.set((loop.time, loop.time() + bound))
+            ends = loop.time() + bound
+            scope = asyncio.timeout_at(ends)  # the same end as attempt_remaining() reads
+            token = _ATTEMPT.set((loop.time, ends))
             try:
                 async with scope:
                     return await fn(*args, **kwargs)

@@ -40,7 +40,15 @@ from suture.demo.auth import LOOPBACK_HOSTS, AuthMiddleware, Managers, install_l
 from suture.demo.capture import Messages, SpamCapture
 from suture.demo.config import DEFAULT_CAPTURE_BATCH, DEFAULT_DATABASE_URL, Settings, async_url
 from suture.demo.dashboard import Dashboard
-from suture.demo.db import DB, Database, db_limiter, make_engine, resilience, utcnow
+from suture.demo.db import (
+    DB,
+    Database,
+    db_limiter,
+    make_engine,
+    resilience,
+    uses_limiter,
+    utcnow,
+)
 from suture.demo.guard import SlowClientGuard
 from suture.demo.models import MessageStatus
 from suture.demo.queue import AssistanceQueue
@@ -100,7 +108,7 @@ class Service:
         self.policy = guard.policy
         self.telemetry = Telemetry(s.clock)
         # The founding spec (``naive``) had no concurrency limit at the edge.
-        self.limiter = db_limiter(s) if s.limit_concurrency and not s.naive else None
+        self.limiter = db_limiter(s) if uses_limiter(s) else None
         self.pool_source = SQLAlchemyPoolSource(self.engine, name="db-pool", clock=s.clock)
         self.monitor = PoolMonitor(
             self.pool_source,

@@ -66,6 +66,7 @@ __all__ = [
     "iso",
     "make_engine",
     "resilience",
+    "uses_limiter",
     "utcnow",
 ]
 
@@ -204,11 +205,16 @@ def resilience(
     return Resilience(breaker=breaker, retry_budget=retry_budget, retry=retry, policy=policy)
 
 
+def uses_limiter(settings: Settings) -> bool:
+    """Whether :func:`db_limiter` stands in front of the database work (the naive mode
+    has none: see :mod:`suture.demo.naive`)."""
+    return settings.limit_concurrency and not settings.naive
+
+
 def db_slots(settings: Settings) -> int:
-    """Requests let work on the database at once: :func:`db_limiter`'s ceiling, else the pool
-    (the naive mode has no limiter: see :mod:`suture.demo.naive`)."""
+    """Requests let work on the database at once: :func:`db_limiter`'s ceiling, else the pool."""
     s = settings
-    if not s.limit_concurrency or s.naive:
+    if not uses_limiter(s):
         return s.pool_size
     return max(1, math.ceil(s.pool_size * s.critical) - 1)
 

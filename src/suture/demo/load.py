@@ -217,7 +217,7 @@ class _Prober:
     tries (its half-open probes then weigh 1 in 30, not 1 in 200).
     """
 
-    def __init__(self, clients: _RoundRobin, recorder: _Recorder) -> None:
+    def __init__(self, clients: Sequence[Any], recorder: _Recorder) -> None:
         self.clients = clients
         self.recorder = recorder
         self.wake = asyncio.Event()
@@ -241,7 +241,7 @@ class _Prober:
 
     async def _try(self, index: int) -> bool:
         """One read of service ``index``; True while it is answered 503 ``breaker_open``."""
-        client = self.clients.clients[index]
+        client = self.clients[index]
         started = time.time()
         try:
             answer = await client.get(READ, timeout=TRY_TIMEOUT)
@@ -386,7 +386,7 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - pacer,
         gc.collect()
         gc.freeze()
         # The prober's own clients of the same services (it picks which it asks).
-        prober = _Prober(_RoundRobin(clients.clients), recorder) if args.probe else None
+        prober = _Prober(clients.clients, recorder) if args.probe else None
 
         async def worker(index: int) -> None:
             browser = _Browser(
