@@ -341,3 +341,40 @@ def test_demo_refuses_a_bad_managers_file_in_one_line(
     assert err.startswith("suture demo: --managers: ") and ":1: expected" in err
     code, _ = _serve(monkeypatch, tmp_path, "--managers", str(tmp_path / "missing"))
     assert code == 2 and "--managers" in capsys.readouterr().err
+
+
+def _frozen_once_started(app: Any) -> bool:
+    """Whether ``app``'s startup left what it holds frozen out of the garbage collector."""
+    import gc
+
+    from starlette.testclient import TestClient
+
+    gc.unfreeze()
+    try:
+        with TestClient(app, base_url="http://127.0.0.1:8000"):
+            return gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # this test process's objects go back to the collector
+
+
+def test_the_demo_freezes_its_startup_objects_out_of_the_collector(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # A full collection walking the imports and the seed paused every request 20-100 ms.
+    code, app = _serve(monkeypatch, tmp_path)
+    assert code == 0
+    assert _frozen_once_started(app)
+
+
+def test_each_demo_worker_freezes_its_startup_objects_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import json
+
+    from suture.demo.app import Settings
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'worker.db'}"
+    settings = Settings(database_url=url, messages=10)
+    monkeypatch.setenv(cli.WORKER_SETTINGS, json.dumps(cli._worker_settings(settings, "t" * 32)))
+    app = cli.worker_app()
+    assert _frozen_once_started(app)
