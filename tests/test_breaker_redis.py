@@ -4,6 +4,7 @@ degrades to local state and heals back."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -146,6 +147,39 @@ def test_outage_degrades_to_local_state_and_heals(redis_url: str, prefix: str) -
     store.poll()  # heals: the local, newer record is written back
     assert not store.degraded
     assert CircuitBreaker("flaky-redis", store=observer, clock=clock).state is OPEN
+
+
+def test_threads_that_find_redis_down_together_warn_once(
+    redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The I/O thread and the pub/sub thread find an outage at the same moment (seen in
+    # CI as two warnings for one outage): each change of health is logged once.
+    conn = client(redis_url)
+    store = RedisBreakerStore(conn, prefix=prefix, background=False, follow="any")
+    start = threading.Barrier(8)
+
+    def poll() -> None:
+        start.wait()
+        store.poll()
+
+    def together() -> None:
+        threads = [threading.Thread(target=poll) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    with caplog.at_level(logging.WARNING, logger="suture"):
+        for _ in range(20):  # twenty outages, each found and each healed by eight threads
+            conn.down = True
+            together()
+            assert store.degraded
+            conn.down = False
+            together()
+            assert not store.degraded
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("unreachable" in m for m in messages) == 20
+    assert sum("answers again" in m for m in messages) == 20
 
 
 class ReadOnlyRedis(CountingRedis):

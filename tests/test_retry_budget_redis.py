@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -240,6 +241,40 @@ def test_redis_down_degrades_to_a_local_budget(caplog: pytest.LogCaptureFixture)
     flaky = Flaky(failures=1)
     with pytest.raises(ConnectionError):
         policy.call(flaky)  # refused by the local budget, the original error raised
+    down.close()
+
+
+def test_threads_that_find_redis_down_together_warn_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Request threads that find Redis down at the same moment log one warning per outage.
+    down = RedisRetryBudget(
+        "redis://127.0.0.1:1/0", key="together", ratio=0.5, min_per_second=1, background=False
+    )
+    start = threading.Barrier(8)
+
+    def spend() -> None:
+        start.wait()
+        down.try_spend()
+
+    class Slow(logging.Handler):  # a slow log sink widens the window between check and set
+        def emit(self, record: logging.LogRecord) -> None:
+            time.sleep(0.05)
+
+    slow = Slow()
+    logging.getLogger("suture").addHandler(slow)
+    try:
+        with caplog.at_level(logging.WARNING, logger="suture"):
+            threads = [threading.Thread(target=spend) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        logging.getLogger("suture").removeHandler(slow)
+    assert down.degraded
+    warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(warnings) == 1
     down.close()
 
 

@@ -322,6 +322,14 @@ class RedisRetryBudget:
             )
         except _BUDGET_ERRORS as exc:
             self._local._credit(pending)
+            self._down(exc)
+            return None
+        self._up()
+        return reply
+
+    def _down(self, exc: BaseException) -> None:
+        """Redis failed: decide locally for a while; warn once, whichever thread saw it."""
+        with self._lock:
             if not self._degraded:
                 logger.warning(
                     "redis retry budget %r unreachable (%s: %s); using a local budget",
@@ -331,11 +339,14 @@ class RedisRetryBudget:
                 )
             self._degraded = True
             self._down_until = self._clock.now() + self._reconnect_after
-            return None
-        if self._degraded:
-            logger.warning("redis retry budget %r reachable again; shared again", self.name)
+
+    def _up(self) -> None:
+        if not self._degraded:  # the common case: no lock on a healthy call
+            return
+        with self._lock:
+            if self._degraded:
+                logger.warning("redis retry budget %r reachable again; shared again", self.name)
             self._degraded = False
-        return reply
 
     def _sync(self, *, refresh: bool) -> None:
         """Background mode: send what was decided locally; the mirror takes Redis's answer."""
@@ -354,20 +365,10 @@ class RedisRetryBudget:
                 reply = self._script(keys=[self._key], args=[*args, decided, refusals])
             except Exception as exc:  # any failure: the mirror decides alone; logged once
                 reply = None
-                if not self._degraded:
-                    logger.warning(
-                        "redis retry budget %r unreachable (%s: %s); using a local budget",
-                        self.name,
-                        type(exc).__name__,
-                        exc,
-                    )
-                self._degraded = True
-                self._down_until = self._clock.now() + self._reconnect_after
+                self._down(exc)
         if reply is None:
             return  # what was decided locally stays decided: the mirror has it
-        if self._degraded:
-            logger.warning("redis retry budget %r reachable again; shared again", self.name)
-            self._degraded = False
+        self._up()
         self._last = reply
         local = self._local
         with self._lock:

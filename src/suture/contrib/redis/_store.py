@@ -278,6 +278,9 @@ class RedisBreakerStore:
         self._live: list[str] = []
         self._offset = 0.0  # Redis TIME - this host's wall clock
         self._degraded = False
+        # The I/O thread and the pub/sub thread both report Redis's health: one lock
+        # makes each change of it (and its one warning) happen once.
+        self._health = threading.Lock()
         self._resync = True
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -295,20 +298,24 @@ class RedisBreakerStore:
         return f"{self._prefix}{{{name}}}:{part}"
 
     def _down(self, what: str, exc: BaseException) -> None:
-        if not self._degraded:
-            logger.warning(
-                "redis breaker store unreachable (%s: %s: %s); using local state",
-                what,
-                type(exc).__name__,
-                exc,
-            )
-        self._degraded = True
-        self._resync = True
+        with self._health:
+            if not self._degraded:
+                logger.warning(
+                    "redis breaker store unreachable (%s: %s: %s); using local state",
+                    what,
+                    type(exc).__name__,
+                    exc,
+                )
+            self._degraded = True
+            self._resync = True
 
     def _up(self) -> None:
-        if self._degraded:
-            logger.warning("redis breaker store answers again; state shared again")
-        self._degraded = False
+        if not self._degraded:  # the common case: no lock on a healthy call
+            return
+        with self._health:
+            if self._degraded:
+                logger.warning("redis breaker store answers again; state shared again")
+            self._degraded = False
 
     # --- the BreakerStore protocol (never a Redis command when background) --------------
 
@@ -663,7 +670,7 @@ class RedisBreakerStore:
         with self._lock:
             names = list(self._listeners)
         self._flush()
-        if self._degraded:
+        if self._degraded and self._outbox:
             return  # Redis refused the publish: the rest would fail too
         self._release_all()
         self._acquire_wanted()
