@@ -284,8 +284,10 @@ def test_a_starting_worker_does_not_reset_the_shared_state(
         late = RedisBreakerStore(server.url, prefix=prefix, follow="any")
         try:
             seen: list[BreakerState] = []
-            b = CircuitBreaker("start", store=late)
+            # Listen first: the I/O thread may deliver the record the moment a breaker
+            # subscribes, before a listener added after it would hear anything.
             late.subscribe("start", lambda r: seen.append(r.state))
+            b = CircuitBreaker("start", store=late)
             until(lambda: b.state is OPEN)
             stored = json.loads(reader.get(f"{prefix}{{start}}:record") or b"{}")
             assert stored["state"] == "open" and stored["version"] == 1
