@@ -289,6 +289,108 @@ def test_the_load_spreads_tries_round_robin_and_reports_each_services() -> None:
     assert len(single.buckets(100.5, 0)) == 1  # one service: no per-service part
 
 
+class _Answers:
+    """A real HTTP server on loopback whose answers a test scripts, one per request."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = answers
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.served = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.answers:
+                self.requests.append(await reader.readuntil(b"\r\n\r\n"))
+                answer = self.answers.pop(0)
+                writer.write(answer)
+                await writer.drain()
+                if not self.answers:
+                    self.served.set()
+                if b"Connection: close" in answer:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def _answer(status: int, body: dict[str, Any], *extra: str) -> bytes:
+    data = json.dumps(body).encode()
+    head = [f"HTTP/1.1 {status} X", "content-type: application/json", *extra]
+    head.append(f"content-length: {len(data)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + data
+
+
+OPEN = _answer(503, {"code": "breaker_open"}, "Retry-After: 2")
+
+
+def test_the_probers_bare_client_keeps_its_connection_and_frames_answers() -> None:
+    async def scenario() -> None:
+        closing = _answer(503, {"code": "breaker_open"}, "Connection: close")
+        unframed = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+        answers = _Answers([OPEN, OPEN, closing, _answer(200, {"tasks": []}), unframed])
+        async with answers as url:
+            client = load._BareGet(url, load.READ, {"Authorization": "Bearer t0k"})
+            for _ in range(3):
+                status, body = await client.get()
+                assert (status, load._body_code(body)) == (503, "breaker_open")
+            assert answers.connections == 1  # kept alive until the server said close
+            status, body = await client.get()
+            assert (status, json.loads(body)) == (200, {"tasks": []})
+            assert answers.connections == 2
+            with pytest.raises(ValueError, match="Content-Length"):
+                await client.get()
+            assert client.writer is None  # dropped: the next try connects afresh
+        request = answers.requests[0].decode()
+        assert request.startswith(f"GET {load.READ} HTTP/1.1\r\n")
+        assert f"Host: {url.removeprefix('http://')}" in request
+        assert "Authorization: Bearer t0k" in request
+
+    asyncio.run(scenario())
+    with pytest.raises(ValueError, match="http://"):
+        load._BareGet("https://127.0.0.1:1", load.READ, {})
+
+
+def test_the_prober_asks_on_its_own_thread_until_the_breaker_lets_go() -> None:
+    async def scenario() -> load._Recorder:
+        answers = _Answers([OPEN, OPEN, OPEN, _answer(503, {"code": "overloaded"})])
+        async with answers as url:
+            recorder = load._Recorder()
+            prober = load._Prober([url], {}, recorder)
+            prober.start()
+            try:
+                prober.rejected(0)
+                await asyncio.wait_for(answers.served.wait(), 10)
+            finally:
+                await asyncio.to_thread(prober.stop)
+            assert not prober._thread.is_alive()
+            assert answers.connections == 1
+        return recorder
+
+    recorder = asyncio.run(scenario())
+    out = io.StringIO()
+    with redirect_stdout(out):
+        recorder.flush(2**40)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    # Four tries: three breaker_open, then another 503 that ends the asking; every 503
+    # is a fast-fail sample, none of them a browser's try.
+    assert sum(line["probes"] for line in lines) == 4
+    assert sum(len(line["fail_ms"]) for line in lines) == 4
+    assert sum(line["sent"] for line in lines) == 0
+
+
 # --- the report ---------------------------------------------------------------------------------
 
 

@@ -61,11 +61,13 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = ["BROWSERS", "OUTCOMES", "main"]
 
@@ -124,15 +126,22 @@ class _Second:
 
 
 class _Recorder:
+    """The seconds' buckets. The prober's thread records into them too: ``lock`` keeps a
+    bucket from being made twice or written after its line was printed."""
+
     def __init__(self, services: int = 1) -> None:
         self.seconds: dict[int, _Second] = {}
         self.services = services
+        self.lock = threading.RLock()
 
     def at(self, when: float) -> _Second:
         second = int(when)
         bucket = self.seconds.get(second)
         if bucket is None:
-            bucket = self.seconds[second] = _Second()
+            with self.lock:
+                bucket = self.seconds.get(second)
+                if bucket is None:
+                    bucket = self.seconds[second] = _Second()
         return bucket
 
     def buckets(self, when: float, service: int) -> list[_Second]:
@@ -141,7 +150,11 @@ class _Recorder:
         return [bucket] if self.services == 1 else [bucket, bucket.service(service)]
 
     def flush(self, before: int) -> None:
-        for second in sorted(s for s in self.seconds if s < before):
+        with self.lock:
+            self._flush(before)
+
+    def _flush(self, before: int) -> None:
+        for second in sorted(s for s in list(self.seconds) if s < before):
             b = self.seconds.pop(second)
             line = {
                 "second": second,
@@ -198,12 +211,73 @@ class _RoundRobin:
 
 def _code(answer: Any) -> str | None:
     """The ``code`` of a 503's JSON body (``breaker_open``, ``overloaded``, ...)."""
+    return _body_code(answer.content)
+
+
+def _body_code(body: bytes) -> str | None:
     try:
-        body = answer.json()
+        parsed = json.loads(body)
     except ValueError:
         return None
-    code = body.get("code") if isinstance(body, dict) else None
+    code = parsed.get("code") if isinstance(parsed, dict) else None
     return code if isinstance(code, str) else None
+
+
+class _BareGet:
+    """One keep-alive HTTP/1.1 connection that sends one prepared ``GET``: the prober's client.
+
+    A try costs the load process a write and two reads (httpx costs it several
+    milliseconds a request on a slow machine, and that time would be counted in the
+    service's fast-fail latency). Answers must carry a ``Content-Length`` (the
+    demo's do); anything else closes the connection and raises.
+    """
+
+    def __init__(self, url: str, path: str, headers: Mapping[str, str]) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or parts.hostname is None:
+            raise ValueError(f"url={url!r}: the prober speaks plain http:// only")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        lines = [f"GET {path} HTTP/1.1", f"Host: {parts.netloc}", "Accept: application/json"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        self.request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self) -> tuple[int, bytes]:
+        """``(status, body)``; raises on a transport error or an answer it cannot frame."""
+        try:
+            return await self._get()
+        except BaseException:
+            self.close()
+            raise
+
+    async def _get(self) -> tuple[int, bytes]:
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(self.request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length: int | None = None
+        keep = True
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                keep = False
+        if length is None:
+            raise ValueError("an answer without Content-Length")
+        body = await self.reader.readexactly(length)
+        if not keep:
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
 
 
 class _Prober:
@@ -215,46 +289,91 @@ class _Prober:
     healthy, every other try would be the healthy one's answer, which would stop
     the prober after two tries and leave the open one's p99 to the few browsers'
     tries (its half-open probes then weigh 1 in 30, not 1 in 200).
+
+    It runs on a thread and an event loop of its own, with a bare client
+    (:class:`_BareGet`): on the browsers' loop each of its answers waited for
+    whatever browser step was running (several milliseconds of httpx work on a
+    slow machine), and that wait was counted as the service's latency.
     """
 
-    def __init__(self, clients: Sequence[Any], recorder: _Recorder) -> None:
-        self.clients = clients
+    def __init__(
+        self, urls: Sequence[str], headers: Mapping[str, str], recorder: _Recorder
+    ) -> None:
+        self.clients = [_BareGet(url, READ, headers) for url in urls]
         self.recorder = recorder
-        self.wake = asyncio.Event()
-        #: The services (indexes) whose breaker the prober is asking about.
+        #: The services (indexes) whose breaker the prober is asking about (its thread's).
         self.open: set[int] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="suture-load-prober", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            with suppress(RuntimeError):  # its loop has ended already
+                self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=TRY_TIMEOUT + 1)
 
     def rejected(self, index: int) -> None:
         """Service ``index`` answered ``503 breaker_open``: ask it until it answers otherwise."""
-        self.open.add(index)
-        self.wake.set()
+        if self._loop is not None:
+            with suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._ask, index)
 
-    async def run(self) -> None:
+    def _ask(self, index: int) -> None:
+        self.open.add(index)
+        assert self._wake is not None
+        self._wake.set()
+
+    def _main(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake, self._stop = asyncio.Event(), asyncio.Event()
+        self._ready.set()
+        probing = asyncio.ensure_future(self._probe(self._wake))
+        try:
+            await self._stop.wait()
+        finally:
+            probing.cancel()
+            with suppress(asyncio.CancelledError):
+                await probing
+            for client in self.clients:
+                client.close()
+
+    async def _probe(self, wake: asyncio.Event) -> None:
         while True:
-            await self.wake.wait()
+            await wake.wait()
             while self.open:  # paced, not polling: each turn is one request
                 for index in sorted(self.open):
                     if not await self._try(index):
                         self.open.discard(index)
                     await asyncio.sleep(PROBE_GAP)
-            self.wake.clear()
+            wake.clear()
 
     async def _try(self, index: int) -> bool:
         """One read of service ``index``; True while it is answered 503 ``breaker_open``."""
-        client = self.clients[index]
         started = time.time()
         try:
-            answer = await client.get(READ, timeout=TRY_TIMEOUT)
-        except Exception:
-            self.recorder.at(time.time()).probes += 1
+            async with asyncio.timeout(TRY_TIMEOUT):
+                status, body = await self.clients[index].get()
+        except (OSError, ValueError, EOFError, asyncio.IncompleteReadError, TimeoutError):
+            with self.recorder.lock:
+                self.recorder.at(time.time()).probes += 1
             return False
         ended = time.time()
-        self.recorder.at(ended).probes += 1
-        if answer.status_code != 503:
-            return False
-        for bucket in self.recorder.buckets(ended, index):
-            bucket.fail_ms.append([round(ended, 4), round((ended - started) * 1000, 3)])
-        return _code(answer) == "breaker_open"
+        with self.recorder.lock:
+            self.recorder.at(ended).probes += 1
+            if status == 503:
+                for bucket in self.recorder.buckets(ended, index):
+                    bucket.fail_ms.append([round(ended, 4), round((ended - started) * 1000, 3)])
+        return status == 503 and _body_code(body) == "breaker_open"
 
 
 class _Browser:
@@ -386,7 +505,7 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - pacer,
         gc.collect()
         gc.freeze()
         # The prober's own clients of the same services (it picks which it asks).
-        prober = _Prober(clients.clients, recorder) if args.probe else None
+        prober = _Prober(urls, headers, recorder) if args.probe else None
 
         async def worker(index: int) -> None:
             browser = _Browser(
@@ -430,7 +549,8 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - pacer,
 
         flushing = loop.create_task(flusher())
         workers = [loop.create_task(worker(i)) for i in range(args.workers)]
-        probing = loop.create_task(prober.run()) if prober is not None else None
+        if prober is not None:
+            prober.start()
         done_waiting: asyncio.Task[Any] = loop.create_task(stop.wait())
         pending: set[asyncio.Task[Any]] = set(workers)
         while pending and not stop.is_set():
@@ -443,9 +563,9 @@ async def run(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - pacer,
             pending.discard(done_waiting)
         for task in workers:
             task.cancel()
-        if probing is not None:
-            probing.cancel()
-        await asyncio.gather(*workers, *([probing] if probing else []), return_exceptions=True)
+        if prober is not None:
+            await asyncio.to_thread(prober.stop)
+        await asyncio.gather(*workers, return_exceptions=True)
         done_waiting.cancel()
         flushing.cancel()
         with suppress(asyncio.CancelledError):
@@ -493,6 +613,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds past --seconds for the clicks in flight; then they count as timeouts",
     )
     args = parser.parse_args(argv)
+    if args.probe:
+        # The prober's thread gets the interpreter within 0.5 ms of its answer
+        # arriving, not after the default 5 ms a busy browser thread may hold it.
+        sys.setswitchinterval(0.0005)
     asyncio.run(run(args))
     return 0
 
