@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -20,3 +22,18 @@ class CountingRedis(redis.Redis):
         if self.down:
             raise redis.ConnectionError("injected outage")
         return super().execute_command(*args, **options)
+
+
+def together(fn: Callable[[], object], threads: int = 8) -> None:
+    """Run ``fn`` on ``threads`` threads released at one instant (a barrier); wait for all."""
+    start = threading.Barrier(threads)
+
+    def run() -> None:
+        start.wait()
+        fn()
+
+    running = [threading.Thread(target=run) for _ in range(threads)]
+    for t in running:
+        t.start()
+    for t in running:
+        t.join()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from redis_support import CountingRedis
+from redis_support import CountingRedis, together
 from suture import BreakerOpen, BreakerState, CircuitBreaker
 from suture.contrib.redis import RedisBreakerStore
 from suture.testing import FakeClock
@@ -156,26 +156,13 @@ def test_threads_that_find_redis_down_together_warn_once(
     # CI as two warnings for one outage): each change of health is logged once.
     conn = client(redis_url)
     store = RedisBreakerStore(conn, prefix=prefix, background=False, follow="any")
-    start = threading.Barrier(8)
-
-    def poll() -> None:
-        start.wait()
-        store.poll()
-
-    def together() -> None:
-        threads = [threading.Thread(target=poll) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-
     with caplog.at_level(logging.WARNING, logger="suture"):
         for _ in range(20):  # twenty outages, each found and each healed by eight threads
             conn.down = True
-            together()
+            together(store.poll)
             assert store.degraded
             conn.down = False
-            together()
+            together(store.poll)
             assert not store.degraded
     messages = [r.getMessage() for r in caplog.records]
     assert sum("unreachable" in m for m in messages) == 20

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import suture
-from redis_support import CountingRedis
+from redis_support import CountingRedis, together
 from suture import Retry, RetryBudget, RetryBudgetExhausted
 from suture.contrib.redis import RedisRetryBudget
 from suture.testing import FakeClock, capture_events
@@ -251,11 +251,6 @@ def test_threads_that_find_redis_down_together_warn_once(
     down = RedisRetryBudget(
         "redis://127.0.0.1:1/0", key="together", ratio=0.5, min_per_second=1, background=False
     )
-    start = threading.Barrier(8)
-
-    def spend() -> None:
-        start.wait()
-        down.try_spend()
 
     class Slow(logging.Handler):  # a slow log sink widens the window between check and set
         def emit(self, record: logging.LogRecord) -> None:
@@ -265,11 +260,7 @@ def test_threads_that_find_redis_down_together_warn_once(
     logging.getLogger("suture").addHandler(slow)
     try:
         with caplog.at_level(logging.WARNING, logger="suture"):
-            threads = [threading.Thread(target=spend) for _ in range(8)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            together(down.try_spend)
     finally:
         logging.getLogger("suture").removeHandler(slow)
     assert down.degraded

@@ -151,29 +151,26 @@ class _Recorder:
 
     def flush(self, before: int) -> None:
         with self.lock:
-            self._flush(before)
-
-    def _flush(self, before: int) -> None:
-        for second in sorted(s for s in list(self.seconds) if s < before):
-            b = self.seconds.pop(second)
-            line = {
-                "second": second,
-                "sent": b.sent,
-                "clicks": b.clicks,
-                "outcomes": b.outcomes,
-                "latencies": [round(x, 2) for x in b.latencies],
-                "acked": b.acked,
-                "tries": b.tries,
-                "try_ms": [round(x, 2) for x in b.try_ms],
-                "fail_ms": b.fail_ms,
-                "ok_at": b.ok_at,
-                "try_at": b.try_at,
-                "probes": b.probes,
-            }
-            if self.services > 1:
-                line["workers"] = [b.service(i).tries_line() for i in range(self.services)]
-            sys.stdout.write(json.dumps(line) + "\n")
-        sys.stdout.flush()
+            for second in sorted(s for s in self.seconds if s < before):
+                b = self.seconds.pop(second)
+                line = {
+                    "second": second,
+                    "sent": b.sent,
+                    "clicks": b.clicks,
+                    "outcomes": b.outcomes,
+                    "latencies": [round(x, 2) for x in b.latencies],
+                    "acked": b.acked,
+                    "tries": b.tries,
+                    "try_ms": [round(x, 2) for x in b.try_ms],
+                    "fail_ms": b.fail_ms,
+                    "ok_at": b.ok_at,
+                    "try_at": b.try_at,
+                    "probes": b.probes,
+                }
+                if self.services > 1:
+                    line["workers"] = [b.service(i).tries_line() for i in range(self.services)]
+                sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
 
 
 def _outcome(status: int) -> str:
@@ -363,7 +360,7 @@ class _Prober:
         try:
             async with asyncio.timeout(TRY_TIMEOUT):
                 status, body = await self.clients[index].get()
-        except (OSError, ValueError, EOFError, asyncio.IncompleteReadError, TimeoutError):
+        except Exception:  # refused, cut, timed out, unframed, a head over 64 KiB: not a 503
             with self.recorder.lock:
                 self.recorder.at(time.time()).probes += 1
             return False
